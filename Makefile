@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch first, pinned: a loose range lets pip pull a multi-GB CUDA build (see DESIGN.md).
+TORCH_PIN := torch==2.13.0
+
+.PHONY: venv quickstart test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_PIN)
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+quickstart: venv
+	$(VENV)/bin/deqlab demo --out demo_out
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PIP) install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/solvers.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
