@@ -1,0 +1,177 @@
+"""Gradients through a fixed point, and the Jacobian regulariser.
+
+Every mode starts from the same place: the solver's z* detached, `z_in` made a
+leaf that requires grad, and one application `fz = f(z_in)` recorded by
+autograd. That application is what carries the gradient to f's parameters and
+input; the modes differ only in what they do with it:
+
+- implicit: a hook on fz replaces the incoming gradient v by the solution g of
+  the adjoint fixed point g = J^T g + v (J = df/dz at z*), found by any
+  registered solver; each VJP is one counted evaluation.
+- phantom: k damped steps z <- (1-a) z + a f(z) from z*, differentiated by
+  autograd (Geng et al. 2021): cheap, approximate.
+- unrolled: k plain applications of f from z*, differentiated by autograd
+  (truncated backprop; phantom with damping 1).
+
+Backward NFE is counted where it happens: hooks on the tensors whose VJPs the
+backward pass computes increment `BackwardRecord.nfe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .solvers import SOLVERS, solve, solver_options
+
+Tensor = torch.Tensor
+
+
+class ImplicitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["implicit"] = "implicit"
+    solver: Optional[str] = Field(None, description="adjoint solver; default: the forward solver")
+    tol: Optional[float] = Field(None, gt=0.0, description="default: the forward tol")
+    max_iter: Optional[int] = Field(None, ge=1, description="default: the forward max_iter")
+    solver_options: dict = Field(default_factory=dict, description="default: the forward options if same solver")
+
+
+class PhantomOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["phantom"] = "phantom"
+    steps: int = Field(5, ge=1, le=200)
+    damping: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class UnrolledOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["unrolled"] = "unrolled"
+    steps: int = Field(5, ge=1, le=200)
+
+
+BackwardOptions = Union[ImplicitOptions, PhantomOptions, UnrolledOptions]
+BACKWARD_MODES: dict[str, type[BaseModel]] = {
+    "implicit": ImplicitOptions,
+    "phantom": PhantomOptions,
+    "unrolled": UnrolledOptions,
+}
+
+
+def backward_options(mode: str, options: Optional[dict] = None) -> BackwardOptions:
+    """Validate a backward mode and its options; unknown names/keys list the valid ones."""
+    if mode not in BACKWARD_MODES:
+        raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(BACKWARD_MODES)}")
+    model = BACKWARD_MODES[mode]
+    options = dict(options or {})
+    options.pop("mode", None)
+    unknown = sorted(set(options) - set(model.model_fields) - {"mode"})
+    if unknown:
+        valid = ", ".join(k for k in model.model_fields if k != "mode")
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for backward {mode!r}; valid options: {valid}")
+    try:
+        opts = model(**options)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid option for backward {mode!r}: {msgs}") from None
+    if isinstance(opts, ImplicitOptions) and opts.solver is not None:
+        if opts.solver not in SOLVERS:
+            raise ValueError(f"unknown adjoint solver {opts.solver!r}; valid solvers: {', '.join(SOLVERS)}")
+        solver_options(opts.solver, opts.solver_options)
+    return opts
+
+
+@dataclass
+class BackwardRecord:
+    """Filled in while the backward pass runs (after loss.backward())."""
+
+    nfe: int = 0
+    residual: Optional[float] = None  # adjoint solve: max final residual over the batch
+    converged_frac: Optional[float] = None
+    trace: Optional[list] = None
+
+
+@dataclass(frozen=True)
+class ForwardSolverConfig:
+    """What the implicit mode inherits from the forward solve by default."""
+
+    solver: str
+    tol: float
+    max_iter: int
+    stop_mode: str
+    options: dict
+
+
+def _count_backward(t: Tensor, record: BackwardRecord) -> None:
+    """Count one VJP when autograd pushes a gradient through t."""
+
+    def hook(grad):
+        record.nfe += 1
+        return grad
+
+    t.register_hook(hook)
+
+
+def attach(
+    f: Callable[[Tensor], Tensor],
+    z_in: Tensor,
+    fz: Tensor,
+    opts: BackwardOptions,
+    fwd: ForwardSolverConfig,
+    record: BackwardRecord,
+) -> tuple[Tensor, int]:
+    """Build the differentiable output from fz = f(z_in); returns (output, extra forward NFE)."""
+    if isinstance(opts, ImplicitOptions):
+        _attach_implicit(z_in, fz, opts, fwd, record)
+        return fz, 0
+    damping = opts.damping if isinstance(opts, PhantomOptions) else 1.0
+    _count_backward(fz, record)
+    z = fz if damping == 1.0 else (1 - damping) * z_in + damping * fz
+    for _ in range(opts.steps - 1):
+        fz = f(z)
+        _count_backward(fz, record)
+        z = fz if damping == 1.0 else (1 - damping) * z + damping * fz
+    return z, opts.steps - 1
+
+
+def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: ForwardSolverConfig, record: BackwardRecord) -> None:
+    solver = opts.solver or fwd.solver
+    options = opts.solver_options if (opts.solver_options or solver != fwd.solver) else fwd.options
+    tol = opts.tol if opts.tol is not None else fwd.tol
+    max_iter = opts.max_iter if opts.max_iter is not None else fwd.max_iter
+
+    def hook(v: Tensor) -> Tensor:
+        def vjp(g: Tensor) -> Tensor:
+            return torch.autograd.grad(fz, z_in, g, retain_graph=True)[0]
+
+        def adjoint(g: Tensor) -> Tensor:
+            return vjp(g) + v
+
+        # the adjoint map is affine, so its Jacobian-vector product is one VJP
+        jvp = (lambda g, w: vjp(w)) if solver == "newton_krylov" else None
+        res = solve(adjoint, v, solver=solver, tol=tol, max_iter=max_iter, stop_mode=fwd.stop_mode, jvp=jvp, **options)
+        record.nfe += res.nfe
+        record.residual = float(res.residual.max())
+        record.converged_frac = res.converged_frac
+        record.trace = res.trace
+        return res.z
+
+    fz.register_hook(hook)
+
+
+def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1) -> tuple[Tensor, int]:
+    """Hutchinson estimate of ||df/dz||_F^2 / dim, averaged over the batch (Bai et al. 2021).
+
+    Returns (penalty, VJPs spent). The penalty is differentiable (create_graph),
+    so its own backward costs a second-order pass per probe.
+    """
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    total = fz.new_zeros(())
+    for _ in range(probes):
+        eps = torch.randn_like(fz)
+        (vjp,) = torch.autograd.grad(fz, z_in, eps, create_graph=True, retain_graph=True)
+        total = total + vjp.pow(2).flatten(1).sum(dim=1).mean() / vjp[0].numel()
+    return total / probes, probes

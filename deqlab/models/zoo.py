@@ -1,0 +1,179 @@
+"""Model zoo used by the studies: encoder -> DEQ layer -> head, by name.
+
+Each model's forward returns (logits, DEQInfo) so the training loop reads cost
+and convergence the same way for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .deq import DEQ
+
+
+class MLPCell(nn.Module):
+    """f(z, x) = W2 tanh(W1 z) + x (inner width given) or tanh(W z + x) (inner None)."""
+
+    def __init__(self, width: int, inner: Optional[int] = None):
+        super().__init__()
+        if inner:
+            self.net = nn.Sequential(nn.Linear(width, inner), nn.Tanh(), nn.Linear(inner, width))
+            self.squash = False
+        else:
+            self.net = nn.Linear(width, width)
+            self.squash = True
+
+    def forward(self, z, x):
+        out = self.net(z) + x
+        return torch.tanh(out) if self.squash else out
+
+
+class MLPDEQ(nn.Module):
+    """The seed MLP: Dense(in->width), DEQ over the cell with input injection, Dense(width->classes).
+
+    Defaults are the seed article's (784->100, cell 100->500 tanh->100, 100->10);
+    `inner=None` gives the paper's single-layer tanh cell (784->128, 128->128).
+    """
+
+    def __init__(self, in_dim: int = 784, width: int = 100, inner: Optional[int] = 500, num_classes: int = 10, **deq):
+        super().__init__()
+        self.encoder = nn.Linear(in_dim, width)
+        skip = nn.Sequential(nn.Linear(width, width), nn.Tanh()) if deq.get("init") == "skip" else None
+        self.deq = DEQ(MLPCell(width, inner), skip_net=skip, **deq)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        z, info = self.deq(self.encoder(x.flatten(1)))
+        return self.head(z), info
+
+
+class ConvCell(nn.Module):
+    """f(z, x) = GN(tanh(conv2(GN(tanh(conv1(z))) ) + x)): two 3x3 convs with input injection."""
+
+    def __init__(self, channels: int, groups: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.norm2 = nn.GroupNorm(groups, channels)
+
+    def forward(self, z, x):
+        h = self.norm1(torch.tanh(self.conv1(z)))
+        return self.norm2(torch.tanh(self.conv2(h) + x))
+
+
+def _small_init(module: nn.Module, std: float) -> None:
+    """Small weights keep the cell contractive at the start, so early solves converge."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ConvDEQ(nn.Module):
+    """The seed conv model: down-block, DEQ cell of two 3x3 convs, mean pool, linear head."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10, groups: int = 4,
+                 init_std: float = 0.01, **deq):
+        super().__init__()
+        self.down = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.GroupNorm(groups, channels), nn.ReLU(),
+            nn.Conv2d(channels, channels, 4, stride=2, padding=1), nn.GroupNorm(groups, channels),
+        )
+        cell = ConvCell(channels, groups)
+        _small_init(cell, init_std)
+        skip = None
+        if deq.get("init") == "skip":
+            skip = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(groups, channels), nn.Tanh())
+            _small_init(skip, init_std)
+        self.deq = DEQ(cell, skip_net=skip, **deq)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        z, info = self.deq(self.down(x))
+        return self.head(z.mean(dim=(2, 3))), info
+
+
+class MultiscaleCell(nn.Module):
+    """Two resolutions updated together and fused (a small MDEQ-style cell).
+
+    The state is the concatenation of both branches flattened, so every solver
+    sees one tensor per sample.
+    """
+
+    def __init__(self, channels: int, size: int, groups: int = 4):
+        super().__init__()
+        self.c, self.size = channels, size
+        self.hi = ConvCell(channels, groups)
+        self.lo = ConvCell(channels, groups)
+        self.down = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.up = nn.Conv2d(channels, channels, 1)
+
+    def split(self, z):
+        b, c, s = z.shape[0], self.c, self.size
+        n_hi = c * s * s
+        return z[:, :n_hi].view(b, c, s, s), z[:, n_hi:].view(b, c, s // 2, s // 2)
+
+    def forward(self, z, x):
+        z_hi, z_lo = self.split(z)
+        x_hi, x_lo = self.split(x)
+        h = self.hi(z_hi, x_hi)
+        l = self.lo(z_lo, x_lo)
+        h2 = h + nn.functional.interpolate(self.up(l), scale_factor=2.0)
+        l2 = l + self.down(h)
+        return torch.cat([h2.flatten(1), l2.flatten(1)], dim=1)
+
+
+class MultiscaleDEQ(nn.Module):
+    """Small multiscale DEQ: the conv down-block feeds a two-resolution equilibrium."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 16, num_classes: int = 10, image_size: int = 28,
+                 groups: int = 4, init_std: float = 0.01, **deq):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be divisible by 4, got {image_size}")
+        s = image_size // 2
+        self.down = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.GroupNorm(groups, channels), nn.ReLU(),
+            nn.Conv2d(channels, channels, 4, stride=2, padding=1), nn.GroupNorm(groups, channels),
+        )
+        self.down_lo = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        cell = MultiscaleCell(channels, s, groups)
+        _small_init(cell, init_std)
+        skip = None
+        if deq.get("init") == "skip":
+            n = channels * s * s + channels * (s // 2) ** 2
+            skip = nn.Sequential(nn.Linear(n, n // 8), nn.Tanh(), nn.Linear(n // 8, n))
+            _small_init(skip, init_std)
+        self.deq = DEQ(cell, skip_net=skip, **deq)
+        self.head = nn.Linear(2 * channels, num_classes)
+        self.cell = cell
+
+    def forward(self, x):
+        h = self.down(x)
+        inj = torch.cat([h.flatten(1), self.down_lo(h).flatten(1)], dim=1)
+        z, info = self.deq(inj)
+        z_hi, z_lo = self.cell.split(z)
+        pooled = torch.cat([z_hi.mean(dim=(2, 3)), z_lo.mean(dim=(2, 3))], dim=1)
+        return self.head(pooled), info
+
+
+MODELS = {"mlp": MLPDEQ, "conv": ConvDEQ, "multiscale": MultiscaleDEQ}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Instantiate a zoo model by name; unknown names list the valid ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MLPDEQ", "ConvDEQ", "MultiscaleDEQ", "MODELS", "build_model", "count_parameters"]

@@ -1,0 +1,157 @@
+"""What every solver shares: the result record, NFE counting, per-sample freezing.
+
+All solvers find z with f(z) = z for a batch (dimension 0 indexes samples). The
+bookkeeping lives here so that no solver can count differently from another:
+`Tracker.evaluate` is the only place f is called, and `Tracker.check` is the only
+place a residual is judged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+Tensor = torch.Tensor
+StopMode = Literal["rel", "abs"]
+STOP_MODES = ("rel", "abs")
+EPS = 1e-8  # keeps the relative residual finite when f(z) = 0
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one batched solve.
+
+    `z` holds each sample's best iterate (lowest finite residual), so a failed
+    solve still returns something usable. `residual` is the residual of exactly
+    that iterate, `inf` for a sample that never produced a finite one.
+    """
+
+    z: Tensor
+    nfe: int
+    sample_nfe: Tensor
+    residual: Tensor
+    converged: Tensor
+    trace: list[float]
+    trace_mean: list[float] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def converged_frac(self) -> float:
+        return float(self.converged.float().mean())
+
+
+class SolverOptions(BaseModel):
+    """Base of every solver's options: unknown keys are an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
+    """Per-sample residual ||f(z) - z|| (abs) or divided by ||f(z)|| + eps (rel)."""
+    diff = (fz - z).flatten(1).norm(dim=1)
+    if stop_mode == "abs":
+        return diff
+    return diff / (fz.flatten(1).norm(dim=1) + EPS)
+
+
+def _nan_to_inf(r: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(r), r, torch.full_like(r, math.inf))
+
+
+class Tracker:
+    """Counts evaluations, keeps each sample's best iterate, freezes converged samples.
+
+    A sample leaves the active set when its residual passes the test (converged)
+    or turns non-finite (failed); a frozen sample keeps its value, so solvers
+    apply `keep_frozen` to their proposals. f is always called on the whole
+    batch because it may close over a batched input x.
+    """
+
+    def __init__(self, f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, stop_mode: StopMode):
+        self.f = f
+        self.tol = tol
+        self.stop_mode = stop_mode
+        b = z0.shape[0]
+        self.nfe = 0
+        self.sample_nfe = torch.zeros(b, dtype=torch.long, device=z0.device)
+        self.active = torch.ones(b, dtype=torch.bool, device=z0.device)
+        self.converged = torch.zeros(b, dtype=torch.bool, device=z0.device)
+        self.best_z = z0.detach().clone()
+        self.best_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
+        self.current_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
+        self.trace: list[float] = []
+        self.trace_mean: list[float] = []
+
+    # -- counting ---------------------------------------------------------
+    def evaluate(self, z: Tensor) -> Tensor:
+        """f(z), counted: one batched call is one NFE, and one per active sample."""
+        out = self.f(z)
+        self.count()
+        return out
+
+    def count(self, n: int = 1) -> None:
+        """Record n evaluations made elsewhere (a JVP or VJP counts as one)."""
+        self.nfe += n
+        self.sample_nfe += self.active.long() * n
+
+    # -- judging ------------------------------------------------------------
+    def check(self, z: Tensor, fz: Tensor) -> Tensor:
+        """Judge f(z) against z for the active samples; returns their residuals."""
+        res = _nan_to_inf(residual_norms(z, fz, self.stop_mode))
+        finite_z = torch.isfinite(z.flatten(1)).all(dim=1)
+        res = torch.where(finite_z, res, torch.full_like(res, math.inf))
+        act = self.active
+        better = act & (res < self.best_res)
+        if better.any():
+            mask = better.view(-1, *([1] * (z.dim() - 1)))
+            self.best_z = torch.where(mask, z.detach(), self.best_z)
+            self.best_res = torch.where(better, res, self.best_res)
+        self.current_res = torch.where(act, res, self.current_res)
+        newly_converged = act & (res <= self.tol)
+        failed = act & ~torch.isfinite(res)
+        self.converged |= newly_converged
+        self.active = act & ~newly_converged & ~failed
+        self.trace.append(float(self.current_res.max()))
+        self.trace_mean.append(float(self.current_res.mean()))
+        return res
+
+    def fail(self, mask: Tensor) -> None:
+        """Give up on samples that produced non-finite values outside a check."""
+        self.active = self.active & ~mask
+
+    @property
+    def done(self) -> bool:
+        return not bool(self.active.any())
+
+    def keep_frozen(self, z_old: Tensor, z_new: Tensor) -> Tensor:
+        """Apply a proposed update only to active samples."""
+        mask = self.active.view(-1, *([1] * (z_new.dim() - 1)))
+        return torch.where(mask, z_new, z_old)
+
+    def result(self, **stats) -> SolveResult:
+        return SolveResult(
+            z=self.best_z,
+            nfe=self.nfe,
+            sample_nfe=self.sample_nfe,
+            residual=self.best_res,
+            converged=self.converged.clone(),
+            trace=self.trace,
+            trace_mean=self.trace_mean,
+            stats=stats,
+        )
+
+
+def batched_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner product of two [B, D] tensors."""
+    return (a * b).sum(dim=1)
+
+
+def safe_divide(num: Tensor, den: Tensor, tiny: float | None = None) -> Tensor:
+    """num / den with 0 where |den| is negligible, so a degenerate sample skips an update."""
+    tiny = tiny if tiny is not None else torch.finfo(den.dtype).tiny ** 0.5
+    ok = den.abs() > tiny
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
