@@ -142,7 +142,21 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
     tol = opts.tol if opts.tol is not None else fwd.tol
     max_iter = opts.max_iter if opts.max_iter is not None else fwd.max_iter
 
+    busy = [False]
+
     def hook(v: Tensor) -> Tensor:
+        # The VJPs below backpropagate from fz again and re-enter this hook: pass
+        # those through. (Removing the hook instead would break a second backward
+        # over a retained graph, as gradcheck does.)
+        if busy[0]:
+            return v
+        busy[0] = True
+        try:
+            return _adjoint_solve(v)
+        finally:
+            busy[0] = False
+
+    def _adjoint_solve(v: Tensor) -> Tensor:
         def vjp(g: Tensor) -> Tensor:
             return torch.autograd.grad(fz, z_in, g, retain_graph=True)[0]
 

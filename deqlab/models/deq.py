@@ -21,14 +21,9 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import nn
 
-from ..backward import (
-    BackwardRecord,
-    ForwardSolverConfig,
-    attach,
-    backward_options,
-    jacobian_penalty,
-)
-from ..solvers import residual_norms, solve, solver_options
+from .. import backward as bw
+from ..solvers import residual_norms, solve
+from ..solvers import solver_options as validate_solver_options
 from ..solvers.base import STOP_MODES
 
 Tensor = torch.Tensor
@@ -55,7 +50,7 @@ class DEQInfo:
     jac_loss: Tensor
     reg_loss: Tensor
     nfe_jac: int = 0
-    backward: BackwardRecord = field(default_factory=BackwardRecord)
+    backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
 
     @property
     def nfe_bwd(self) -> int:
@@ -114,12 +109,12 @@ class DEQ(nn.Module):
         self.skip_net = skip_net
         self.init = init
         self.solver = solver
-        self.solver_opts = solver_options(solver, solver_options)  # validates now, not mid-study
+        self.solver_opts = validate_solver_options(solver, solver_options)  # validates now, not mid-study
         self.solver_kwargs = self.solver_opts.model_dump(exclude_unset=True)
         self.tol = tol
         self.max_iter = max_iter
         self.stop_mode = stop_mode
-        self.backward_opts = backward_options(backward, backward_options)
+        self.backward_opts = bw.backward_options(backward, backward_options)
         self.skip_weight = skip_weight
         self.jac_weight = jac_weight
         self.jac_probes = jac_probes
@@ -165,16 +160,16 @@ class DEQ(nn.Module):
         result = solve(fx, z0.detach(), solver=self.solver, tol=self.tol, max_iter=self.max_iter,
                        stop_mode=self.stop_mode, **self.solver_kwargs)
         z_star = result.z
-        record = BackwardRecord()
+        record = bw.BackwardRecord()
         jac_loss, nfe_jac = zero, 0
         if torch.is_grad_enabled():
             z_in = z_star.detach().requires_grad_()
             fz = fx(z_in)
             calls[0] += 1
             if self.jac_weight > 0:
-                jac_loss, nfe_jac = jacobian_penalty(fz, z_in, self.jac_probes)
-            fwd = ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_kwargs)
-            z, extra = attach(fx, z_in, fz, self.backward_opts, fwd, record)
+                jac_loss, nfe_jac = bw.jacobian_penalty(fz, z_in, self.jac_probes)
+            fwd = bw.ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_kwargs)
+            z, extra = bw.attach(fx, z_in, fz, self.backward_opts, fwd, record)
             calls[0] += extra
         else:
             z = z_star
