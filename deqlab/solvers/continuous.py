@@ -31,6 +31,11 @@ class ContinuousOptions(SolverOptions):
     )
     rtol: Optional[float] = Field(None, gt=0.0, description="ODE relative tolerance; default: tol / 4")
     atol: Optional[float] = Field(None, gt=0.0, description="ODE absolute tolerance; default: tol / 4")
+    t_max: float = Field(
+        1e5, gt=0.0,
+        description="give up past this time: without a steady state (dz/dt = 1) adaptive steps grow "
+        "tenfold per step and float rounding would soon make f(z) == z",
+    )
 
 
 class _Stop(Exception):
@@ -80,7 +85,7 @@ def continuous(tracker: Tracker, z, max_iter: int, opts: ContinuousOptions, tol:
                 fy = tracker.evaluate(y)
             tracker.check(y, fy)
             state["checks"] += 1
-            if tracker.done or state["checks"] >= max_iter:
+            if tracker.done or state["checks"] >= max_iter or float(t) >= opts.t_max:
                 state["stop_t"] = t
                 return t - t
         return t - (t + 1.0)  # negative until stop_t is set
