@@ -148,7 +148,7 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
         # The VJPs below backpropagate from fz again and re-enter this hook: pass
         # those through. (Removing the hook instead would break a second backward
         # over a retained graph, as gradcheck does.)
-        if busy[0]:
+        if busy[0] or v is None:  # re-entry, or an undefined gradient (nothing to solve)
             return v
         busy[0] = True
         try:
