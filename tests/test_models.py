@@ -1,0 +1,151 @@
+"""DEQ layer init modes, fixed depth, the model zoo, and the SkipDEQ NFE effect in a real run."""
+
+import pytest
+import torch
+from torch import nn
+
+from deqlab.data import load_dataset, make_loaders
+from deqlab.models import DEQ, INIT_MODES, MODELS, build_model, count_parameters
+from deqlab.solvers import SOLVERS
+
+
+class Cell(nn.Module):
+    def __init__(self, dim=8):
+        super().__init__()
+        self.lin = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.lin.weight.mul_(0.5)
+
+    def forward(self, z, x):
+        return torch.tanh(self.lin(z) + x)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("init", INIT_MODES)
+def test_every_init_mode_with_every_solver(init, solver):
+    torch.manual_seed(0)
+    skip = nn.Linear(8, 8) if init == "skip" else None
+    deq = DEQ(Cell(), init=init, solver=solver, tol=1e-5, max_iter=100, skip_net=skip)
+    x = torch.randn(4, 8)
+    z, info = deq(x)
+    assert z.shape == x.shape and info.converged_frac == 1.0
+    loss = z.pow(2).sum() + info.reg_loss
+    loss.backward()
+    assert all(p.grad is not None for p in deq.f.parameters())
+    if init == "skip":
+        assert skip.weight.grad is not None and float(skip.weight.grad.norm()) > 0
+        assert float(info.skip_mse.detach()) > 0
+    if init == "zeros":
+        assert float(info.skip_mse) == 0.0
+    # solver NFE plus the application that carries the gradient, plus skipreg's f(0, x)
+    extra = 1 + (init == "skipreg")
+    assert info.nfe_fwd == int(info.nfe_fwd_per_sample - extra + 0.5) + extra or info.nfe_fwd >= extra
+    assert info.nfe_bwd > 0
+
+
+def test_eval_mode_skips_the_gradient_application():
+    deq = DEQ(Cell(), solver="anderson", tol=1e-6)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        z, info = deq(x)
+    assert info.nfe_fwd == len(info.trace)  # anderson: one evaluation per check, nothing else
+    z2, info2 = deq(x)
+    assert info2.nfe_fwd == info.nfe_fwd + 1
+    assert torch.allclose(z, z2, atol=1e-5)
+
+
+def test_fixed_depth_is_k_explicit_applications():
+    torch.manual_seed(0)
+    cell = Cell()
+    deq = DEQ(cell, fixed_depth=3)
+    x = torch.randn(2, 8)
+    z, info = deq(x)
+    expected = torch.zeros_like(x)
+    for _ in range(3):
+        expected = cell(expected, x)
+    assert torch.allclose(z, expected)
+    assert info.nfe_fwd == 4  # 3 applications + 1 to report the residual
+    z.sum().backward()
+    assert cell.lin.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"init": "warm"}, "valid: zeros, skip, skipreg"),
+        ({"init": "skip"}, "needs skip_net"),
+        ({"skip_net": nn.Linear(8, 8)}, "only used with init='skip'"),
+        ({"solver": "lbfgs"}, "valid solvers"),
+        ({"solver_options": {"beta": 2.0}}, "invalid option.*beta"),
+        ({"backward": "ift"}, "valid modes"),
+        ({"fixed_depth": 0}, "fixed_depth"),
+        ({"tol": -1.0}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"skip_weight": -0.1}, "skip_weight"),
+    ],
+)
+def test_bad_configuration_is_rejected_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DEQ(Cell(), **kwargs)
+
+
+@pytest.mark.parametrize("name,shape,kwargs", [
+    ("mlp", (4, 1, 8, 8), {"in_dim": 64, "width": 16, "inner": 32}),
+    ("conv", (4, 1, 8, 8), {"channels": 8}),
+    ("multiscale", (4, 1, 8, 8), {"channels": 8, "image_size": 8}),
+])
+@pytest.mark.parametrize("init", INIT_MODES)
+def test_zoo_models_train_a_step(name, shape, kwargs, init):
+    torch.manual_seed(0)
+    model = build_model(name, init=init, solver="anderson", tol=1e-3, max_iter=30, **kwargs)
+    logits, info = model(torch.randn(*shape))
+    assert logits.shape == (4, 10)
+    loss = nn.functional.cross_entropy(logits, torch.arange(4)) + info.reg_loss
+    loss.backward()
+    assert info.converged_frac > 0.5
+    assert all(p.grad is not None for n, p in model.named_parameters() if "skip" not in n or init == "skip")
+
+
+def test_zoo_seed_sizes_and_unknown_name():
+    seed_mlp = build_model("mlp")  # 784 -> 100, cell 100 -> 500 tanh -> 100, 100 -> 10
+    assert count_parameters(seed_mlp) == 784 * 100 + 100 + (100 * 500 + 500) + (500 * 100 + 100) + 100 * 10 + 10
+    paper_mlp = build_model("mlp", width=128, inner=None)
+    assert count_parameters(paper_mlp) == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    with pytest.raises(ValueError, match="valid models: " + ", ".join(MODELS)):
+        build_model("resnet")
+
+
+def _train_and_measure(init, steps=80):
+    torch.manual_seed(0)
+    splits = load_dataset("digits", flatten=True)
+    train, test = make_loaders(splits, batch_size=64, seed=0)
+    model = build_model("mlp", in_dim=64, width=32, inner=64, init=init, solver="anderson", tol=1e-4,
+                        max_iter=60, skip_weight=1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    done = 0
+    while done < steps:
+        for xb, yb in train:
+            logits, info = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb) + info.reg_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    nfe, correct = [], 0
+    with torch.no_grad():
+        for xb, yb in test:
+            logits, info = model(xb)
+            nfe.append(info.nfe_fwd_per_sample)
+            correct += int((logits.argmax(1) == yb).sum())
+    return sum(nfe) / len(nfe), correct / len(splits.test)
+
+
+def test_skip_modes_cut_forward_nfe_after_training():
+    base_nfe, base_acc = _train_and_measure("zeros")
+    for init in ("skip", "skipreg"):
+        nfe, acc = _train_and_measure(init)
+        assert nfe < base_nfe, (init, nfe, base_nfe)
+        assert acc > 0.8, (init, acc)
+    assert base_acc > 0.8
