@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .solvers import SOLVERS, solve, solver_options
+from .solvers.base import validate_options
 
 Tensor = torch.Tensor
 
@@ -64,18 +65,8 @@ def backward_options(mode: str, options: Optional[dict] = None) -> BackwardOptio
     """Validate a backward mode and its options; unknown names/keys list the valid ones."""
     if mode not in BACKWARD_MODES:
         raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(BACKWARD_MODES)}")
-    model = BACKWARD_MODES[mode]
-    options = dict(options or {})
-    options.pop("mode", None)
-    unknown = sorted(set(options) - set(model.model_fields) - {"mode"})
-    if unknown:
-        valid = ", ".join(k for k in model.model_fields if k != "mode")
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for backward {mode!r}; valid options: {valid}")
-    try:
-        opts = model(**options)
-    except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid option for backward {mode!r}: {msgs}") from None
+    options = {k: v for k, v in (options or {}).items() if k != "mode"}
+    opts = validate_options(BACKWARD_MODES[mode], options, f"backward {mode!r}", ignore=("mode",))
     if isinstance(opts, ImplicitOptions) and opts.solver is not None:
         if opts.solver not in SOLVERS:
             raise ValueError(f"unknown adjoint solver {opts.solver!r}; valid solvers: {', '.join(SOLVERS)}")

@@ -115,6 +115,9 @@ class DEQ(nn.Module):
         self.max_iter = max_iter
         self.stop_mode = stop_mode
         self.backward_opts = bw.backward_options(backward, backward_options)
+        adjoint = self.backward_opts
+        if isinstance(adjoint, bw.ImplicitOptions) and adjoint.solver is None and adjoint.solver_options:
+            validate_solver_options(solver, adjoint.solver_options)  # adjoint inherits the forward solver
         self.skip_weight = skip_weight
         self.jac_weight = jac_weight
         self.jac_probes = jac_probes

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-from pydantic import ValidationError
-
 from .anderson import AndersonOptions, anderson
-from .base import STOP_MODES, SolveResult, SolverOptions, Tracker, residual_norms
+from .base import STOP_MODES, SolveResult, SolverOptions, Tracker, residual_norms, validate_options
 from .broyden import BroydenOptions, broyden
 from .continuous import ODE_METHODS, ContinuousOptions, continuous
 from .fixed_point import FixedPointOptions, fixed_point
@@ -50,17 +48,7 @@ def solver_options(solver: str, options: Optional[dict] = None) -> SolverOptions
     """Validate options for a solver; unknown names and keys are errors that list the valid ones."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
-    model = SOLVERS[solver].options
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(model.model_fields))
-    if unknown:
-        valid = ", ".join(model.model_fields) or "(none)"
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for solver {solver!r}; valid options: {valid}")
-    try:
-        return model(**options)
-    except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid option for solver {solver!r}: {msgs}") from None
+    return validate_options(SOLVERS[solver].options, options, f"solver {solver!r}")
 
 
 def solve(

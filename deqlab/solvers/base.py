@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Tensor = torch.Tensor
 StopMode = Literal["rel", "abs"]
@@ -48,6 +48,21 @@ class SolverOptions(BaseModel):
     """Base of every solver's options: unknown keys are an error, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_options(model: type[BaseModel], options: dict | None, what: str, ignore: tuple = ()) -> BaseModel:
+    """Build `model` from `options`; unknown keys and bad values raise ValueError naming the valid keys."""
+    options = dict(options or {})
+    fields = [k for k in model.model_fields if k not in ignore]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "(none)"
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {what}; valid options: {valid}")
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid option for {what}: {msgs}") from None
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
