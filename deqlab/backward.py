@@ -82,6 +82,7 @@ class BackwardRecord:
     residual: Optional[float] = None  # adjoint solve: max final residual over the batch
     converged_frac: Optional[float] = None
     trace: Optional[list] = None
+    trace_mean: Optional[list] = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
         record.residual = float(res.residual.max())
         record.converged_frac = res.converged_frac
         record.trace = res.trace
+        record.trace_mean = res.trace_mean
         return res.z
 
     fz.register_hook(hook)

@@ -50,6 +50,7 @@ class DEQInfo:
     jac_loss: Tensor
     reg_loss: Tensor
     nfe_jac: int = 0
+    trace_mean: list = field(default_factory=list)
     backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
 
     @property
@@ -187,6 +188,7 @@ class DEQ(nn.Module):
             jac_loss=jac_loss,
             reg_loss=self.skip_weight * skip_mse + self.jac_weight * jac_loss,
             nfe_jac=nfe_jac,
+            trace_mean=result.trace_mean,
             backward=record,
         )
 

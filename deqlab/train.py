@@ -1,0 +1,401 @@
+"""One training run, end to end: the loop every study trial runs.
+
+`train(config, reporter)` is seeded, picks the device (CUDA when present),
+pretrains at fixed depth for `pretrain_epochs`, then trains the DEQ, and after
+every epoch hands the reporter the metrics of the results contract
+(DESIGN.md). A run that goes non-finite, or whose unconverged fraction passes
+`max_unconverged_frac`, ends with status "diverged" and keeps what it measured;
+it never raises mid-study.
+
+The reporter is the only thing that differs between a plain run, a Ray Tune
+trial and a Ray Train worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Literal, Optional, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from . import __version__
+from .data import DATASETS, load_dataset, make_loaders
+from .backward import backward_options as validate_backward_options
+from .models import MODELS, build_model
+from .solvers import solver_options as validate_solver_options
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Spec):
+    name: str = "digits"
+    data_dir: Optional[str] = None
+    subset: Optional[int] = Field(None, ge=1, description="training images used (seeded)")
+    test_subset: Optional[int] = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    normalize: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        if v not in DATASETS:
+            raise ValueError(f"unknown data set {v!r}; valid: {', '.join(DATASETS)}")
+        return v
+
+
+class ModelSpec(_Spec):
+    name: str = "mlp"
+    options: dict = Field(default_factory=dict, description="zoo constructor arguments (width, inner, channels, ...)")
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.name not in MODELS:
+            raise ValueError(f"unknown model {self.name!r}; valid: {', '.join(MODELS)}")
+        allowed = set(inspect.signature(MODELS[self.name]).parameters) - {"deq", "in_dim", "in_channels",
+                                                                           "num_classes", "image_size"}
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for model {self.name!r}; valid: {', '.join(sorted(allowed))}")
+        return self
+
+
+class DEQSpec(_Spec):
+    init: Literal["zeros", "skip", "skipreg"] = "zeros"
+    solver: str = "anderson"
+    solver_options: dict = Field(default_factory=dict)
+    tol: float = Field(1e-4, gt=0)
+    max_iter: int = Field(30, ge=1)
+    stop_mode: Literal["rel", "abs"] = "rel"
+    backward: str = "implicit"
+    backward_options: dict = Field(default_factory=dict)
+    skip_weight: float = Field(0.01, ge=0)
+    jac_weight: float = Field(0.0, ge=0)
+    jac_probes: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _valid(self):
+        validate_solver_options(self.solver, self.solver_options)
+        validate_backward_options(self.backward, self.backward_options)
+        return self
+
+
+class OptimSpec(_Spec):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: float = Field(0.0, ge=0)
+    grad_clip: Optional[float] = Field(None, gt=0)
+
+
+class TrainConfig(_Spec):
+    """Everything one run needs; unknown keys are errors, never ignored."""
+
+    seed: int = 0
+    epochs: int = Field(5, ge=1, description="DEQ epochs after pretraining")
+    pretrain_epochs: int = Field(0, ge=0)
+    pretrain_depth: int = Field(5, ge=1, description="fixed-depth unrolling during pretraining")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_unconverged_frac: Optional[float] = Field(None, gt=0, le=1, description="diverged above this (test set)")
+    eval_batch: int = Field(128, ge=1, description="fixed test batch for residual traces and depth states")
+    depth_states: int = Field(0, ge=0, description="record hidden states after k=0..K applications (0: off)")
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    deq: DEQSpec = Field(default_factory=DEQSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def flat_params(self) -> dict:
+        """Hyperparameters as flat `section.key` names (the `param.*` columns)."""
+        out = {}
+
+        def walk(prefix, value):
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif not isinstance(value, dict):
+                out[prefix] = value
+
+        walk("", self.model_dump())
+        return out
+
+
+class Reporter(Protocol):
+    def __call__(self, epoch: int, metrics: dict) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    status: str
+    history: list = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(config: TrainConfig, splits) -> nn.Module:
+    name = config.model.name
+    derived = {}
+    if name == "mlp":
+        derived["in_dim"] = int(math.prod(splits.input_shape))
+    else:
+        derived["in_channels"] = splits.input_shape[0]
+        if name == "multiscale":
+            derived["image_size"] = splits.input_shape[-1]
+    if splits.num_classes:
+        derived["num_classes"] = splits.num_classes
+    deq = config.deq.model_dump()
+    return build_model(name, **derived, **config.model.options, **deq)
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
+    o = config.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    opt = cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    sched = None
+    if o.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps_total, 1), eta_min=o.min_lr)
+    return opt, sched
+
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress: bool = False,
+          writer=None, data=None) -> TrainResult:
+    """Run one configuration; report after every epoch; return the status and per-epoch metrics."""
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    splits = data if data is not None else load_dataset(
+        config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
+        test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
+        flatten=config.model.name == "mlp")
+    if splits.task != "classification":
+        raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
+    train_loader, test_loader = make_loaders(splits, config.data.batch_size, seed=config.seed)
+    model = build(config, splits).to(device)
+    total_epochs = config.pretrain_epochs + config.epochs
+    opt, sched = _make_optimizer(config, model, total_epochs * len(train_loader))
+    eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
+    eval_x, eval_y = eval_x.to(device), eval_y.to(device)
+    result = TrainResult(status="running")
+    bar = _progress(progress, total_epochs)
+    for epoch in range(total_epochs):
+        pretraining = epoch < config.pretrain_epochs
+        model.deq.fixed_depth = config.pretrain_depth if pretraining else None
+        try:
+            metrics = _train_epoch(model, train_loader, opt, sched, config, device)
+            metrics.update(evaluate(model, test_loader, device))
+        except FloatingPointError as exc:
+            result.status, result.error = "diverged", str(exc)
+            break
+        metrics["phase"] = "pretrain" if pretraining else "deq"
+        metrics["lr"] = opt.param_groups[0]["lr"]
+        diverged = _diverged(metrics, config, pretraining)
+        if writer is not None:
+            fwd, bwd = residual_traces(model, eval_x, eval_y)
+            writer.add_trace(epoch, "fwd", *fwd)
+            if bwd is not None:
+                writer.add_trace(epoch, "bwd", *bwd)
+            if config.depth_states:
+                writer.write_states(depth_states(model, eval_x, eval_y, config.depth_states, epoch))
+            writer.add_epoch(epoch, metrics, "diverged" if diverged else "running")
+            writer.flush()
+        result.history.append(metrics)
+        if reporter is not None:
+            reporter(epoch, metrics)
+        if bar is not None:
+            bar.update(epoch, metrics)
+        if diverged:
+            result.status, result.error = "diverged", diverged
+            break
+    else:
+        result.status = "completed"
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.set_status(result.status)
+        writer.flush()
+    return result
+
+
+def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional[str]:
+    for key in ("train_loss", "test_loss"):
+        if not math.isfinite(metrics[key]):
+            return f"non-finite {key}"
+    limit = config.max_unconverged_frac
+    if limit is not None and not pretraining and 1 - metrics["converged_frac"] > limit:
+        return f"unconverged fraction {1 - metrics['converged_frac']:.3f} > {limit}"
+    return None
+
+
+def _train_epoch(model, loader, opt, sched, config: TrainConfig, device) -> dict:
+    model.train()
+    clip = config.optim.grad_clip
+    loss_sum = n = 0
+    nfe_fwd = nfe_bwd = fwd_t = bwd_t = 0.0
+    batches = 0
+    _sync(device)
+    t_epoch = time.perf_counter()
+    for xb, yb in loader:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        logits, info = model(xb)
+        task = nn.functional.cross_entropy(logits, yb)
+        loss = task + info.reg_loss
+        _sync(device)
+        t1 = time.perf_counter()
+        if not torch.isfinite(loss):
+            raise FloatingPointError("non-finite training loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        _sync(device)
+        t2 = time.perf_counter()
+        fwd_t += t1 - t0
+        bwd_t += t2 - t1
+        loss_sum += float(task.detach()) * len(yb)
+        n += len(yb)
+        nfe_fwd += info.nfe_fwd_per_sample
+        nfe_bwd += info.nfe_bwd
+        batches += 1
+    _sync(device)
+    return {
+        "train_loss": loss_sum / max(n, 1),
+        "train_nfe_fwd": nfe_fwd / max(batches, 1),
+        "nfe_bwd": nfe_bwd / max(batches, 1),
+        "fwd_time_s": fwd_t,
+        "bwd_time_s": bwd_t,
+        "epoch_time_s": time.perf_counter() - t_epoch,
+    }
+
+
+@torch.no_grad()
+def evaluate(model, loader, device) -> dict:
+    """Test loss/accuracy, per-sample forward NFE, convergence and inference time per sample."""
+    model.eval()
+    loss_sum = correct = n = 0
+    nfe = conv = res = 0.0
+    _sync(device)
+    t0 = time.perf_counter()
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
+        logits, info = model(xb)
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == yb).sum())
+        k = len(yb)
+        n += k
+        nfe += info.nfe_fwd_per_sample * k
+        conv += info.converged_frac * k
+        res += float(info.residual[torch.isfinite(info.residual)].mean()) * k if bool(torch.isfinite(info.residual).any()) else math.inf
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    model.train()
+    n = max(n, 1)
+    return {"test_loss": loss_sum / n, "test_acc": correct / n, "nfe_fwd": nfe / n, "converged_frac": conv / n,
+            "residual": res / n, "infer_time_s": elapsed / n}
+
+
+def residual_traces(model, x, y):
+    """Forward residual after each solver step on a fixed batch, and the adjoint's (implicit mode)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits, info = model(x)
+    nn.functional.cross_entropy(logits, y).backward()
+    model.zero_grad(set_to_none=True)
+    fwd = (info.trace, info.trace_mean)
+    rec = info.backward
+    bwd = (rec.trace, rec.trace_mean) if rec.trace else None
+    return fwd, bwd
+
+
+@torch.no_grad()
+def depth_states(model, x, y, k_max: int, epoch: int):
+    """Hidden states after k = 0..K plain applications of the cell from the model's z0 (depth view)."""
+    import pandas as pd
+
+    deq = model.deq
+    captured = {}
+    handle = deq.register_forward_pre_hook(lambda mod, args: captured.setdefault("x", args[0]))
+    try:
+        model.eval()
+        model(x)
+    finally:
+        handle.remove()
+        model.train()
+    inj = captured["x"]
+    z = deq.initial_state(inj, lambda: None)
+    rows = []
+    for k in range(k_max + 1):
+        flat = z.flatten(1).float().cpu()
+        for i in range(flat.shape[0]):
+            rows.append({"epoch": epoch, "step": k, "sample": i, "label": int(y[i]), "state": flat[i].tolist()})
+        z = deq.f(z, inj)
+    return pd.DataFrame(rows)
+
+
+class _progress:
+    """A rich progress bar for interactive runs; silent when disabled."""
+
+    def __new__(cls, enabled: bool, total: int):
+        if not enabled:
+            return None
+        return super().__new__(cls)
+
+    def __init__(self, enabled: bool, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress(transient=False)
+        self.p.start()
+        self.task = self.p.add_task("training", total=total)
+
+    def update(self, epoch: int, m: dict) -> None:
+        desc = f"epoch {epoch + 1} acc {m['test_acc']:.3f} nfe {m['nfe_fwd']:.1f}/{m['nfe_bwd']:.1f}"
+        self.p.update(self.task, advance=1, description=desc)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def provenance(config: TrainConfig, device: torch.device, num_workers: int = 0) -> dict:
+    try:
+        ray_version = metadata.version("ray")  # without importing it (seconds)
+    except metadata.PackageNotFoundError:
+        ray_version = None
+    return {
+        "seed": config.seed, "config_hash": config.config_hash(), "deqlab_version": __version__,
+        "torch_version": torch.__version__, "ray_version": ray_version, "device": str(device),
+        "num_workers": num_workers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "provenance"]
