@@ -29,7 +29,7 @@ from torch import nn
 from . import __version__
 from .data import DATASETS, load_dataset, make_loaders
 from .backward import backward_options as validate_backward_options
-from .models import MODELS, build_model
+from .models import DEQ_MODELS, MODELS, build_model
 from .solvers import solver_options as validate_solver_options
 
 
@@ -163,7 +163,7 @@ def _sync(device: torch.device) -> None:
 def build(config: TrainConfig, splits) -> nn.Module:
     name = config.model.name
     derived = {}
-    if name == "mlp":
+    if name in ("mlp", "neural_ode"):
         derived["in_dim"] = int(math.prod(splits.input_shape))
     else:
         derived["in_channels"] = splits.input_shape[0]
@@ -171,7 +171,7 @@ def build(config: TrainConfig, splits) -> nn.Module:
             derived["image_size"] = splits.input_shape[-1]
     if splits.num_classes:
         derived["num_classes"] = splits.num_classes
-    deq = config.deq.model_dump()
+    deq = config.deq.model_dump() if name in DEQ_MODELS else {}
     return build_model(name, **derived, **config.model.options, **deq)
 
 
@@ -193,7 +193,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     splits = data if data is not None else load_dataset(
         config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
         test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
-        flatten=config.model.name == "mlp")
+        flatten=config.model.name in ("mlp", "neural_ode"))
     if splits.task != "classification":
         raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
     train_loader, test_loader = make_loaders(splits, config.data.batch_size, seed=config.seed)
@@ -206,7 +206,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     bar = _progress(progress, total_epochs)
     for epoch in range(total_epochs):
         pretraining = epoch < config.pretrain_epochs
-        model.deq.fixed_depth = config.pretrain_depth if pretraining else None
+        if hasattr(model, "deq"):
+            model.deq.fixed_depth = config.pretrain_depth if pretraining else None
         try:
             metrics = _train_epoch(model, train_loader, opt, sched, config, device)
             metrics.update(evaluate(model, test_loader, device))
@@ -221,7 +222,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
             writer.add_trace(epoch, "fwd", *fwd)
             if bwd is not None:
                 writer.add_trace(epoch, "bwd", *bwd)
-            if config.depth_states:
+            if config.depth_states and hasattr(model, "deq"):
                 writer.write_states(depth_states(model, eval_x, eval_y, config.depth_states, epoch))
             writer.add_epoch(epoch, metrics, "diverged" if diverged else "running")
             writer.flush()
@@ -316,7 +317,7 @@ def evaluate(model, loader, device) -> dict:
         n += k
         nfe += info.nfe_fwd_per_sample * k
         conv += info.converged_frac * k
-        res += float(info.residual[torch.isfinite(info.residual)].mean()) * k if bool(torch.isfinite(info.residual).any()) else math.inf
+        res += float(info.residual.mean()) * k  # inf if a sample never got a finite iterate; NaN: no solver
     _sync(device)
     elapsed = time.perf_counter() - t0
     model.train()

@@ -107,3 +107,21 @@ def test_results_files_follow_the_contract(tmp_path):
 def test_bad_config_is_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_neural_ode_baseline_trains_and_counts_backward(adjoint):
+    cfg = TrainConfig(epochs=2, seed=0, optim={"lr": 3e-3},
+                      model={"name": "neural_ode", "options": {"width": 32, "inner": 64, "adjoint": adjoint}})
+    result = train(cfg)
+    assert result.status == "completed" and result.final["test_acc"] >= 0.85
+    m = result.final
+    assert m["nfe_fwd"] >= 6 and m["nfe_bwd"] >= 6  # dopri5: at least one step of 6 stages each way
+    assert math.isnan(m["residual"])  # no fixed point to report on
+
+
+def test_neural_ode_rejects_deq_settings():
+    from deqlab.models import build_model
+
+    with pytest.raises(TypeError):
+        build_model("neural_ode", in_dim=4, solver="anderson")

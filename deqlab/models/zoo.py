@@ -162,18 +162,8 @@ class MultiscaleDEQ(nn.Module):
         return self.head(pooled), info
 
 
-MODELS = {"mlp": MLPDEQ, "conv": ConvDEQ, "multiscale": MultiscaleDEQ}
-
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Instantiate a zoo model by name; unknown names list the valid ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MLPDEQ", "ConvDEQ", "MultiscaleDEQ", "MODELS", "build_model", "count_parameters"]
+__all__ = ["MLPDEQ", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]
