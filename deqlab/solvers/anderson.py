@@ -4,7 +4,8 @@ The small least-squares problem min ||g_k - dG gamma|| is solved through its
 normal equations in float64 with Tikhonov regularisation *relative* to the
 Gram matrix's scale: an absolute lam (TorchDEQ's default 1e-4) dominates the
 system once residuals are small and the method stalls; a relative one keeps
-the system solvable (never singular) at every scale.
+the system solvable (never singular) at every scale. The Gram matrix is kept
+up to date one row per iteration instead of being rebuilt.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import SolverOptions, Tracker
+from .base import SolverOptions, Tracker, coefficients, combine
 
 
 class AndersonOptions(SolverOptions):
@@ -28,8 +29,9 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
     x = z.reshape(b, -1)
     d = x.shape[1]
     m, beta = opts.m, opts.beta
-    dX = x.new_zeros(b, d, m)
-    dG = x.new_zeros(b, d, m)
+    dX = x.new_zeros(b, m, d)  # rows: x_{i+1} - x_i
+    dG = torch.zeros(b, m, d, dtype=torch.float64, device=x.device)  # rows: g_{i+1} - g_i, float64
+    gram = torch.zeros(b, m, m, dtype=torch.float64, device=x.device)
     prev_x = prev_g = None
     n_stored = 0
     for it in range(max_iter):
@@ -39,35 +41,31 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
             break
         g = fx - x
         if prev_x is not None:
-            col = (n_stored) % m
-            dX[:, :, col] = x - prev_x
-            dG[:, :, col] = g - prev_g
+            slot = n_stored % m
+            dX[:, slot] = x - prev_x
+            dG[:, slot] = (g - prev_g).double()
             n_stored += 1
+            k = min(n_stored, m)
+            row = coefficients(dG[:, :k], dG[:, slot])
+            gram[:, slot, :k] = row
+            gram[:, :k, slot] = row
         prev_x, prev_g = x, g
         k = min(n_stored, m)
         if k == 0:
-            step = beta * g
+            x_new = x + beta * g
         else:
-            gamma = _least_squares(dG[:, :, :k], g, opts.lam)
-            step = beta * g - torch.bmm(dX[:, :, :k] + beta * dG[:, :, :k], gamma.unsqueeze(2)).squeeze(2)
-        x_new = x + step
-        # a sample whose extrapolation went non-finite falls back to a damped plain step
-        bad = ~torch.isfinite(x_new).all(dim=1, keepdim=True)
-        x_new = torch.where(bad, x + beta * g, x_new)
+            gamma = _regularised_solve(gram[:, :k, :k], coefficients(dG[:, :k], g.double()), opts.lam)
+            correction = combine(gamma.to(x.dtype), dX[:, :k]) + beta * combine(gamma, dG[:, :k]).to(x.dtype)
+            x_new = x + beta * g - correction
         x = tracker.keep_frozen(x.view(shape), x_new.view(shape)).reshape(b, -1)
     return tracker.result(stored_vectors=2 * m)
 
 
-def _least_squares(dG: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
-    """gamma = argmin ||g - dG gamma||^2 + lam*scale*||gamma||^2 per sample, in float64."""
-    A = dG.double()
-    gram = A.transpose(1, 2) @ A  # [B, k, k]
-    rhs = (A.transpose(1, 2) @ g.double().unsqueeze(2)).squeeze(2)
+def _regularised_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tensor:
+    """(G + lam*scale*I)^-1 rhs per sample; a sample whose system fails gets gamma = 0 (a plain step)."""
     k = gram.shape[-1]
     scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
     eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
-    reg = (lam * scale + 1e-300)[:, None, None] * eye
-    sol, info = torch.linalg.solve_ex(gram + reg, rhs)
+    sol, info = torch.linalg.solve_ex(gram + (lam * scale + 1e-300)[:, None, None] * eye, rhs)
     ok = (info == 0) & torch.isfinite(sol).all(dim=1)
-    sol = torch.where(ok[:, None], sol, torch.zeros_like(sol))
-    return sol.to(g.dtype)
+    return torch.where(ok[:, None], sol, torch.zeros_like(sol))

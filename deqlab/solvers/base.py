@@ -98,8 +98,7 @@ class Tracker:
         self.best_z = z0.detach().clone()
         self.best_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
         self.current_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
-        self.trace: list[float] = []
-        self.trace_mean: list[float] = []
+        self._trace: list[Tensor] = []
 
     # -- counting ---------------------------------------------------------
     def evaluate(self, z: Tensor) -> Tensor:
@@ -130,8 +129,8 @@ class Tracker:
         failed = act & ~torch.isfinite(res)
         self.converged |= newly_converged
         self.active = act & ~newly_converged & ~failed
-        self.trace.append(float(self.current_res.max()))
-        self.trace_mean.append(float(self.current_res.mean()))
+        # kept on the device: one host sync per check (the `done` test) is enough
+        self._trace.append(torch.stack([self.current_res.max(), self.current_res.mean()]))
         return res
 
     def fail(self, mask: Tensor) -> None:
@@ -148,16 +147,32 @@ class Tracker:
         return torch.where(mask, z_new, z_old)
 
     def result(self, **stats) -> SolveResult:
+        trace = torch.stack(self._trace).tolist() if self._trace else []
         return SolveResult(
             z=self.best_z,
             nfe=self.nfe,
             sample_nfe=self.sample_nfe,
             residual=self.best_res,
             converged=self.converged.clone(),
-            trace=self.trace,
-            trace_mean=self.trace_mean,
+            trace=[t[0] for t in trace],
+            trace_mean=[t[1] for t in trace],
             stats=stats,
         )
+
+
+def coefficients(rows: Tensor, v: Tensor) -> Tensor:
+    """[B, k] inner products of v [B, D] with each of rows [B, k, D].
+
+    Written as a row vector times the transposed rows: the column form
+    bmm(rows, v[..., None]) is ~20x slower on CPU (measured 4.7 ms vs 0.24 ms
+    at B=128, k=20, D=256).
+    """
+    return (v.unsqueeze(1) @ rows.transpose(1, 2)).squeeze(1)
+
+
+def combine(c: Tensor, rows: Tensor) -> Tensor:
+    """sum_i c[:, i] * rows[:, i]: [B, k] x [B, k, D] -> [B, D]."""
+    return torch.einsum("bk,bkd->bd", c, rows)
 
 
 def batched_dot(a: Tensor, b: Tensor) -> Tensor:

@@ -1,8 +1,13 @@
 """Limited-memory ("good") Broyden on g(z) = f(z) - z.
 
-The inverse Jacobian estimate is H = -I + U V^T with at most `memory` rank-one
-terms kept in a fixed ring buffer, so storage is 2 * memory vectors per sample
-however large max_iter is (the buffers are allocated once, up front).
+The inverse Jacobian estimate is H = -I + sum_i u_i v_i^T with at most
+`memory` rank-one terms, stored as rows of fixed [B, memory, D] buffers
+allocated once, so storage is 2 * memory vectors per sample however large
+max_iter is. When the buffer is full a sample's history restarts from H = -I:
+overwriting the oldest term instead (as TorchDEQ's ring buffer does when its
+memory is smaller than max_iter) leaves the later terms built on an H that no
+longer exists, and was measured to diverge on a hard float32 problem. A sample
+whose residual grows tenfold past its best also restarts.
 """
 
 from __future__ import annotations
@@ -10,24 +15,14 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import SolverOptions, Tracker, batched_dot, safe_divide
+from .base import SolverOptions, Tracker, batched_dot, coefficients, combine, safe_divide
 from .line_search import step_with_backtracking
 
 
 class BroydenOptions(SolverOptions):
-    memory: int = Field(20, ge=1, le=500, description="rank-one updates kept (ring buffer)")
+    memory: int = Field(30, ge=1, le=500, description="rank-one updates kept before the history restarts")
     line_search: bool = Field(False, description="backtrack on ||f(z)-z||; each trial is a counted evaluation")
     max_backtracks: int = Field(3, ge=1, le=20, description="halvings tried per step when line_search")
-
-
-def _matvec(U, VT, v):
-    """H v with H = -I + U V^T."""
-    return -v + torch.bmm(U, torch.bmm(VT, v.unsqueeze(2))).squeeze(2)
-
-
-def _rmatvec(U, VT, v):
-    """v^T H."""
-    return -v + torch.bmm(VT.transpose(1, 2), torch.bmm(U.transpose(1, 2), v.unsqueeze(2))).squeeze(2)
 
 
 def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
@@ -37,16 +32,26 @@ def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
     x = z.reshape(b, -1)
     d = x.shape[1]
     mem = opts.memory
-    U = x.new_zeros(b, d, mem)
-    VT = x.new_zeros(b, mem, d)
+    U = x.new_zeros(b, mem, d)
+    V = x.new_zeros(b, mem, d)
+    count = torch.zeros(b, dtype=torch.long, device=x.device)  # terms in use per sample
+    rows = torch.arange(b, device=x.device)
     backtracks = opts.max_backtracks if opts.line_search else 0
+
+    def matvec(v, k):  # H v
+        return -v + combine(coefficients(V[:, :k], v), U[:, :k])
+
+    def rmatvec(v, k):  # v^T H
+        return -v + combine(coefficients(U[:, :k], v), V[:, :k])
+
     fx = tracker.evaluate(x.view(shape)).reshape(b, -1)
     g = fx - x
-    n_updates = 0
+    best_norm = g.norm(dim=1)
+    restarts = 0
     for it in range(max_iter):
+        k = int(count.max())
         if it > 0:
-            p = -_matvec(U, VT, g)
-            x_new, fx = step_with_backtracking(tracker, x, g, p, shape, backtracks)
+            x_new, fx = step_with_backtracking(tracker, x, g, -matvec(g, k), shape, backtracks)
             g_new = fx - x_new
             dx, dg = x_new - x, g_new - g
             x, g = x_new, g_new
@@ -54,18 +59,20 @@ def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
         if tracker.done or it == max_iter - 1:
             break
         if it > 0:
-            vT = _rmatvec(U, VT, dx)
-            denom = batched_dot(vT, dg)
-            u = safe_divide(dx - _matvec(U, VT, dg), denom[:, None])
-            ok = torch.isfinite(u).all(dim=1, keepdim=True) & torch.isfinite(vT).all(dim=1, keepdim=True) & (denom != 0)[:, None]
-            slot = n_updates % mem
-            U[:, :, slot] = torch.where(ok, u, torch.zeros_like(u))
-            VT[:, slot] = torch.where(ok, vT, torch.zeros_like(vT))
-            n_updates += 1
-        # a sample that produced non-finite values restarts from H = -I
-        bad = ~torch.isfinite(g).all(dim=1)
-        if bad.any():
-            U[bad] = 0
-            VT[bad] = 0
-    stored = (U.numel() + VT.numel()) // (b * d)
-    return tracker.result(stored_vectors=stored, broyden_updates=n_updates)
+            vT = rmatvec(dx, k)
+            u = safe_divide(dx - matvec(dg, k), batched_dot(vT, dg)[:, None])
+            ok = torch.isfinite(u).all(dim=1) & torch.isfinite(vT).all(dim=1) & tracker.active
+            slot = count.clamp_max(mem - 1)
+            U[rows, slot] = torch.where(ok[:, None], u, U[rows, slot])
+            V[rows, slot] = torch.where(ok[:, None], vT, V[rows, slot])
+            count = count + ok.long()
+        gnorm = g.norm(dim=1)
+        best_norm = torch.minimum(best_norm, gnorm)
+        reset = (count >= mem) | ~torch.isfinite(gnorm)
+        if bool(reset.any()):
+            restarts += int(reset.sum())
+            U[reset] = 0
+            V[reset] = 0
+            count = torch.where(reset, torch.zeros_like(count), count)
+    stored = (U.numel() + V.numel()) // (b * d)
+    return tracker.result(stored_vectors=stored, restarts=restarts)

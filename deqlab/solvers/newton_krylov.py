@@ -12,12 +12,12 @@ from typing import Callable, Optional
 import torch
 from pydantic import Field
 
-from .base import SolverOptions, Tracker, batched_dot, safe_divide
+from .base import SolverOptions, Tracker, coefficients, combine, safe_divide
 from .line_search import step_with_backtracking
 
 
 class NewtonKrylovOptions(SolverOptions):
-    restart: int = Field(10, ge=1, le=200, description="GMRES Krylov dimension per cycle (JVPs per cycle)")
+    restart: int = Field(10, ge=1, le=100, description="GMRES Krylov dimension per cycle (JVPs per cycle)")
     max_restarts: int = Field(1, ge=0, le=50, description="extra GMRES cycles when the inner tolerance is not met")
     inner_tol: float = Field(1e-3, gt=0.0, lt=1.0, description="GMRES stops when ||J d + g|| <= inner_tol ||g||")
     line_search: bool = Field(False, description="backtrack on ||f(z)-z||; each trial is a counted evaluation")
@@ -71,41 +71,44 @@ def newton_krylov(tracker: Tracker, z, max_iter: int, opts: NewtonKrylovOptions,
 def gmres(A, rhs, active, opts: NewtonKrylovOptions):
     """Batched restarted GMRES for A d = rhs (rhs [B, D]); each sample has its own Krylov space.
 
-    Returns (d, number of A products). Samples that are inactive have rhs = 0
-    and get d = 0 without special cases (their basis vectors are zero).
+    Returns (d, number of A products). The basis is stored as rows [B, k+1, D]
+    and orthogonalised by classical Gram-Schmidt applied twice (two matmuls
+    per product instead of a Python loop, as stable as modified Gram-Schmidt).
+    Inactive samples have rhs = 0 and get d = 0 (their basis vectors are zero).
     """
     b, n = rhs.shape
     k = min(opts.restart, n)
     d = torch.zeros_like(rhs)
     r = rhs
-    rhs_norm = rhs.norm(dim=1)
+    target = opts.inner_tol * rhs.norm(dim=1).double()
     n_products = 0
     for _cycle in range(opts.max_restarts + 1):
         beta = r.norm(dim=1)
-        V = rhs.new_zeros(b, n, k + 1)
+        V = rhs.new_zeros(b, k + 1, n)
         H = torch.zeros(b, k + 1, k, dtype=torch.float64, device=rhs.device)
-        V[:, :, 0] = safe_divide(r, beta[:, None])
-        y = None
+        V[:, 0] = safe_divide(r, beta[:, None])
         for j in range(k):
-            w = A(V[:, :, j])
+            w = A(V[:, j])
             n_products += 1
-            for i in range(j + 1):  # modified Gram-Schmidt
-                h = batched_dot(w, V[:, :, i])
-                H[:, i, j] = h.double()
-                w = w - h[:, None] * V[:, :, i]
+            basis = V[:, : j + 1]
+            h = coefficients(basis, w)
+            w = w - combine(h, basis)
+            h2 = coefficients(basis, w)  # second pass restores orthogonality lost to rounding
+            w = w - combine(h2, basis)
+            H[:, : j + 1, j] = (h + h2).double()
             hn = w.norm(dim=1)
             H[:, j + 1, j] = hn.double()
-            V[:, :, j + 1] = safe_divide(w, hn[:, None])
+            V[:, j + 1] = safe_divide(w, hn[:, None])
             y, lin_res = _hessenberg_lstsq(H[:, : j + 2, : j + 1], beta.double())
-            if bool(((lin_res <= opts.inner_tol * rhs_norm.double()) | ~active).all()):
+            if bool(((lin_res <= target) | ~active).all()):
                 break
         jj = y.shape[1]
-        d = d + torch.bmm(V[:, :, :jj], y.to(rhs.dtype).unsqueeze(2)).squeeze(2)
-        # residual without another product: r = V_{j+1} (beta e1 - H y)
-        e = -torch.bmm(H[:, : jj + 1, :jj], y.unsqueeze(2)).squeeze(2)
+        d = d + combine(y.to(rhs.dtype), V[:, :jj])
+        # residual without another product: r = V_{j+1}^T (beta e1 - H y)
+        e = -(H[:, : jj + 1, :jj] @ y.unsqueeze(2)).squeeze(2)
         e[:, 0] += beta.double()
-        r = torch.bmm(V[:, :, : jj + 1], e.to(rhs.dtype).unsqueeze(2)).squeeze(2)
-        if bool(((lin_res <= opts.inner_tol * rhs_norm.double()) | ~active).all()):
+        r = combine(e.to(rhs.dtype), V[:, : jj + 1])
+        if bool(((lin_res <= target) | ~active).all()):
             break
     return d, n_products
 

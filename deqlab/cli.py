@@ -1,0 +1,205 @@
+"""The `deqlab` command line.
+
+Every command is one entry of a registry: a name, a help line, a function that
+adds its arguments and a function that runs it and returns the exit status.
+A new command (run, resume, ls, validate, export, dashboard) is one more
+`register_command` call; `main` never changes.
+
+Exit status: 0 success, 1 the command ran but its check failed (e.g. the demo's
+seed check), 2 a usage or input error. Input errors (`DataError`, `ValueError`)
+are printed as one `error: ...` line on stderr, without a traceback.
+
+    deqlab demo --out demo_out          # the seed check: y = 2x for every init and solver
+    deqlab data get mnist               # fetch and verify a data set
+    deqlab data list                    # what is available, what is present
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                     run: Callable[[argparse.Namespace], int]) -> None:
+    """Add a subcommand; a name is registered once (no silent overwrite)."""
+    if name in COMMANDS:
+        raise ValueError(f"command {name!r} is already registered")
+    COMMANDS[name] = Command(name, help, configure, run)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    from .seed_check import DEFAULT_STEPS
+
+    p.add_argument("--out", default="demo_out", help="folder for the trajectory figure (default: demo_out)")
+    p.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
+                   help=f"full-batch Adam steps per model (default: {DEFAULT_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="torch seed for every model (default: 0)")
+    p.add_argument("--workers", type=_positive_int, default=_default_workers(),
+                   help="models trained in parallel processes (default: %(default)s, at most 2)")
+    p.add_argument("--inits", type=_csv, default=("zeros", "skipreg", "skip"),
+                   help="comma-separated init modes (default: zeros,skipreg,skip)")
+    p.add_argument("--solvers", type=_csv, default=("anderson", "continuous"),
+                   help="comma-separated solvers (default: anderson,continuous)")
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import seed_check as sc
+
+    inits, solvers = sc.check_inputs(args.inits, args.solvers, args.steps, args.seed)
+    print(f"seed check: learn y = 2x on x = 1..10, then predict x = {sc.PROBE_X:g} "
+          f"({len(inits) * len(solvers)} models, {args.steps} Adam steps each, seed {args.seed})", flush=True)
+    start = time.perf_counter()
+    rows = sc.run_seed_check(inits=inits, solvers=solvers, steps=args.steps, seed=args.seed, workers=args.workers)
+    print(sc.format_table(rows))
+    shown = sc.figure_model(rows)
+    path = Path(args.out) / "trajectories.png"
+    traj = sc.trajectory_figure(
+        shown.model, x=sc.PROBE_X, starts=10, depth=100, path=path, seed=args.seed,
+        title=f"{shown.init}/{shown.solver} cell at x = {sc.PROBE_X:g}: 10 starts in [0, 10]",
+    )
+    settled = traj.values.shape[0] - 1
+    print(f"trajectories ({shown.init}/{shown.solver} cell, 10 starts in [0, 10], settled after {settled} "
+          f"of at most 100 steps at {float(traj.final.mean()):.4f}): {traj.path}")
+    print(f"total time {time.perf_counter() - start:.1f} s")
+    print(sc.verdict(rows))
+    return EXIT_OK if all(r.passed for r in rows) else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _configure_data(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", metavar="{get,list}", required=True)
+    get = sub.add_parser("get", help="fetch a data set into the data folder and verify its checksums")
+    get.add_argument("name", help="data set name (see `deqlab data list`)")
+    get.add_argument("--data-dir", default=None, help="data folder (default: $DEQLAB_DATA or ~/.cache/deqlab/data)")
+    lst = sub.add_parser("list", help="list the data sets and whether they are present")
+    lst.add_argument("--data-dir", default=None, help="data folder (default: $DEQLAB_DATA or ~/.cache/deqlab/data)")
+
+
+def _dataset_status(name: str, root: Path) -> tuple[str, str]:
+    """(status, how to get it) from the files on disk; checksums are verified by `data get`, not here."""
+    from . import data
+
+    if name in ("digits", "y2x"):
+        return "built in", "-"
+    if name == "cifar10":
+        folder = root / "cifar10" / "cifar-10-batches-py"
+        wanted = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        have = sum((folder / w).is_file() for w in wanted)
+        how = f"manual download into {root / 'cifar10'}"
+    else:
+        folder = root / name
+        stems = [f[:-3] if f.endswith(".gz") else f for f in data.CHECKSUMS.get(name, {})]
+        have = sum((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in stems)
+        wanted = stems
+        how = f"deqlab data get {name}"
+    if have == len(wanted):
+        return "present", "-"
+    if have == 0:
+        return "missing", how
+    return f"partial ({have}/{len(wanted)} files)", how
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.data_command == "get":
+        path = data.fetch(args.name, data_dir=args.data_dir)
+        print(f"{args.name}: ready in {path}")
+        return EXIT_OK
+    root = data.resolve_data_dir(args.data_dir)
+    rows = [(name, *_dataset_status(name, root)) for name in data.DATASETS]
+    header = ("name", "status", "how to get it")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    print(f"data folder: {root}")
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds", _configure_demo, _run_demo)
+register_command("data", "fetch and list data sets", _configure_data, _run_data)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deqlab",
+        description="Compare deep equilibrium models and their solvers, with honest NFE counts.",
+    )
+    parser.add_argument("--version", action="version", version=f"deqlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
+    for cmd in COMMANDS.values():
+        cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse argv (default: sys.argv[1:]), run the command, return its exit status."""
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (DataError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
