@@ -5,7 +5,7 @@ leaf that requires grad, and one application `fz = f(z_in)` recorded by
 autograd. That application is what carries the gradient to f's parameters and
 input; the modes differ only in what they do with it:
 
-- implicit: a hook on fz replaces the incoming gradient v by the solution g of
+- implicit: the backward of an identity on fz replaces the incoming gradient v by the solution g of
   the adjoint fixed point g = J^T g + v (J = df/dz at z*), found by any
   registered solver; each VJP is one counted evaluation. Convergence is judged
   by the residual relative to ||v|| (see `_attach_implicit`).
@@ -117,8 +117,7 @@ def attach(
 ) -> tuple[Tensor, int]:
     """Build the differentiable output from fz = f(z_in); returns (output, extra forward NFE)."""
     if isinstance(opts, ImplicitOptions):
-        _attach_implicit(z_in, fz, opts, fwd, record)
-        return fz, 0
+        return _attach_implicit(z_in, fz, opts, fwd, record), 0
     damping = opts.damping if isinstance(opts, PhantomOptions) else 1.0
     _count_backward(fz, record)
     z = fz if damping == 1.0 else (1 - damping) * z_in + damping * fz
@@ -129,33 +128,42 @@ def attach(
     return z, opts.steps - 1
 
 
-def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: ForwardSolverConfig, record: BackwardRecord) -> None:
+class _AdjointGradient(torch.autograd.Function):
+    """Identity on fz whose backward replaces v by the adjoint solution g = J^T g + v.
+
+    A Function rather than a hook on fz: a hook whose closure needs fz makes a
+    reference cycle through autograd's C++ side that the garbage collector
+    cannot see (measured: two tensors leaked per step), while the Function's
+    context belongs to the output node, which nothing upstream refers to.
+    """
+
+    @staticmethod
+    def forward(ctx, fz, solve_adjoint):
+        ctx.solve_adjoint = solve_adjoint
+        return fz.view_as(fz)
+
+    @staticmethod
+    def backward(ctx, v):
+        if v is None:  # an undefined gradient: nothing to solve
+            return None, None
+        return ctx.solve_adjoint(v), None
+
+
+def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: ForwardSolverConfig,
+                     record: BackwardRecord) -> Tensor:
     solver = opts.solver or fwd.solver
     options = opts.solver_options if (opts.solver_options or solver != fwd.solver) else fwd.options
     tol = opts.tol if opts.tol is not None else fwd.tol
     max_iter = opts.max_iter if opts.max_iter is not None else fwd.max_iter
 
-    busy = [False]
-
-    def hook(v: Tensor) -> Tensor:
-        # The VJPs below backpropagate from fz again and re-enter this hook: pass
-        # those through. (Removing the hook instead would break a second backward
-        # over a retained graph, as gradcheck does.)
-        if busy[0] or v is None:  # re-entry, or an undefined gradient (nothing to solve)
-            return v
-        busy[0] = True
-        try:
-            return _adjoint_solve(v)
-        finally:
-            busy[0] = False
-
-    def _adjoint_solve(v: Tensor) -> Tensor:
+    def solve_adjoint(v: Tensor) -> Tensor:
         def vjp(g: Tensor) -> Tensor:
             return torch.autograd.grad(fz, z_in, g, retain_graph=True)[0]
 
         # Solve for u = g / ||v|| and judge |u - J^T u - v/||v|||: the linear system's relative
         # residual. Scale-free like "rel", but not fooled by an iterate that blew up along J^T's
-        # top eigenvector (whose ||f(u) - u|| / ||f(u)|| looks small), which "rel" would keep.
+        # top eigenvector (whose ||f(u) - u|| / ||f(u)|| looks small), which "rel" would keep;
+        # and an ODE adjoint's absolute tolerance means the same at every gradient scale.
         scale = v.flatten(1).norm(dim=1).clamp_min(torch.finfo(v.dtype).tiny).view(-1, *([1] * (v.dim() - 1)))
         v_hat = v / scale
 
@@ -172,7 +180,7 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
         record.trace_mean = res.trace_mean
         return res.z * scale
 
-    fz.register_hook(hook)
+    return _AdjointGradient.apply(fz, solve_adjoint)
 
 
 def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1) -> tuple[Tensor, int]:

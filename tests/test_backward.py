@@ -186,3 +186,50 @@ def test_jacobian_regularisation_reaches_the_parameters():
 def test_bad_backward_options(mode, options, match):
     with pytest.raises(ValueError, match=match):
         backward_options(mode, options)
+
+
+def test_implicit_backward_leaves_no_reference_cycle():
+    import gc
+
+    deq = DEQ(TanhCell(), solver="anderson", tol=1e-8)
+    x = torch.randn(3, 5, dtype=F64)
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if torch.is_tensor(o))
+
+    for _ in range(3):
+        z, info = deq(x)
+        z.sum().backward()
+    del z, info
+    before = live_tensors()
+    for _ in range(50):
+        z, info = deq(x)
+        z.sum().backward()
+    del z, info
+    assert live_tensors() == before
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-4, 1e4])
+def test_adjoint_accuracy_does_not_depend_on_gradient_scale(scale):
+    # f(z, x) = (2/3) z + b + x/3: dL/db = 3 * scale * n for L = scale * sum(z*)
+    cell = nn.Linear(1, 1).double()
+    with torch.no_grad():
+        cell.weight.fill_(2 / 3)
+        cell.bias.zero_()
+    affine = _Affine(cell)
+    deq = DEQ(affine, solver="continuous", tol=1e-2,
+              solver_options={"rtol": 1e-2, "atol": 1e-2})
+    z, info = deq(torch.arange(1.0, 11.0, dtype=F64).reshape(-1, 1))
+    (scale * z.sum()).backward()
+    assert info.backward.converged_frac == 1.0
+    assert abs(float(affine.lin.bias.grad) / (30 * scale) - 1) < 0.02
+
+
+class _Affine(nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, z, x):
+        return self.lin(z) + x / 3
