@@ -162,6 +162,51 @@ def _run_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML file with one training configuration (see deqlab.train.TrainConfig)")
+    p.add_argument("--storage", default="results", help="results root (local path or s3://, gs:// URI)")
+    p.add_argument("--name", default=None, help="study name (default: the config file's stem)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    """One configuration without Ray, writing the same Parquet files a study trial writes."""
+    import yaml
+    from pydantic import ValidationError
+
+    from .results import TrialWriter, check_name, write_text_atomic
+    from .train import TrainConfig, provenance, select_device, train
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise ValueError(f"no such config file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = TrainConfig(**raw)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{path}: {msgs}") from None
+    study = check_name("study", args.name or path.stem)
+    trial = f"train-{config.config_hash()}"
+    writer = TrialWriter(args.storage, study, trial, config.flat_params(),
+                         provenance(config, select_device(config.device)))
+    write_text_atomic(yaml.safe_dump(config.model_dump(), sort_keys=False), f"{writer.base}/study.yaml")
+    result = train(config, progress=not args.quiet, writer=writer)
+    final = result.final
+    print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
+    if final:
+        print(f"  test acc {final['test_acc']:.4f}  test NFE {final['nfe_fwd']:.2f}  backward NFE {final['nfe_bwd']:.2f}"
+              f"  epoch time {final['epoch_time_s']:.1f} s")
+    print(f"  results: {writer.base}/trials/{trial}.parquet")
+    return EXIT_OK if result.status == "completed" else EXIT_FAILED
+
+
+register_command("train", "train one configuration (YAML) without Ray and write its results", _configure_train, _run_train)
 register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds", _configure_demo, _run_demo)
 register_command("data", "fetch and list data sets", _configure_data, _run_data)
 

@@ -131,3 +131,40 @@ def test_registry_refuses_duplicates():
     assert {"demo", "data"} <= set(cli.COMMANDS)
     with pytest.raises(ValueError, match="already registered"):
         cli.register_command("demo", "again", lambda p: None, lambda a: 0)
+
+
+def test_train_command_writes_results(tmp_path, capsys):
+    import pandas as pd
+
+    from deqlab.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "epochs: 1\n"
+        "data: {name: digits, batch_size: 64, subset: 300}\n"
+        "model: {name: mlp, options: {width: 16, inner: 32}}\n"
+        "deq: {init: skipreg, solver: broyden, tol: 1.0e-3}\n"
+    )
+    assert main(["train", str(cfg), "--storage", str(tmp_path / "res"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/train-" in out and "completed" in out
+    files = list((tmp_path / "res" / "tiny" / "trials").glob("*.parquet"))
+    assert len(files) == 1
+    rows = pd.read_parquet(files[0])
+    assert list(rows["status"]) == ["completed"] and rows["param.deq.solver"].iloc[0] == "broyden"
+    assert (tmp_path / "res" / "tiny" / "study.yaml").is_file()
+
+
+@pytest.mark.parametrize("text,match", [
+    ("epochs: [1\n", "not valid YAML"),
+    ("epochz: 1\n", "epochz"),
+    ("deq: {solver: lbfgs}\n", "valid solvers"),
+])
+def test_train_command_rejects_bad_config_in_one_line(tmp_path, capsys, text, match):
+    from deqlab.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    assert main(["train", str(cfg), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err and "Traceback" not in err and err.count("\n") == 1

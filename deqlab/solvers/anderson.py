@@ -30,7 +30,7 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
     d = x.shape[1]
     m, beta = opts.m, opts.beta
     dX = x.new_zeros(b, m, d)  # rows: x_{i+1} - x_i
-    dG = torch.zeros(b, m, d, dtype=torch.float64, device=x.device)  # rows: g_{i+1} - g_i, float64
+    dG = x.new_zeros(b, m, d)  # rows: g_{i+1} - g_i
     gram = torch.zeros(b, m, m, dtype=torch.float64, device=x.device)
     prev_x = prev_g = None
     n_stored = 0
@@ -43,10 +43,10 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
         if prev_x is not None:
             slot = n_stored % m
             dX[:, slot] = x - prev_x
-            dG[:, slot] = (g - prev_g).double()
+            dG[:, slot] = g - prev_g
             n_stored += 1
             k = min(n_stored, m)
-            row = coefficients(dG[:, :k], dG[:, slot])
+            row = coefficients(dG[:, :k], dG[:, slot]).double()
             gram[:, slot, :k] = row
             gram[:, :k, slot] = row
         prev_x, prev_g = x, g
@@ -54,8 +54,8 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
         if k == 0:
             x_new = x + beta * g
         else:
-            gamma = _regularised_solve(gram[:, :k, :k], coefficients(dG[:, :k], g.double()), opts.lam)
-            correction = combine(gamma.to(x.dtype), dX[:, :k]) + beta * combine(gamma, dG[:, :k]).to(x.dtype)
+            gamma = _regularised_solve(gram[:, :k, :k], coefficients(dG[:, :k], g).double(), opts.lam).to(x.dtype)
+            correction = combine(gamma, dX[:, :k] + beta * dG[:, :k])
             x_new = x + beta * g - correction
         x = tracker.keep_frozen(x.view(shape), x_new.view(shape)).reshape(b, -1)
     return tracker.result(stored_vectors=2 * m)

@@ -73,10 +73,6 @@ def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
     return diff / (fz.flatten(1).norm(dim=1) + EPS)
 
 
-def _nan_to_inf(r: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(r), r, torch.full_like(r, math.inf))
-
-
 class Tracker:
     """Counts evaluations, keeps each sample's best iterate, freezes converged samples.
 
@@ -95,7 +91,11 @@ class Tracker:
         self.sample_nfe = torch.zeros(b, dtype=torch.long, device=z0.device)
         self.active = torch.ones(b, dtype=torch.bool, device=z0.device)
         self.converged = torch.zeros(b, dtype=torch.bool, device=z0.device)
-        self.best_z = z0.detach().clone()
+        self.batch = b
+        self.n_active = b
+        self._any_failed = False
+        self._z0 = z0
+        self.best_z = z0.detach()
         self.best_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
         self.current_res = torch.full((b,), math.inf, dtype=z0.dtype, device=z0.device)
         self._trace: list[Tensor] = []
@@ -114,42 +114,59 @@ class Tracker:
 
     # -- judging ------------------------------------------------------------
     def check(self, z: Tensor, fz: Tensor) -> Tensor:
-        """Judge f(z) against z for the active samples; returns their residuals."""
-        res = _nan_to_inf(residual_norms(z, fz, self.stop_mode))
-        finite_z = torch.isfinite(z.flatten(1)).all(dim=1)
-        res = torch.where(finite_z, res, torch.full_like(res, math.inf))
+        """Judge f(z) against z for the active samples; returns their residuals.
+
+        Kept lean because it runs once per iteration: one host sync, and the
+        best iterate is stored by reference (no copy) whenever every active
+        sample improved, which is the common case. That is safe because
+        solvers never modify an iterate in place, frozen rows of z equal their
+        best rows (`keep_frozen`), and a failed sample forces the merging path.
+        """
+        res = torch.nan_to_num(residual_norms(z, fz, self.stop_mode), nan=math.inf)
         act = self.active
         better = act & (res < self.best_res)
-        if better.any():
-            mask = better.view(-1, *([1] * (z.dim() - 1)))
-            self.best_z = torch.where(mask, z.detach(), self.best_z)
-            self.best_res = torch.where(better, res, self.best_res)
-        self.current_res = torch.where(act, res, self.current_res)
         newly_converged = act & (res <= self.tol)
-        failed = act & ~torch.isfinite(res)
+        failed = act & torch.isinf(res)
+        self.best_res = torch.where(better, res, self.best_res)
+        self.current_res = torch.where(act, res, self.current_res)
         self.converged |= newly_converged
         self.active = act & ~newly_converged & ~failed
-        # kept on the device: one host sync per check (the `done` test) is enough
         self._trace.append(torch.stack([self.current_res.max(), self.current_res.mean()]))
+        n_stale, n_failed, n_active = torch.stack(
+            [(act & ~better).sum(), failed.sum(), self.active.sum()]).tolist()  # the one sync
+        self._any_failed = self._any_failed or n_failed > 0
+        self.n_active = n_active
+        if n_stale == 0 and not self._any_failed:
+            self.best_z = z.detach()
+        else:
+            mask = better.view(-1, *([1] * (z.dim() - 1)))
+            self.best_z = torch.where(mask, z.detach(), self.best_z)
         return res
 
     def fail(self, mask: Tensor) -> None:
         """Give up on samples that produced non-finite values outside a check."""
         self.active = self.active & ~mask
+        self._any_failed = True
+        self.n_active = int(self.active.sum())
 
     @property
     def done(self) -> bool:
-        return not bool(self.active.any())
+        return self.n_active == 0
 
     def keep_frozen(self, z_old: Tensor, z_new: Tensor) -> Tensor:
         """Apply a proposed update only to active samples."""
+        if self.n_active == self.batch:
+            return z_new
         mask = self.active.view(-1, *([1] * (z_new.dim() - 1)))
         return torch.where(mask, z_new, z_old)
 
     def result(self, **stats) -> SolveResult:
         trace = torch.stack(self._trace).tolist() if self._trace else []
+        z = self.best_z
+        if z.data_ptr() == self._z0.data_ptr():  # never hand back the caller's own storage
+            z = z.clone()
         return SolveResult(
-            z=self.best_z,
+            z=z,
             nfe=self.nfe,
             sample_nfe=self.sample_nfe,
             residual=self.best_res,
@@ -171,8 +188,12 @@ def coefficients(rows: Tensor, v: Tensor) -> Tensor:
 
 
 def combine(c: Tensor, rows: Tensor) -> Tensor:
-    """sum_i c[:, i] * rows[:, i]: [B, k] x [B, k, D] -> [B, D]."""
-    return torch.einsum("bk,bkd->bd", c, rows)
+    """sum_i c[:, i] * rows[:, i]: [B, k] x [B, k, D] -> [B, D].
+
+    c is made contiguous first: a LAPACK solution comes back column-major, and
+    bmm on that layout was measured 10x slower (0.34 ms vs 0.03 ms).
+    """
+    return torch.bmm(c.contiguous().unsqueeze(1), rows).squeeze(1)
 
 
 def batched_dot(a: Tensor, b: Tensor) -> Tensor:

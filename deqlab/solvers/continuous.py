@@ -83,7 +83,9 @@ def continuous(tracker: Tracker, z, max_iter: int, opts: ContinuousOptions, tol:
             fy = dyn.lookup(y)
             if fy is None:
                 fy = tracker.evaluate(y)
-            tracker.check(y, fy)
+            # frozen samples still drift a little (an FSAL stage computed before they froze
+            # carries over): judge and keep their frozen values, not the drifted ones
+            tracker.check(tracker.keep_frozen(tracker.best_z, y), fy)
             state["checks"] += 1
             if tracker.done or state["checks"] >= max_iter or float(t) >= opts.t_max:
                 state["stop_t"] = t
