@@ -45,7 +45,8 @@ def pick_data(name: str, subset: int | None):
 def run(args) -> list[dict]:
     splits = pick_data(args.data, args.subset or None)
     print(f"data: {splits.name}, {len(splits.train)} train / {len(splits.test)} test, "
-          f"{args.epochs} epochs, solver {args.solver}, tol {args.tol}, jac_weight {args.jac}, threads {torch.get_num_threads()}")
+          f"{args.epochs} epochs, solver {args.solver}, tol {args.tol}, adjoint {args.adjoint}, jac_weight {args.jac}, "
+          f"threads {torch.get_num_threads()}")
     rows = []
     for seed in args.seeds:
         for init in INITS:
@@ -53,7 +54,8 @@ def run(args) -> list[dict]:
                 seed=seed, epochs=args.epochs, optim={"lr": 1e-3}, data={"batch_size": 32},
                 model={"name": "mlp", "options": {"width": 128, "inner": None}},
                 deq={"init": init, "solver": args.solver, "tol": args.tol, "max_iter": args.max_iter,
-                     "skip_weight": 0.01, "jac_weight": args.jac},
+                     "skip_weight": 0.01, "jac_weight": args.jac,
+                     "backward_options": {} if args.adjoint == "same" else {"solver": args.adjoint}},
             )
             t0 = time.perf_counter()
             result = train(cfg, data=splits)
@@ -109,6 +111,10 @@ def main(argv=None) -> int:
     p.add_argument("--tol", type=float, default=0.005)
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--jac", type=float, default=0.0, help="Jacobian regularisation weight (paper: 0 or 1)")
+    p.add_argument("--adjoint", default="anderson",
+                   help="adjoint solver of the implicit backward; 'same' = the forward solver. Default anderson: "
+                        "DeepEquilibriumNetworks.jl's continuous DEQs also solve the adjoint as a linear "
+                        "steady-state problem, not by integrating an ODE")
     args = p.parse_args(argv)
     rows = run(args)
     print()

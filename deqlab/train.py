@@ -203,7 +203,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
     eval_x, eval_y = eval_x.to(device), eval_y.to(device)
     result = TrainResult(status="running")
-    bar = _progress(progress, total_epochs)
+    bar = _ProgressBar(total_epochs) if progress else None
     for epoch in range(total_epochs):
         pretraining = epoch < config.pretrain_epochs
         if hasattr(model, "deq"):
@@ -364,15 +364,10 @@ def depth_states(model, x, y, k_max: int, epoch: int):
     return pd.DataFrame(rows)
 
 
-class _progress:
-    """A rich progress bar for interactive runs; silent when disabled."""
+class _ProgressBar:
+    """A rich progress bar over epochs, for interactive runs."""
 
-    def __new__(cls, enabled: bool, total: int):
-        if not enabled:
-            return None
-        return super().__new__(cls)
-
-    def __init__(self, enabled: bool, total: int):
+    def __init__(self, total: int):
         from rich.progress import Progress
 
         self.p = Progress(transient=False)
