@@ -93,7 +93,6 @@ class ForwardSolverConfig:
     solver: str
     tol: float
     max_iter: int
-    stop_mode: str
     options: dict
 
 

@@ -172,7 +172,7 @@ class DEQ(nn.Module):
             calls[0] += 1
             if self.jac_weight > 0:
                 jac_loss, nfe_jac = bw.jacobian_penalty(fz, z_in, self.jac_probes)
-            fwd = bw.ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_kwargs)
+            fwd = bw.ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.solver_kwargs)
             z, extra = bw.attach(fx, z_in, fz, self.backward_opts, fwd, record)
             calls[0] += extra
         else:
