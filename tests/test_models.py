@@ -39,7 +39,7 @@ def test_every_init_mode_with_every_solver(init, solver):
         assert float(info.skip_mse) == 0.0
     # solver NFE plus the application that carries the gradient, plus skipreg's f(0, x)
     extra = 1 + (init == "skipreg")
-    assert info.nfe_fwd == int(info.nfe_fwd_per_sample - extra + 0.5) + extra or info.nfe_fwd >= extra
+    assert extra + 1 <= info.nfe_fwd_per_sample <= info.nfe_fwd  # frozen samples stop counting, batch calls don't
     assert info.nfe_bwd > 0
 
 
