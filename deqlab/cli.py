@@ -175,6 +175,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from .results import TrialWriter, check_name, write_text_atomic
+    from .solvers.base import describe_validation_error
     from .train import TrainConfig, provenance, select_device, train
 
     path = Path(args.config)
@@ -189,8 +190,7 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(**raw)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: {msgs}") from None
+        raise ValueError(f"{path}: {describe_validation_error(exc)}") from None
     study = check_name("study", args.name or path.stem)
     trial = f"train-{config.config_hash()}"
     writer = TrialWriter(args.storage, study, trial, config.flat_params(),

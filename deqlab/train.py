@@ -33,6 +33,9 @@ from .models import DEQ_MODELS, MODELS, build_model
 from .solvers import solver_options as validate_solver_options
 
 
+FLAT_INPUT_MODELS = ("mlp", "neural_ode")  # fed flattened images; the rest take (C, H, W)
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,7 +166,7 @@ def _sync(device: torch.device) -> None:
 def build(config: TrainConfig, splits) -> nn.Module:
     name = config.model.name
     derived = {}
-    if name in ("mlp", "neural_ode"):
+    if name in FLAT_INPUT_MODELS:
         derived["in_dim"] = int(math.prod(splits.input_shape))
     else:
         derived["in_channels"] = splits.input_shape[0]
@@ -193,7 +196,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     splits = data if data is not None else load_dataset(
         config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
         test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
-        flatten=config.model.name in ("mlp", "neural_ode"))
+        flatten=config.model.name in FLAT_INPUT_MODELS)
     if splits.task != "classification":
         raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
     train_loader, test_loader = make_loaders(splits, config.data.batch_size, seed=config.seed)

@@ -83,12 +83,8 @@ def solve(
         raise ValueError(f"jvp= is only used by newton_krylov, not {solver!r}")
     tracker = Tracker(f, z0, tol, stop_mode)
     with torch.no_grad():
-        z = z0.detach()
-        if solver == "continuous":
-            return continuous(tracker, z, max_iter, opts, tol)
-        if solver == "newton_krylov":
-            return newton_krylov(tracker, z, max_iter, opts, jvp)
-        return SOLVERS[solver].run(tracker, z, max_iter, opts)
+        extra = {"jvp": jvp} if jvp is not None else {}
+        return SOLVERS[solver].run(tracker, z0.detach(), max_iter, opts, **extra)
 
 
 __all__ = [

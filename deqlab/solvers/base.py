@@ -61,8 +61,12 @@ def validate_options(model: type[BaseModel], options: dict | None, what: str, ig
     try:
         return model(**options)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid option for {what}: {msgs}") from None
+        raise ValueError(f"invalid option for {what}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per pydantic error: `key.path: message`, joined by '; '."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:

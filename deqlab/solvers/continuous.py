@@ -15,18 +15,19 @@ returned, so a frozen sample never drifts.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from pydantic import Field
 
 from .base import SolverOptions, Tracker
 
-ODE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8")
+ODEMethod = Literal["dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8"]
+ODE_METHODS = get_args(ODEMethod)
 
 
 class ContinuousOptions(SolverOptions):
-    method: Literal["dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8"] = Field(
+    method: ODEMethod = Field(
         "dopri5", description="adaptive torchdiffeq method (dopri5 is the Tsit5-like default)"
     )
     rtol: Optional[float] = Field(None, gt=0.0, description="ODE relative tolerance; default: tol / 4")
@@ -68,7 +69,7 @@ class _Dynamics(torch.nn.Module):
         return None
 
 
-def continuous(tracker: Tracker, z, max_iter: int, opts: ContinuousOptions, tol: float):
+def continuous(tracker: Tracker, z, max_iter: int, opts: ContinuousOptions):
     """Residual checks (the start plus one per accepted step) <= max_iter."""
     from torchdiffeq import odeint_event
 
@@ -95,8 +96,8 @@ def continuous(tracker: Tracker, z, max_iter: int, opts: ContinuousOptions, tol:
     # Near the steady state the step-size controller leaves residual noise a few
     # times its own tolerance (measured: a plateau at ~2x with rtol = atol = tol),
     # so the ODE tolerances must sit below the steady-state test to reach it.
-    rtol = opts.rtol if opts.rtol is not None else tol / 4
-    atol = opts.atol if opts.atol is not None else tol / 4
+    rtol = opts.rtol if opts.rtol is not None else tracker.tol / 4
+    atol = opts.atol if opts.atol is not None else tracker.tol / 4
     t0 = torch.zeros((), dtype=torch.float64, device=z.device)
     failure = None
     try:

@@ -40,7 +40,7 @@ def autograd_jvp(f: Callable[[torch.Tensor], torch.Tensor]) -> JVP:
     return jvp
 
 
-def newton_krylov(tracker: Tracker, z, max_iter: int, opts: NewtonKrylovOptions, jvp: Optional[JVP] = None):
+def newton_krylov(tracker: Tracker, z, max_iter: int, opts: NewtonKrylovOptions, *, jvp: Optional[JVP] = None):
     """Iterations (residual checks) <= max_iter; each Newton step costs its JVPs plus one evaluation."""
     shape = z.shape
     b = shape[0]
