@@ -206,6 +206,93 @@ def _run_train(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "completed" else EXIT_FAILED
 
 
+# --------------------------------------------------------------------------- studies
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study YAML file (see studies/)")
+    _storage_args(p)
+    p.add_argument("--name", default=None, help="run the study under another name (default: its `name`)")
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto' after `ray up`); default: a local Ray")
+    p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the local Ray (default: all)")
+
+
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=os.environ.get("DEQLAB_STORAGE", "results"),
+                   help="results root: a local path or s3://, gs:// URI (default: $DEQLAB_STORAGE or ./results)")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from .study import load_study, parse_study
+    from .study.runner import run_study
+
+    spec = load_study(args.study)
+    if args.name:
+        spec = parse_study({**spec.model_dump(mode="json"), "name": args.name}, args.study)
+    print(f"study {spec.name}: results in {args.storage}/{spec.name}", flush=True)
+    outcome = run_study(spec, args.storage, say=_say, address=args.address, num_cpus=args.num_cpus)
+    return _finish(outcome)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _finish(outcome) -> int:
+    from .study.summary import comparison_table, status_counts
+
+    counts = status_counts(outcome.path)
+    print(f"\n{outcome.spec.name}: {sum(counts.values())} trials in {outcome.seconds:.0f} s ("
+          + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+    print(comparison_table(outcome.path, outcome.spec))
+    print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
+    return EXIT_OK if counts.get("completed") else EXIT_FAILED
+
+
+def _configure_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the study's name (its folder under --storage)")
+    _storage_args(p)
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto'); default: a local Ray")
+    p.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs of the local Ray (default: all)")
+
+
+def _run_resume(args: argparse.Namespace) -> int:
+    from .results import check_name
+    from .study.runner import resume_study
+
+    outcome = resume_study(check_name("study", args.name), args.storage, say=_say, address=args.address,
+                           num_cpus=args.num_cpus)
+    return _finish(outcome)
+
+
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("studies", nargs="+", help="study YAML file(s)")
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .study import describe, load_study
+
+    for path in args.studies:
+        print(f"{path}: ok\n{describe(load_study(path))}")
+    return EXIT_OK
+
+
+def _configure_ls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("storage", nargs="?", default=os.environ.get("DEQLAB_STORAGE", "results"),
+                   help="results root (default: $DEQLAB_STORAGE or ./results)")
+
+
+def _run_ls(args: argparse.Namespace) -> int:
+    from .study.summary import list_studies
+
+    print(list_studies(args.storage))
+    return EXIT_OK
+
+
+register_command("run", "run a study (YAML) on Ray Tune + Optuna and print the comparison", _configure_run, _run_run)
+register_command("resume", "continue an interrupted study", _configure_resume, _run_resume)
+register_command("validate", "check study files without running them", _configure_validate, _run_validate)
+register_command("ls", "list the studies in a results root: trials by status, best values", _configure_ls, _run_ls)
 register_command("train", "train one configuration (YAML) without Ray and write its results", _configure_train, _run_train)
 register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds", _configure_demo, _run_demo)
 register_command("data", "fetch and list data sets", _configure_data, _run_data)

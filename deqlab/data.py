@@ -46,7 +46,7 @@ from typing import IO, Callable, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 __all__ = [
     "CHECKSUMS",
@@ -447,12 +447,16 @@ def make_loaders(
     seed: int = 0,
     shuffle: bool = True,
     num_workers: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders whose shuffling is driven by a seeded generator.
 
     The generator is owned by the train loader, so epoch k's order depends only
     on ``seed`` and k: the same seed replays the same batches. The test loader
-    never shuffles.
+    never shuffles. ``shard=(rank, world_size)`` gives replica ``rank`` its
+    share of the training set (a DistributedSampler: call
+    ``loader.sampler.set_epoch(k)`` each epoch); every replica sees the whole
+    test set.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -460,13 +464,20 @@ def make_loaders(
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
     generator = torch.Generator()
     generator.manual_seed(int(seed))
-    train = DataLoader(
-        splits.train,
-        batch_size=int(batch_size),
-        shuffle=shuffle,
-        num_workers=int(num_workers),
-        generator=generator,
-    )
+    if shard is not None:
+        rank, world_size = shard
+        if not 0 <= rank < world_size:
+            raise ValueError(f"shard rank must be in [0, {world_size}), got {rank}")
+        sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed))
+        train = DataLoader(splits.train, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers))
+    else:
+        train = DataLoader(
+            splits.train,
+            batch_size=int(batch_size),
+            shuffle=shuffle,
+            num_workers=int(num_workers),
+            generator=generator,
+        )
     test = DataLoader(splits.test, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
     return train, test
 

@@ -30,6 +30,7 @@ from . import __version__
 from .data import DATASETS, load_dataset, make_loaders
 from .backward import backward_options as validate_backward_options
 from .models import DEQ_MODELS, MODELS, build_model
+from .parallel import Replicas
 from .solvers import solver_options as validate_solver_options
 
 
@@ -189,18 +190,33 @@ def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress: bool = False,
-          writer=None, data=None) -> TrainResult:
-    """Run one configuration; report after every epoch; return the status and per-epoch metrics."""
+          writer=None, data=None, replicas: Optional[Replicas] = None,
+          device: Optional[torch.device] = None) -> TrainResult:
+    """Run one configuration; report after every epoch; return the status and per-epoch metrics.
+
+    With `replicas` (data-parallel workers in a process group) each replica
+    trains on its shard with batch `data.batch_size // world_size`, so the
+    global batch, and with it the optimisation, does not depend on the number
+    of workers; gradients are averaged every step. Give the writer to one rank.
+    """
     torch.manual_seed(config.seed)
-    device = select_device(config.device)
+    device = device if device is not None else select_device(config.device)
     splits = data if data is not None else load_dataset(
         config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
         test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
         flatten=config.model.name in FLAT_INPUT_MODELS)
     if splits.task != "classification":
         raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
-    train_loader, test_loader = make_loaders(splits, config.data.batch_size, seed=config.seed)
+    batch_size, shard = config.data.batch_size, None
+    if replicas is not None:
+        batch_size, shard = config.data.batch_size // replicas.world_size, (replicas.rank, replicas.world_size)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size {config.data.batch_size} is smaller than the {replicas.world_size} "
+                             "workers; it is the global batch, split between them")
+    train_loader, test_loader = make_loaders(splits, batch_size, seed=config.seed, shard=shard)
     model = build(config, splits).to(device)
+    if replicas is not None:
+        replicas.broadcast_parameters(model)
     total_epochs = config.pretrain_epochs + config.epochs
     opt, sched = _make_optimizer(config, model, total_epochs * len(train_loader))
     eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
@@ -211,12 +227,17 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
         pretraining = epoch < config.pretrain_epochs
         if hasattr(model, "deq"):
             model.deq.fixed_depth = config.pretrain_depth if pretraining else None
+        if shard is not None:
+            train_loader.sampler.set_epoch(epoch)
         try:
-            metrics = _train_epoch(model, train_loader, opt, sched, config, device)
+            metrics = _train_epoch(model, train_loader, opt, sched, config, device, replicas)
             metrics.update(evaluate(model, test_loader, device))
         except FloatingPointError as exc:
             result.status, result.error = "diverged", str(exc)
             break
+        if replicas is not None:
+            metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd")}))
+            metrics["replica_weight_spread"] = replicas.weight_spread(model)
         metrics["phase"] = "pretrain" if pretraining else "deq"
         metrics["lr"] = opt.param_groups[0]["lr"]
         diverged = _diverged(metrics, config, pretraining)
@@ -257,7 +278,7 @@ def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional
     return None
 
 
-def _train_epoch(model, loader, opt, sched, config: TrainConfig, device) -> dict:
+def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None) -> dict:
     model.train()
     clip = config.optim.grad_clip
     loss_sum = n = 0
@@ -274,10 +295,12 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device) -> dict
         loss = task + info.reg_loss
         _sync(device)
         t1 = time.perf_counter()
-        if not torch.isfinite(loss):
+        if replicas is None and not torch.isfinite(loss):
             raise FloatingPointError("non-finite training loss")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if replicas is not None and not math.isfinite(replicas.average_gradients(model, loss)):
+            raise FloatingPointError("non-finite training loss")  # on some replica: all stop together
         if clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()

@@ -1,0 +1,200 @@
+"""Data shaping for the dashboard (`dashboard/app.py`), kept out of Streamlit so it can be tested and timed.
+
+Everything here is a pure function of DataFrames from `deqlab.results`, plus
+`signature`, the cache key that makes a running study refresh: it changes
+whenever a results file is added, replaced or removed, and costs one listing
+of the study folders (no file is opened).
+
+    dirs = study_dirs(["results"])               # a results root expands to its studies
+    res = load(dirs, traces=False)
+    summary = final_epochs(res.trials, statuses=None)   # one row per trial, with total training time
+    on_front = pareto_mask(summary, "total_time_s", "test_acc", "min", "max")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+
+from .export import final_epochs, metric_candidates
+
+RESULT_FOLDERS = ("trials", "traces", "states")
+
+
+def study_dirs(paths: Sequence[str]) -> list[str]:
+    """Study directories from the user's paths: a study itself, or a results root holding studies.
+
+    A local path without `trials/` or `study.yaml` whose sub-folders have them
+    is a root (what `deqlab train --storage results` fills); URIs are taken as
+    given. A path that does not exist is kept, so the pages can say it is empty.
+    """
+    out = []
+    for p in paths:
+        p = os.fspath(p)
+        path = Path(p)
+        if "://" in p or not path.is_dir() or _is_study(path):
+            out.append(p)
+            continue
+        children = sorted(str(c) for c in path.iterdir() if c.is_dir() and not c.name.startswith(".") and _is_study(c))
+        out.extend(children or [p])
+    return list(dict.fromkeys(out))
+
+
+def _is_study(path: Path) -> bool:
+    return (path / "trials").is_dir() or (path / "study.yaml").is_file()
+
+
+def signature(paths: Sequence[str]) -> str:
+    """A digest of every results file's name, size and mtime: the dashboard's cache key."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in paths:
+        p = os.fspath(p)
+        fs, base = pafs.FileSystem.from_uri(p) if "://" in p else (pafs.LocalFileSystem(), os.path.abspath(p))
+        h.update(base.encode())
+        infos = [fs.get_file_info(f"{base}/study.yaml")]
+        for folder in RESULT_FOLDERS:
+            try:
+                infos += fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
+            except OSError as exc:
+                h.update(str(exc).encode())
+        for info in sorted(infos, key=lambda i: i.path):
+            mtime = info.mtime_ns if info.mtime_ns is not None else 0
+            h.update(f"{info.path}\0{info.size}\0{mtime}\0{info.type}\n".encode())
+    return h.hexdigest()
+
+
+def param_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("param.")]
+
+
+def short_name(column: str) -> str:
+    """`param.deq.init` -> `deq.init` for labels; other columns unchanged."""
+    return column[len("param."):] if column.startswith("param.") else column
+
+
+def filter_options(summary: pd.DataFrame) -> dict[str, list]:
+    """Per `param.*` column with more than one value, its values in display order (the sidebar's filters)."""
+    out = {}
+    for col in param_columns(summary):
+        values = summary[col].dropna().unique().tolist()
+        if len(values) > 1:
+            out[col] = sorted(values, key=_sort_key)
+    return out
+
+
+def _sort_key(v):
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def apply_filters(frame: pd.DataFrame, selected: Mapping[str, Sequence], statuses: Optional[Sequence[str]] = None
+                  ) -> pd.DataFrame:
+    """Rows whose value of every filtered column is among the selected ones (and whose status is allowed).
+
+    Works on per-epoch frames too: a trial's rows share its hyperparameters, and
+    its final status is written on every row. A column missing from the frame
+    is not a filter on it.
+    """
+    mask = np.ones(len(frame), dtype=bool)
+    for col, values in selected.items():
+        if col in frame.columns:
+            mask &= frame[col].isin(list(values)).to_numpy()
+    if statuses is not None and "status" in frame.columns:
+        mask &= frame["status"].isin(list(statuses)).to_numpy()
+    return frame[mask]
+
+
+def pareto_mask(frame: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: str = "max") -> np.ndarray:
+    """True for rows no other row beats on both x and y (ties kept); rows with a missing value never are.
+
+    One sort and one sweep: O(n log n), fine for 10,000 trials on every rerun.
+    """
+    for mode in (x_mode, y_mode):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if frame.empty:
+        return np.zeros(0, dtype=bool)
+    xs = pd.to_numeric(frame[x], errors="coerce").to_numpy(dtype=float)
+    ys = pd.to_numeric(frame[y], errors="coerce").to_numpy(dtype=float)
+    xs = xs if x_mode == "min" else -xs  # both minimised from here on
+    ys = ys if y_mode == "min" else -ys
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    mask = np.zeros(len(frame), dtype=bool)
+    idx = np.flatnonzero(ok)
+    order = idx[np.lexsort((ys[idx], xs[idx]))]  # by x, then y
+    best_y = np.inf
+    i = 0
+    while i < len(order):  # points sharing an x: only those with the group's best y can be on the front
+        j = i
+        while j < len(order) and xs[order[j]] == xs[order[i]]:
+            j += 1
+        group = order[i:j]
+        gmin = ys[group].min()
+        if gmin < best_y:
+            mask[group[ys[group] == gmin]] = True
+            best_y = gmin
+        i = j
+    return mask
+
+
+def numeric_metrics(summary: pd.DataFrame) -> list[str]:
+    """Metrics one can plot, the training-time total first."""
+    cols = metric_candidates(summary)
+    return [c for c in ("total_time_s",) if c in cols] + [c for c in cols if c != "total_time_s"]
+
+
+def trial_history(trials: pd.DataFrame, study: str, trial_id: str) -> pd.DataFrame:
+    """One trial's rows, by epoch."""
+    rows = trials[(trials["study"] == study) & (trials["trial_id"] == trial_id)]
+    return rows.sort_values("epoch").reset_index(drop=True)
+
+
+def best_trials(summary: pd.DataFrame, objectives: Mapping[str, str], n: int = 3) -> pd.DataFrame:
+    """The n best completed trials per objective metric (objective, rank, study, trial, value)."""
+    done = summary[summary["status"] == "completed"] if "status" in summary.columns else summary
+    rows = []
+    for metric, mode in objectives.items():
+        if metric not in done.columns:
+            continue
+        ranked = done.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min"), kind="stable").head(n)
+        for rank, (_, r) in enumerate(ranked.iterrows(), 1):
+            rows.append({"objective": f"{metric} ({mode})", "rank": rank, "study": r["study"],
+                         "trial_id": r["trial_id"], "value": r[metric]})
+    return pd.DataFrame(rows, columns=["objective", "rank", "study", "trial_id", "value"])
+
+
+def pca_states(states: pd.DataFrame, epoch: Optional[int] = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Project one epoch's hidden states onto two principal components shared by every step.
+
+    One basis for all steps (fitted on the states of every step together), so
+    the picture of clusters forming over depth is comparable step to step.
+    Returns (frame with step, sample, label, pc1, pc2; explained variance ratio of the two).
+    """
+    if states is None or states.empty:
+        raise ValueError("this trial recorded no depth states (set depth_states > 0 in its config)")
+    if epoch is None:
+        epoch = int(states["epoch"].max())
+    rows = states[states["epoch"] == epoch].sort_values(["step", "sample"])
+    if rows.empty:
+        raise ValueError(f"no depth states for epoch {epoch}; epochs present: "
+                         f"{', '.join(str(e) for e in sorted(states['epoch'].unique()))}")
+    x = np.asarray(np.stack(rows["state"].map(lambda v: np.asarray(v, dtype=np.float64)).to_list()))
+    x = x - x.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    k = min(2, vt.shape[0])
+    proj = x @ vt[:k].T
+    if k < 2:
+        proj = np.column_stack([proj, np.zeros(len(proj))])
+    var = s ** 2
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    out = pd.DataFrame({"step": rows["step"].to_numpy(), "sample": rows["sample"].to_numpy(),
+                        "label": rows["label"].astype(str).to_numpy(), "pc1": proj[:, 0], "pc2": proj[:, 1]})
+    return out, np.pad(ratio, (0, 2 - len(ratio)))

@@ -1,0 +1,318 @@
+"""Run, resume and summarise a study on Ray Tune with Optuna.
+
+A study directory `<storage>/<name>/` holds everything: `study.yaml` (the
+validated spec as run), `trials/` and `traces/` (Parquet, one file per trial,
+written by the trials), `optuna.db` (the Optuna study in SQLite, for
+optuna-dashboard and Optuna's analysis tools) and `tune/` (Tune's experiment
+state, which `resume` restores). The driver owns the statuses a trial cannot
+write itself: pruned (stopped by ASHA or the time budget) and failed (crashed
+after its retries).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..results import finalize_trial, load, trial_status, write_text_atomic, _filesystem
+from .spec import StudyError, StudySpec, parse_study
+from .space import suggest
+from .trial import GRID_KEY, assignment_of, run_trial
+
+TUNE_DIR = "tune"
+OPTUNA_DB = "optuna.db"
+# The Train controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s):
+# each report after the first waits for it. 0.2 s cuts a short Train trial from ~20 s to ~12 s (DESIGN.md).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+def study_dir(storage: str, name: str) -> str:
+    fs, base = _filesystem(storage)
+    return f"{base}/{name}" if "://" not in storage else f"{storage.rstrip('/')}/{name}"
+
+
+def _is_local(storage: str) -> bool:
+    return "://" not in storage
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
+    """Join a cluster (`address`) or start a local Ray sized to this machine (or to `num_cpus`)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
+    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+                  runtime_env={"env_vars": dict(RAY_ENV)})
+    if address:
+        if num_cpus is not None or num_gpus is not None:
+            raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+
+
+def _default_concurrency(spec: StudySpec) -> int:
+    """How many trials the cluster holds at once, from its CPUs (and GPUs when used)."""
+    import ray
+
+    res = ray.cluster_resources()
+    t = spec.trainer
+    per_trial_cpu = t.cpus_per_worker * max(t.num_workers, 1) + (0.1 if t.num_workers else 0)
+    fits = [res.get("CPU", 1) / per_trial_cpu]
+    if t.use_gpu and t.gpus_per_worker:
+        fits.append(res.get("GPU", 0) / (t.gpus_per_worker * max(t.num_workers, 1)))
+    return max(1, int(math.floor(min(fits) + 1e-9)))
+
+
+def _trainable(spec: StudySpec, storage: str):
+    from ray import tune
+
+    t = spec.trainer
+    if t.num_workers == 0:
+        resources = {"cpu": t.cpus_per_worker, **({"gpu": t.gpus_per_worker} if t.use_gpu else {})}
+    else:
+        resources = {"cpu": 0.1}  # the trial only drives the TorchTrainer; its workers hold the resources
+    fn = tune.with_parameters(run_trial, spec=spec.model_dump(mode="json"), storage=storage)
+    return tune.with_resources(fn, resources)
+
+
+def _searcher(spec: StudySpec, storage: str):
+    """OptunaSearch over the define-by-run space, its study in SQLite inside the study directory."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    s = spec.search
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=s.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
+    }
+    params = tuple(spec.params)
+    multi = len(spec.objectives) > 1
+    return OptunaSearch(
+        space=DefineByRun(params),
+        metric=spec.metrics if multi else spec.metrics[0],
+        mode=spec.modes if multi else spec.modes[0],
+        sampler=samplers[s.algorithm](),
+        study_name=spec.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{_optuna_path(spec, storage)}"),
+    )
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """The space as Optuna's define-by-run function; a class, not a lambda, so Tune can pickle the searcher."""
+
+    params: tuple
+
+    def __call__(self, trial) -> dict:
+        return suggest(trial, list(self.params))  # fixed values ride along with the drawn ones
+
+
+def _optuna_path(spec: StudySpec, storage: str) -> str:
+    """SQLite needs a local file: remote studies keep it in a local cache and copy it up at the end."""
+    if _is_local(storage):
+        return os.path.join(study_dir(storage, spec.name), OPTUNA_DB)
+    folder = os.path.join(tempfile.gettempdir(), "deqlab-optuna", spec.name)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, OPTUNA_DB)
+
+
+def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool = False):
+    from ray import tune
+
+    s = spec.search
+    concurrency = s.max_concurrent_trials or _default_concurrency(spec)
+    trainable = _trainable(spec, storage)
+    tune_path = f"{study_dir(storage, spec.name)}/{TUNE_DIR}"
+    if restore:
+        return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, restart_errored=True,
+                                  param_space=_param_space(spec))
+    scheduler = None
+    if spec.scheduler.name == "asha":
+        base = spec.train_config({})
+        scheduler = tune.schedulers.ASHAScheduler(
+            metric=spec.metrics[0], mode=spec.modes[0], time_attr="training_iteration",
+            max_t=base.epochs + base.pretrain_epochs, grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor)
+    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage)
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(spec),
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.num_samples,
+                                    max_concurrent_trials=concurrency, time_budget_s=s.time_budget_s,
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=study_dir(storage, spec.name), callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(
+                max_failures=spec.trainer.max_failures if spec.trainer.num_workers == 0 else 0),
+        ),
+    )
+
+
+def _param_space(spec: StudySpec) -> dict:
+    from ray import tune
+
+    return {GRID_KEY: tune.grid_search(spec.grid())} if spec.search.algorithm == "grid" else {}
+
+
+# --------------------------------------------------------------------------- driver-side bookkeeping
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    running: int = 0
+    best: Optional[float] = None
+    best_trial: Optional[str] = None
+
+
+def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
+    from ray import tune
+
+    metric, mode = spec.metrics[0], spec.modes[0]
+    total = spec.search.num_samples * (len(spec.grid()) if spec.search.algorithm == "grid" else 1)
+
+    class StudyCallback(tune.Callback):
+        """Writes the statuses trials cannot write themselves and prints progress."""
+
+        def __init__(self):
+            self.p = Progress()
+            self.t0 = time.perf_counter()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            value = result.get(metric)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                return
+            better = self.p.best is None or (value > self.p.best if mode == "max" else value < self.p.best)
+            if better:
+                self.p.best, self.p.best_trial = value, trial.trial_id
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            status = trial_status(storage, spec.name, trial.trial_id)
+            if status in (None, "running"):  # stopped before its last epoch: ASHA or the time budget
+                status = finalize_trial(storage, spec.name, trial.trial_id, "pruned",
+                                        params=self._params(trial))
+            self._report(trials, trial, status)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = _last_line(trial.get_error()) if hasattr(trial, "get_error") else None
+            status = finalize_trial(storage, spec.name, trial.trial_id, "failed", error=error or "trial failed",
+                                    params=self._params(trial))
+            self._report(trials, trial, status + (f": {error}" if error else ""))
+
+        def _params(self, trial) -> dict:
+            try:
+                return spec.train_config(assignment_of(trial.config)).flat_params()
+            except Exception:
+                return {}
+
+        def _report(self, trials, trial, status: str) -> None:
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            running = sum(t.status == "RUNNING" for t in trials)
+            best = f"best {metric} {self.p.best:.4g} ({self.p.best_trial})" if self.p.best is not None else ""
+            say(f"[{done}/{total} done, {running} running, {time.perf_counter() - self.t0:.0f} s] "
+                f"{trial.trial_id} {status}  {best}")
+
+    return StudyCallback()
+
+
+def _last_line(text) -> Optional[str]:
+    if not text:
+        return None
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else None
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@dataclass
+class StudyOutcome:
+    spec: StudySpec
+    path: str
+    seconds: float
+    result_grid: object
+
+
+def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
+    """Create the study directory, probe that it is writable, and save the spec as run."""
+    path = study_dir(storage, spec.name)
+    fs, base = _filesystem(path)
+    existing = fs.get_file_info(f"{base}/study.yaml")
+    if existing.type != existing.type.NotFound and not exist_ok:
+        raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
+                         "continues it; --name gives a new run another name")
+    probe = f"{base}/.write-probe"
+    try:
+        write_text_atomic("ok", probe)
+        fs.delete_file(probe)
+    except OSError as exc:
+        raise StudyError(f"cannot write results under {path}: {exc}") from None
+    write_text_atomic(spec.dump(), f"{base}/study.yaml")
+    return path
+
+
+def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = print, resume: bool = False,
+              address: Optional[str] = None, num_cpus: Optional[int] = None) -> StudyOutcome:
+    """Run the study, or with `resume` continue it from Tune's saved state (or from the start when
+    the driver died before Tune saved any). Trials write their Parquet files as they go."""
+    path = prepare(spec, storage, exist_ok=resume)
+    start_ray(address, num_cpus)
+    restore = resume and can_resume(storage, spec.name)
+    if resume and not restore:
+        say(f"no Tune state saved for {spec.name}: starting its trials again")
+    callback = _make_callback(spec, storage, say)
+    t0 = time.perf_counter()
+    grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    if not _is_local(storage) and spec.search.algorithm != "grid":
+        _upload(_optuna_path(spec, storage), f"{path}/{OPTUNA_DB}")
+    return StudyOutcome(spec, path, time.perf_counter() - t0, grid)
+
+
+def can_resume(storage: str, name: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(f"{study_dir(storage, name)}/{TUNE_DIR}")
+
+
+def load_saved_spec(storage: str, name: str) -> StudySpec:
+    import yaml
+
+    fs, base = _filesystem(study_dir(storage, name))
+    try:
+        with fs.open_input_stream(f"{base}/study.yaml") as f:
+            raw = yaml.safe_load(f.read().decode())
+    except (FileNotFoundError, OSError):
+        raise StudyError(f"no study {name!r} in {storage} (no study.yaml there); `deqlab ls {storage}` lists them") \
+            from None
+    return parse_study(raw, f"{base}/study.yaml")
+
+
+def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
+    """Continue an interrupted study: finished trials stay, unfinished and errored ones run again."""
+    return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
+
+
+def _upload(local: str, target: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(target)
+    pafs.copy_files(local, path, destination_filesystem=fs)
+
+
+__all__ = ["run_study", "resume_study", "start_ray", "build_tuner", "prepare", "study_dir", "load_saved_spec",
+           "StudyOutcome"]

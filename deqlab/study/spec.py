@@ -1,0 +1,243 @@
+"""The study file: what to train, what to search, what to optimise, with what resources.
+
+Everything is checked here, before Ray starts: unknown keys, wrong types,
+impossible ranges, unknown solver/model names, and every value the space can
+draw is tried against the training config (each choice, both ends of each
+range), so a trial never fails an hour in on a typo. Errors name the file, the
+key path and the valid choices.
+
+    name: quickstart
+    base: {epochs: 3, data: {name: digits}, model: {name: mlp}}   # a `deqlab train` config
+    space: {deq.init: {choice: [zeros, skip, skipreg]}, deq.tol: {loguniform: [1e-4, 1e-2]}}
+    objectives: [{metric: test_acc, mode: max}, {metric: nfe_fwd, mode: min}]
+    search: {algorithm: tpe, num_samples: 8, seed: 0}
+    scheduler: {name: asha, grace_period: 1}
+    trainer: {num_workers: 0}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..results import METRICS, check_name
+from ..solvers.base import describe_validation_error
+from ..train import TrainConfig
+from .space import Param, SpaceError, apply, grid_points, parse_space, walk
+
+OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)
+ALGORITHMS = ("tpe", "gp", "cmaes", "nsga2", "random", "grid")
+MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
+MAX_GRID_POINTS = 10_000
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective(_Spec):
+    metric: str
+    mode: Literal["max", "min"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v):
+        if v not in OBJECTIVE_METRICS:
+            raise ValueError(f"unknown metric {v!r}; valid: {', '.join(OBJECTIVE_METRICS)}")
+        return v
+
+
+class SearchSpec(_Spec):
+    algorithm: Literal["tpe", "gp", "cmaes", "nsga2", "random", "grid"] = "tpe"
+    seed: int = 0
+    num_samples: int = Field(8, ge=1, description="trials drawn (grid: repeats of the whole grid)")
+    max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs fit")
+    time_budget_s: Optional[float] = Field(None, gt=0)
+
+
+class SchedulerSpec(_Spec):
+    name: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be pruned")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class TrainerSpec(_Spec):
+    num_workers: int = Field(0, ge=0, description="0: train inside the Tune trial; >=1: Ray Train data-parallel workers")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0, description="used only with use_gpu")
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial (worker crash) before it is recorded failed")
+
+
+class StudySpec(_Spec):
+    name: str
+    description: str = ""
+    base: dict = Field(default_factory=dict, description="fixed training settings (a `deqlab train` config)")
+    space: dict = Field(default_factory=dict)
+    objectives: list[Objective] = Field(min_length=1)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v):
+        return check_name("study", v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives: a metric is listed twice: {metrics}")
+        if len(metrics) > 1 and self.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
+            raise ValueError(f"search.algorithm: {self.search.algorithm!r} optimises one objective; "
+                             f"for {len(metrics)} objectives use one of {', '.join(MULTI_OBJECTIVE_ALGORITHMS)}")
+        return self
+
+    # ---------------------------------------------------------------- derived
+
+    @property
+    def params(self) -> list[Param]:
+        return parse_space(self.space)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives]
+
+    def train_config(self, assignment: dict) -> TrainConfig:
+        return TrainConfig(**apply(self.base, assignment))
+
+    def grid(self) -> list[dict]:
+        return grid_points(self.params)
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class StudyError(ValueError):
+    """A study file that cannot run; the message names the file and the key."""
+
+
+def _check_space(spec: StudySpec) -> None:
+    """Parse the space and try every value it can draw against the training config."""
+    try:
+        params = spec.params
+    except SpaceError as exc:
+        raise StudyError(str(exc)) from None
+    if not params:
+        raise StudyError("space: empty: nothing to search. Use `deqlab train` for one configuration, "
+                         "or search at least the seed, e.g. space: {seed: {grid: [0, 1, 2]}}")
+    try:
+        base = TrainConfig(**spec.base)
+    except ValidationError as exc:
+        raise StudyError(f"base: {describe_validation_error(exc)}") from None
+    except TypeError as exc:
+        raise StudyError(f"base: {exc}") from None
+    _probe(spec, params, {}, "space")
+    if spec.search.algorithm == "grid":
+        try:
+            points = spec.grid()
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+        if len(points) > MAX_GRID_POINTS:
+            raise StudyError(f"space: the grid has {len(points)} points (limit {MAX_GRID_POINTS}); narrow it")
+    epochs = base.epochs + base.pretrain_epochs
+    if spec.scheduler.name == "asha" and spec.scheduler.grace_period >= epochs:
+        raise StudyError(f"scheduler.grace_period: {spec.scheduler.grace_period} >= the {epochs} epochs of a "
+                         "trial, so ASHA could never prune; lower it or set scheduler.name: none")
+
+
+def _probe(spec: StudySpec, params: list[Param], given: dict, key: str) -> None:
+    for p in params:
+        _check_path(p.path, f"{key}.{p.path}")
+        for value in p.probe_values():
+            assignment = {**given, p.path: value}
+            try:
+                spec.train_config(assignment)
+            except ValidationError as exc:
+                raise StudyError(f"{key}.{p.path}: value {value!r} is not valid: {describe_validation_error(exc)}") \
+                    from None
+            except (TypeError, ValueError) as exc:
+                raise StudyError(f"{key}.{p.path}: value {value!r} is not valid: {exc}") from None
+            if p.branches:
+                _probe(spec, p.branches[str(value)], assignment, f"{key}.{p.path}.choice.{value}")
+
+
+def _check_path(path: str, key: str) -> None:
+    """A path must name a TrainConfig field (or a key inside one of its free-form option mappings)."""
+    model = TrainConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            raise StudyError(f"{key}: unknown setting {part!r} in {'.'.join(parts[:i]) or 'the config'}; "
+                             f"valid: {', '.join(fields)}")
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if annotation is dict or getattr(annotation, "__origin__", None) is dict:
+            return  # options mappings: their keys are checked by the probe against the solver/model
+        if i != len(parts) - 1:
+            raise StudyError(f"{key}: {part!r} is a value, not a section")
+        return
+    raise StudyError(f"{key}: {path!r} is a section; search one of its settings: {', '.join(model.model_fields)}")
+
+
+def parse_study(raw, source: str = "<study>") -> StudySpec:
+    """Validate a study mapping; every error is prefixed with `source`."""
+    if not isinstance(raw, dict):
+        raise StudyError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        spec = StudySpec(**raw)
+        _check_space(spec)
+    except ValidationError as exc:
+        raise StudyError(f"{source}: {describe_validation_error(exc)}") from None
+    except StudyError as exc:
+        raise StudyError(f"{source}: {exc}") from None
+    return spec
+
+
+def load_study(path) -> StudySpec:
+    """Read a study YAML with the safe loader and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"no such study file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not a text file") from None
+    if raw is None:
+        raise StudyError(f"{path}: the file is empty")
+    return parse_study(raw, str(path))
+
+
+def describe(spec: StudySpec) -> str:
+    """A few lines for `deqlab validate`: what will run."""
+    params = list(walk(spec.params))
+    searched = [p.name for p in params if p.kind != "fixed"]
+    base = spec.train_config({})
+    lines = [
+        f"study {spec.name}: {base.data.name} / {base.model.name}, {base.pretrain_epochs}+{base.epochs} epochs per trial",
+        f"  searched ({len(searched)}): {', '.join(searched) or '-'}",
+        f"  objectives: {', '.join(f'{o.mode} {o.metric}' for o in spec.objectives)}",
+        f"  search: {spec.search.algorithm}, seed {spec.search.seed}, "
+        + (f"{len(spec.grid())} grid points x {spec.search.num_samples}" if spec.search.algorithm == "grid"
+           else f"{spec.search.num_samples} trials"),
+        f"  scheduler: {spec.scheduler.name}; workers per trial: {spec.trainer.num_workers}"
+        + (" (GPU)" if spec.trainer.use_gpu else ""),
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["StudySpec", "StudyError", "Objective", "load_study", "parse_study", "describe", "ALGORITHMS",
+           "OBJECTIVE_METRICS"]

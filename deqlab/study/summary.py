@@ -1,0 +1,95 @@
+"""What a finished study prints, and what `deqlab ls` shows, read back from the Parquet files.
+
+Reading the files (not Tune's in-memory results) means the table is the one
+the dashboard and `deqlab export` will show, and works on a resumed study.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from ..results import STATUSES, _filesystem, load
+from .spec import StudySpec
+
+GROUP_BY = ("param.deq.init", "param.deq.solver")
+
+
+def final_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: its last epoch."""
+    if trials.empty:
+        return trials
+    return trials.sort_values(["study", "trial_id", "epoch"]).groupby(["study", "trial_id"], as_index=False).tail(1)
+
+
+def status_counts(path: str) -> dict:
+    final = final_rows(load(path).trials)
+    counts = Counter(final["status"]) if len(final) else Counter()
+    return {s: counts[s] for s in STATUSES if counts[s]}
+
+
+def comparison_table(path: str, spec: StudySpec) -> str:
+    """Completed trials grouped by init mode x solver: mean +- std (n) of each objective."""
+    final = final_rows(load(path).trials)
+    done = final[final["status"] == "completed"] if len(final) else final
+    if done.empty:
+        return "(no completed trials to compare)"
+    by = [c for c in GROUP_BY if c in done.columns]
+    header = [c.removeprefix("param.").split(".")[-1] for c in by] + [f"{o.metric} ({o.mode})" for o in spec.objectives] + ["n"]
+    rows = []
+    for key, group in done.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [str(k) for k in key]
+        for o in spec.objectives:
+            values = pd.to_numeric(group[o.metric], errors="coerce").dropna()
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.4g} +- {std:.2g}" if len(values) else "-")
+        cells.append(str(len(group)))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def list_studies(storage: str) -> str:
+    """Every study folder under the root: trials by status and the best value of its first objective."""
+    import yaml
+
+    fs, base = _filesystem(storage)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise ValueError(f"no results root at {storage}")
+    if info.type != pafs.FileType.Directory:
+        raise ValueError(f"{storage} is not a directory of studies")
+    lines = []
+    for entry in sorted(fs.get_file_info(pafs.FileSelector(base)), key=lambda i: i.base_name):
+        if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
+            continue
+        trials_dir = fs.get_file_info(f"{entry.path}/trials")
+        if trials_dir.type != pafs.FileType.Directory:
+            continue
+        final = final_rows(load(f"{storage.rstrip('/')}/{entry.base_name}").trials)
+        counts = Counter(final["status"]) if len(final) else Counter()
+        objective = _first_objective(fs, entry.path, yaml)
+        best = ""
+        if objective and len(final) and objective[0] in final:
+            values = pd.to_numeric(final.loc[final["status"] == "completed", objective[0]], errors="coerce").dropna()
+            if len(values):
+                value = values.max() if objective[1] == "max" else values.min()
+                best = f"best {objective[0]} {value:.4g}"
+        status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
+        lines.append(f"{entry.base_name}: {len(final)} trials ({status}) {best}".rstrip())
+    return "\n".join(lines) if lines else f"no studies in {storage}"
+
+
+def _first_objective(fs, folder: str, yaml):
+    try:
+        with fs.open_input_stream(f"{folder}/study.yaml") as f:
+            raw = yaml.safe_load(f.read().decode())
+        o = raw["objectives"][0]
+        return o["metric"], o["mode"]
+    except Exception:  # `deqlab train` studies have no objectives; a damaged file must not stop the listing
+        return None

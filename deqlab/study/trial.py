@@ -1,0 +1,122 @@
+"""What runs inside one Ray Tune trial: the training loop, reported to Tune, written to Parquet.
+
+`num_workers == 0`: the loop runs in the Tune trial itself (no Train start-up).
+`num_workers >= 1`: the trial is a small driver that fits a Ray Train
+TorchTrainer; Ray 2.60's Train V2 refuses a Trainer as a Tune trainable, so
+the Trainer is built and fitted inside a function trial and its workers'
+reports reach Tune through `TuneReportCallback` (DESIGN.md "Ray"). Either
+way the same `deqlab.train.train` runs; only the reporter differs. Rank 0
+writes the trial's Parquet files.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..results import TrialWriter
+from ..train import provenance, select_device, train
+from .spec import StudySpec, parse_study
+from .space import to_paths
+
+GRID_KEY = "point"  # the grid algorithm hands each trial its whole point under this key
+
+
+def assignment_of(config: dict) -> dict:
+    """Tune config -> {config path: value}, for Optuna's flat names and for grid points alike."""
+    if GRID_KEY in config and isinstance(config[GRID_KEY], dict):
+        return dict(config[GRID_KEY])
+    return to_paths(config)
+
+
+def tune_metrics(epoch: int, metrics: dict) -> dict:
+    """What Tune (and through it Optuna and ASHA) sees: every numeric metric plus the epoch."""
+    out = {k: float(v) for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out["epoch"] = epoch
+    # Optuna refuses NaN objectives; +-inf sorts a broken trial last instead of crashing the searcher.
+    return {k: (v if not math.isnan(v) else math.inf) for k, v in out.items()}
+
+
+def _node_id() -> Optional[str]:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (unit tests)
+        return None
+
+
+def run_trial(config: dict, *, spec: dict, storage: str) -> None:
+    """The Tune trainable: one trial of the study `spec` (a validated spec's dump)."""
+    from ray import tune
+
+    study = parse_study(spec, f"study {spec.get('name')}")
+    trial_id = tune.get_context().get_trial_id()
+    train_config = study.train_config(assignment_of(config))
+    if study.trainer.num_workers == 0:
+        _train_here(study, train_config, trial_id, storage)
+    else:
+        _fit_trainer(study, train_config, trial_id, storage)
+
+
+def _train_here(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(study.trainer.cpus_per_worker)))
+    device = select_device(train_config.device)
+    writer = TrialWriter(storage, study.name, trial_id, train_config.flat_params(),
+                         {**provenance(train_config, device, 0), "node_id": _node_id()})
+    train(train_config, lambda epoch, m: tune.report(tune_metrics(epoch, m)), writer=writer, device=device)
+
+
+def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    t = study.trainer
+    per_worker = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"train_config": train_config.model_dump(mode="json"), "study": study.name,
+                           "trial_id": trial_id, "storage": storage,
+                           "threads": max(1, int(t.cpus_per_worker))},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=f"train-{trial_id}", storage_path=f"{_local_or_uri(storage)}/{study.name}/train",
+            callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+def _local_or_uri(storage: str) -> str:
+    import os
+
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
+def worker_loop(cfg: dict) -> None:
+    """One Ray Train worker: a replica of the training loop in the process group Ray Train set up."""
+    import ray.train
+    import ray.train.torch
+
+    from ..parallel import Replicas
+    from ..train import TrainConfig
+
+    torch.set_num_threads(cfg["threads"])
+    train_config = TrainConfig(**cfg["train_config"])
+    replicas = Replicas.from_process_group()
+    device = ray.train.torch.get_device() if train_config.device != "cpu" else torch.device("cpu")
+    writer = None
+    if replicas.rank == 0:
+        writer = TrialWriter(cfg["storage"], cfg["study"], cfg["trial_id"], train_config.flat_params(),
+                             {**provenance(train_config, device, replicas.world_size), "node_id": _node_id()})
+    train(train_config, lambda epoch, m: ray.train.report(tune_metrics(epoch, m)), writer=writer,
+          replicas=replicas, device=device)
+
+
+__all__ = ["run_trial", "worker_loop", "assignment_of", "tune_metrics", "GRID_KEY"]
