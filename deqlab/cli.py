@@ -239,12 +239,15 @@ def _say(line: str) -> None:
 
 
 def _finish(outcome) -> int:
-    from .study.summary import comparison_table, status_counts
+    from .study.summary import comparison_table, pareto_table, status_counts
 
     counts = status_counts(outcome.path)
     print(f"\n{outcome.spec.name}: {sum(counts.values())} trials in {outcome.seconds:.0f} s ("
           + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
     print(comparison_table(outcome.path, outcome.spec))
+    if len(outcome.spec.objectives) > 1:
+        print(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in outcome.spec.objectives)}):")
+        print(pareto_table(outcome.path, outcome.spec))
     print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
     return EXIT_OK if counts.get("completed") else EXIT_FAILED
 
@@ -296,6 +299,119 @@ register_command("ls", "list the studies in a results root: trials by status, be
 register_command("train", "train one configuration (YAML) without Ray and write its results", _configure_train, _run_train)
 register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds", _configure_demo, _run_demo)
 register_command("data", "fetch and list data sets", _configure_data, _run_data)
+
+
+# --------------------------------------------------------------------------- export / dashboard
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="study directories, or results roots holding studies")
+    p.add_argument("--by", type=_csv, default=("init", "solver"),
+                   help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init")
+    p.add_argument("--metrics", type=_csv, default=("test_acc", "nfe_fwd", "epoch_time_s"),
+                   help="metrics at the final epoch of completed trials (default: test_acc,nfe_fwd,epoch_time_s)")
+    p.add_argument("--format", choices=FORMATS, default="markdown", help="table format (default: markdown)")
+    p.add_argument("-o", "--output", default=None, help="write the table to this file (default: stdout)")
+    p.add_argument("--baseline", default=None,
+                   help="add a ratio column against this row, e.g. init=zeros (matched on the other group columns)")
+    p.add_argument("--ratio-of", default=None, help="metric of the ratio column (default: the first *_time_s metric)")
+
+
+def _results_dirs(paths: Sequence[str]) -> list[str]:
+    from .dashboard_data import study_dirs
+
+    missing = [p for p in paths if "://" not in p and not Path(p).is_dir()]
+    if missing:
+        raise ValueError(f"no such results directory: {', '.join(missing)}")
+    return study_dirs(paths)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import warnings
+
+    from . import export
+    from .results import load, load_spec
+
+    dirs = _results_dirs(args.dirs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, one line per file
+        res = load(dirs, traces=False)
+    for skipped in res.skipped:
+        print(f"warning: skipped unreadable results file {skipped}", file=sys.stderr)
+    specs = []
+    for d in dirs:
+        try:
+            specs.append(load_spec(d))
+        except ValueError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+    table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
+                             ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
+    text = export.render(table, args.format)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}: {len(table.frame)} groups, {int(table.frame['n'].sum())} completed trials")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1..65535, got {value}")
+    return value
+
+
+def _configure_dashboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", nargs="*", metavar="DIR", default=["results"],
+                   help="study directories, or results roots holding studies (default: results)")
+    p.add_argument("--port", type=_port, default=8501, help="port to serve on (default: 8501)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the results)")
+
+
+def dashboard_app() -> Path:
+    """The Streamlit script: $DEQLAB_DASHBOARD_APP, else dashboard/app.py of the checkout deqlab runs from.
+
+    The app is a top-level script, not part of the package (deqlab itself
+    never imports Streamlit UI code), so it is found next to the package of an
+    editable install (`pip install -e .`, what the Makefile does).
+    """
+    env = os.environ.get("DEQLAB_DASHBOARD_APP")
+    app = Path(env) if env else Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if not app.is_file():
+        raise ValueError(f"dashboard app not found at {app}: run deqlab from its checkout (pip install -e .) "
+                         f"or set DEQLAB_DASHBOARD_APP to dashboard/app.py")
+    return app
+
+
+def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
+    """(argv, environment) of the Streamlit server; the directories travel in $DEQLAB_DASHBOARD_DIRS."""
+    dirs = [d if "://" in d else os.path.abspath(d) for d in _results_dirs(args.dirs)]
+    argv = [sys.executable, "-m", "streamlit", "run", str(dashboard_app()),
+            "--server.headless", "true", "--server.address", args.host, "--server.port", str(args.port),
+            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+    return argv, {**os.environ, "DEQLAB_DASHBOARD_DIRS": os.pathsep.join(dirs)}
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    argv, env = dashboard_command(args)
+    print(f"deqlab dashboard on http://{args.host}:{args.port} (read-only) for "
+          f"{env['DEQLAB_DASHBOARD_DIRS'].replace(os.pathsep, ', ')}", flush=True)
+    os.execvpe(argv[0], argv, env)  # the server replaces this process: signals reach it directly
+    return EXIT_FAILED  # pragma: no cover (exec does not return)
+
+
+register_command("export", "comparison table (LaTeX, Markdown, CSV) of completed trials", _configure_export, _run_export)
+register_command("dashboard", "serve the Streamlit dashboard over study results (read-only)",
+                 _configure_dashboard, _run_dashboard)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import finalize_trial, load, trial_status, write_text_atomic, _filesystem
+from ..results import _filesystem, finalize_trial, trial_progress, write_text_atomic
 from .spec import StudyError, StudySpec, parse_study
 from .space import suggest
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -102,7 +102,7 @@ def _searcher(spec: StudySpec, storage: str):
     }
     params = tuple(spec.params)
     multi = len(spec.objectives) > 1
-    return OptunaSearch(
+    return _resumable_optuna_search()(
         space=DefineByRun(params),
         metric=spec.metrics if multi else spec.metrics[0],
         mode=spec.modes if multi else spec.modes[0],
@@ -110,6 +110,41 @@ def _searcher(spec: StudySpec, storage: str):
         study_name=spec.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{_optuna_path(spec, storage)}"),
     )
+
+
+def _resumable_optuna_search():
+    """OptunaSearch whose SQLite study may be ahead of Tune's saved state after a crash.
+
+    Tune saves its experiment state (the searcher included) every few seconds;
+    the SQLite study is written at once. A driver killed in between leaves a
+    trial finished in SQLite that Tune runs again on resume: its new results
+    must not crash the searcher (Optuna keeps the values it already has).
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ResumableOptunaSearch(OptunaSearch):
+        def on_trial_result(self, trial_id, result):
+            try:
+                super().on_trial_result(trial_id, result)
+            except UpdateFinishedTrialError:
+                pass
+
+    return ResumableOptunaSearch
+
+
+def close_orphaned_optuna_trials(path: str, name: str) -> int:
+    """After a study ends, Optuna trials still RUNNING were asked by a driver that died: mark them failed."""
+    import optuna
+
+    db = os.path.join(path, OPTUNA_DB)
+    if not os.path.exists(db):
+        return 0
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    for number in orphans:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
 
 
 @dataclass(frozen=True)
@@ -152,7 +187,7 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool
     return tune.Tuner(
         trainable,
         param_space=_param_space(spec),
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.num_samples,
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.samples,
                                     max_concurrent_trials=concurrency, time_budget_s=s.time_budget_s,
                                     reuse_actors=False),
         run_config=tune.RunConfig(
@@ -184,7 +219,7 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
     from ray import tune
 
     metric, mode = spec.metrics[0], spec.modes[0]
-    total = spec.search.num_samples * (len(spec.grid()) if spec.search.algorithm == "grid" else 1)
+    total = spec.search.samples * (len(spec.grid()) if spec.search.algorithm == "grid" else 1)
 
     class StudyCallback(tune.Callback):
         """Writes the statuses trials cannot write themselves and prints progress."""
@@ -202,10 +237,15 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                 self.p.best, self.p.best_trial = value, trial.trial_id
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            status = trial_status(storage, spec.name, trial.trial_id)
-            if status in (None, "running"):  # stopped before its last epoch: ASHA or the time budget
-                status = finalize_trial(storage, spec.name, trial.trial_id, "pruned",
-                                        params=self._params(trial))
+            status, last_epoch = trial_progress(storage, spec.name, trial.trial_id)
+            if status in (None, "running"):
+                # Tune stopped it: at ASHA's max_t (its last epoch, so complete) or earlier (pruned,
+                # by ASHA or the time budget)
+                config = self._config(trial)
+                epochs = config.epochs + config.pretrain_epochs if config else None
+                final = "completed" if epochs is not None and last_epoch + 1 >= epochs else "pruned"
+                status = finalize_trial(storage, spec.name, trial.trial_id, final,
+                                        params=config.flat_params() if config else None)
             self._report(trials, trial, status)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -214,11 +254,15 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                                     params=self._params(trial))
             self._report(trials, trial, status + (f": {error}" if error else ""))
 
-        def _params(self, trial) -> dict:
+        def _config(self, trial):
             try:
-                return spec.train_config(assignment_of(trial.config)).flat_params()
-            except Exception:
-                return {}
+                return spec.train_config(assignment_of(trial.config))
+            except Exception:  # bookkeeping must not take the driver down
+                return None
+
+        def _params(self, trial) -> dict:
+            config = self._config(trial)
+            return config.flat_params() if config else {}
 
         def _report(self, trials, trial, status: str) -> None:
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
@@ -278,6 +322,8 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     callback = _make_callback(spec, storage, say)
     t0 = time.perf_counter()
     grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    if resume and _is_local(storage) and spec.search.algorithm != "grid":
+        close_orphaned_optuna_trials(path, spec.name)
     if not _is_local(storage) and spec.search.algorithm != "grid":
         _upload(_optuna_path(spec, storage), f"{path}/{OPTUNA_DB}")
     return StudyOutcome(spec, path, time.perf_counter() - t0, grid)

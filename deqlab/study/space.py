@@ -65,8 +65,9 @@ class Param:
             return list(self.values)
         if self.kind == "int" and self.step:
             return list(range(int(self.low), int(self.high) + 1, int(self.step)))
+        what = "an int range without step" if self.kind == "int" else f"a {self.kind} range"
         raise ValueError(
-            f"space.{self.path}: a {self.kind} range has no finite grid; "
+            f"space: {self.name}: {what} has no finite grid; "
             f"give it as {{grid: [...]}} or {{choice: [...]}} for the grid algorithm"
         )
 

@@ -53,9 +53,15 @@ class Objective(_Spec):
 class SearchSpec(_Spec):
     algorithm: Literal["tpe", "gp", "cmaes", "nsga2", "random", "grid"] = "tpe"
     seed: int = 0
-    num_samples: int = Field(8, ge=1, description="trials drawn (grid: repeats of the whole grid)")
+    num_samples: Optional[int] = Field(None, ge=1, description="trials drawn (default 8); grid: repeats of the "
+                                                              "whole grid (default 1)")
     max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs fit")
     time_budget_s: Optional[float] = Field(None, gt=0)
+
+
+    @property
+    def samples(self) -> int:
+        return self.num_samples or (1 if self.algorithm == "grid" else 8)
 
 
 class SchedulerSpec(_Spec):
@@ -231,8 +237,8 @@ def describe(spec: StudySpec) -> str:
         f"  searched ({len(searched)}): {', '.join(searched) or '-'}",
         f"  objectives: {', '.join(f'{o.mode} {o.metric}' for o in spec.objectives)}",
         f"  search: {spec.search.algorithm}, seed {spec.search.seed}, "
-        + (f"{len(spec.grid())} grid points x {spec.search.num_samples}" if spec.search.algorithm == "grid"
-           else f"{spec.search.num_samples} trials"),
+        + (f"{len(spec.grid())} grid points x {spec.search.samples}" if spec.search.algorithm == "grid"
+           else f"{spec.search.samples} trials"),
         f"  scheduler: {spec.scheduler.name}; workers per trial: {spec.trainer.num_workers}"
         + (" (GPU)" if spec.trainer.use_gpu else ""),
     ]

@@ -93,3 +93,27 @@ def _first_objective(fs, folder: str, yaml):
         return o["metric"], o["mode"]
     except Exception:  # `deqlab train` studies have no objectives; a damaged file must not stop the listing
         return None
+
+
+def pareto_front(final: pd.DataFrame, objectives) -> pd.DataFrame:
+    """Completed trials no other completed trial dominates (at least as good in every objective, better in one)."""
+    done = final[final["status"] == "completed"] if len(final) else final
+    if done.empty:
+        return done
+    # all objectives as "larger is better"
+    values = pd.concat([pd.to_numeric(done[o.metric], errors="coerce") * (1 if o.mode == "max" else -1)
+                        for o in objectives], axis=1).to_numpy()
+    keep = []
+    for i, v in enumerate(values):
+        dominated = ((values >= v).all(axis=1) & (values > v).any(axis=1)).any()
+        keep.append(not dominated)
+    return done[keep]
+
+
+def pareto_table(path: str, spec: StudySpec) -> str:
+    front = pareto_front(final_rows(load(path).trials), spec.objectives)
+    if front.empty:
+        return "(no completed trials)"
+    cols = ["trial_id", *[c for c in GROUP_BY if c in front], *spec.metrics]
+    ordered = front.sort_values(spec.metrics[0], ascending=spec.modes[0] == "min")
+    return ordered[cols].rename(columns=lambda c: c.removeprefix("param.")).to_string(index=False)

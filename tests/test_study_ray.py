@@ -1,0 +1,246 @@
+"""Real studies on a local Ray (2 CPUs): Parquet rows against what Tune and Optuna report.
+
+Slow by nature (Ray start-up, Train worker start-up); marked `ray` and run in CI.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from deqlab.results import load
+from deqlab.study import parse_study
+from deqlab.study.runner import run_study, start_ray
+from deqlab.study.summary import final_rows, pareto_front
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+TINY = {
+    "seed": 0, "epochs": 2,
+    "data": {"name": "digits", "subset": 300, "test_subset": 150, "batch_size": 32},
+    "model": {"name": "mlp", "options": {"width": 16, "inner": 32}},
+    "deq": {"tol": 1e-3, "max_iter": 20},
+    "optim": {"lr": 3e-3},
+}
+
+
+def study(name, space, **extra):
+    raw = {"name": name, "base": {**TINY, **extra.pop("base", {})}, "space": space,
+           "objectives": extra.pop("objectives", [{"metric": "test_acc", "mode": "max"}]), **extra}
+    return parse_study(raw, name)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    start_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def quiet(_line):
+    pass
+
+
+def test_optuna_study_parquet_matches_tune_and_optuna(ray_local, tmp_path):
+    spec = study("mo", {"deq.init": {"choice": ["zeros", "skip", "skipreg"]},
+                        "deq.solver": {"choice": {"anderson": {"deq.solver_options.m": {"int": [2, 5]}},
+                                                  "broyden": {}}},
+                        "deq.tol": {"loguniform": [1e-4, 1e-2]}},
+                 objectives=[{"metric": "test_acc", "mode": "max"}, {"metric": "nfe_fwd", "mode": "min"}],
+                 search={"algorithm": "tpe", "num_samples": 4, "seed": 3})
+    outcome = run_study(spec, str(tmp_path), say=quiet)
+    tune_results = {r.metrics["trial_id"]: r.metrics for r in outcome.result_grid}
+    assert len(tune_results) == 4 and not outcome.result_grid.errors
+
+    res = load(outcome.path)
+    assert res.skipped == []
+    final = final_rows(res.trials).set_index("trial_id")
+    assert set(final.index) == set(tune_results)
+    assert (final["status"] == "completed").all()
+    for tid, m in tune_results.items():
+        rows = res.trials[res.trials.trial_id == tid]
+        assert sorted(rows.epoch) == [0, 1]  # every epoch exactly once
+        for metric in ("test_acc", "nfe_fwd", "nfe_bwd", "train_loss"):
+            assert final.loc[tid, metric] == pytest.approx(m[metric], rel=0, abs=0)
+        # the hyperparameters recorded are the ones Optuna drew
+        assert final.loc[tid, "param.deq.solver"] == m["config"]["deq.solver"]
+        assert final.loc[tid, "param.deq.tol"] == m["config"]["deq.tol"]
+        assert final.loc[tid, "node_id"] and final.loc[tid, "torch_version"]
+    traces = res.traces
+    assert set(traces.trial_id) == set(tune_results) and (traces.residual_max >= 0).all()
+
+    # Optuna's own study (SQLite in the study directory) has the same Pareto front as the Parquet data
+    ot = optuna.load_study(study_name="mo", storage=f"sqlite:///{outcome.path}/optuna.db")
+    assert len([t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+    front = pareto_front(final.reset_index(), spec.objectives)
+    assert {(round(a, 12), round(b, 12)) for a, b in zip(front.test_acc, front.nfe_fwd)} == \
+           {(round(t.values[0], 12), round(t.values[1], 12)) for t in ot.best_trials}
+    assert 1 <= len(front) <= 4
+
+
+def test_asha_prunes_the_clearly_worse_trial(ray_local, tmp_path):
+    spec = study("asha", {"optim.lr": {"grid": [3e-3, 1e-8]}}, base={"epochs": 4},
+                 search={"algorithm": "grid", "max_concurrent_trials": 1},
+                 scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    outcome = run_study(spec, str(tmp_path), say=quiet)
+    final = final_rows(load(outcome.path).trials).set_index("param.optim.lr")
+    assert final.loc[3e-3, "status"] == "completed" and final.loc[3e-3, "epoch"] == 3
+    assert final.loc[1e-8, "status"] == "pruned" and final.loc[1e-8, "epoch"] < 3
+    assert final.loc[1e-8, "test_acc"] < final.loc[3e-3, "test_acc"]
+    rows = load(outcome.path).trials
+    assert set(rows[rows["param.optim.lr"] == 1e-8].status) == {"pruned"}  # every row of it says so
+
+
+def test_diverging_trial_is_recorded_and_the_study_goes_on(ray_local, tmp_path):
+    spec = study("div", {"optim.lr": {"grid": [3e-3, 1e6]}}, base={"epochs": 3, "max_unconverged_frac": 0.5},
+                 search={"algorithm": "grid", "max_concurrent_trials": 1})
+    outcome = run_study(spec, str(tmp_path), say=quiet)
+    final = final_rows(load(outcome.path).trials).set_index("param.optim.lr")
+    assert final.loc[3e-3, "status"] == "completed"
+    assert final.loc[1e6, "status"] == "diverged"
+
+
+def test_ray_train_two_workers_end_with_identical_weights(ray_local, tmp_path):
+    spec = study("ddp", {"seed": {"grid": [0]}}, search={"algorithm": "grid"},
+                 trainer={"num_workers": 2, "cpus_per_worker": 0.9})
+    outcome = run_study(spec, str(tmp_path), say=quiet)
+    assert not outcome.result_grid.errors
+    rows = load(outcome.path).trials
+    assert len(rows) == 2 and (rows.status == "completed").all()
+    assert (rows.num_workers == 2).all()
+    assert (rows.replica_weight_spread == 0.0).all()  # replicas agree to the last bit after every epoch
+    assert rows.test_acc.iloc[-1] > 0.5
+    tune_metrics = outcome.result_grid[0].metrics
+    assert tune_metrics["test_acc"] == rows.sort_values("epoch").test_acc.iloc[-1]
+
+
+# --------------------------------------------------------------------------- driver killed, then resumed
+
+
+def _write(path: Path, spec_raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec_raw))
+    return path
+
+
+def _deqlab(*args, **kw):
+    return [sys.executable, "-m", "deqlab", *args]
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+    raw = {"name": "killed", "base": {**TINY, "epochs": 2},
+           "space": {"deq.tol": {"loguniform": [1e-4, 1e-2]}, "seed": {"int": [0, 100]}},
+           "objectives": [{"metric": "test_acc", "mode": "max"}],
+           "search": {"algorithm": "tpe", "num_samples": 6, "max_concurrent_trials": 1}}
+    file = _write(tmp_path / "killed.yaml", raw)
+    storage = tmp_path / "res"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(_deqlab("run", str(file), "--storage", str(storage), "--num-cpus", "2"),
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trials = storage / "killed" / "trials"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill mid-study: after two trials finished, before the last
+            done = [p for p in trials.glob("*.parquet")] if trials.exists() else []
+            finished = sum(pd.read_parquet(p).status.iloc[-1] == "completed" for p in done)
+            if finished >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("study never got two trials done")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, as a crash would
+        proc.wait()
+    before = final_rows(load(storage / "killed").trials)
+    completed_before = set(before[before.status == "completed"].trial_id)
+    assert 2 <= len(completed_before) < 6
+
+    out = subprocess.run(_deqlab("resume", "killed", "--storage", str(storage), "--num-cpus", "2"), env=env,
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = load(storage / "killed").trials
+    final = final_rows(rows)
+    assert (final.status == "completed").all() and len(final) >= 6
+    assert completed_before <= set(final.trial_id)  # nothing finished before the kill was lost
+    # no trial has an epoch twice; every trial has every epoch
+    assert not rows.duplicated(["trial_id", "epoch"]).any()
+    assert (rows.groupby("trial_id").epoch.apply(sorted).map(tuple) == (0, 1)).all()
+    assert "killed: " in out.stdout and "completed" in out.stdout
+
+
+# --------------------------------------------------------------------------- a two-node cluster on this machine
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    nodes = []
+
+    def start(*args):
+        p = subprocess.Popen([ray_bin, "start", "--block", "--num-cpus=1", *args],
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nodes.append(p)
+
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        start("--head", "--include-dashboard=false", f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}")
+        address = f"127.0.0.1:{port}"
+        _wait_for_nodes(address, 1, env)
+        start(f"--address={address}", "--node-ip-address=127.0.0.1")
+        _wait_for_nodes(address, 2, env)
+        raw = {"name": "cluster", "base": {**TINY, "epochs": 1},
+               "space": {"seed": {"grid": [0, 1, 2, 3]}}, "objectives": [{"metric": "test_acc", "mode": "max"}],
+               "search": {"algorithm": "grid"}}
+        file = _write(tmp_path / "cluster.yaml", raw)
+        storage = tmp_path / "shared"  # the "shared storage" both nodes write to
+        out = subprocess.run(_deqlab("run", str(file), "--storage", str(storage), "--address", address),
+                             env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        rows = load(storage / "cluster").trials
+        assert len(rows) == 4 and (rows.status == "completed").all()
+        assert rows.node_id.nunique() == 2  # both nodes trained
+    finally:
+        for p in nodes:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in nodes:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_nodes(address, n, env, timeout=90):
+    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(sum(x['Alive'] for x in ray.nodes()))")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(1)
+    pytest.fail(f"the cluster at {address} never had {n} nodes")
