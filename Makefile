@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch first, pinned: a loose range lets pip pull a multi-GB CUDA build (see DESIGN.md).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: venv quickstart test bench clean
+.PHONY: venv quickstart demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The quickstart study on the embedded digits data with a local Ray; prints the comparison table and
+# the dashboard command. Each run gets its own name, so earlier results are kept.
 quickstart: venv
+	RAY_AUTH_MODE=disabled $(VENV)/bin/deqlab run studies/quickstart.yaml --storage results \
+		--name quickstart-$$(date +%Y%m%d-%H%M%S)
+
+# The seed check (y = 2x for every init mode and both solver kinds), no Ray.
+demo: venv
 	$(VENV)/bin/deqlab demo --out demo_out
 
 test: venv

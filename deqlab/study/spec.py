@@ -201,6 +201,9 @@ def parse_study(raw, source: str = "<study>") -> StudySpec:
     """Validate a study mapping; every error is prefixed with `source`."""
     if not isinstance(raw, dict):
         raise StudyError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    if "objectives" not in raw and raw and set(raw) <= set(TrainConfig.model_fields):
+        raise StudyError(f"{source}: this is a single-run training config: run it with `deqlab train {source}`, "
+                         "or put it under `base:` of a study with `name`, `space` and `objectives`")
     try:
         spec = StudySpec(**raw)
         _check_space(spec)
