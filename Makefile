@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 # The quickstart study on the embedded digits data with a local Ray; prints the comparison table and
 # the dashboard command. Each run gets its own name, so earlier results are kept.
 quickstart: venv
-	RAY_AUTH_MODE=disabled $(VENV)/bin/deqlab run studies/quickstart.yaml --storage results \
+	$(VENV)/bin/deqlab run studies/quickstart.yaml --storage results \
 		--name quickstart-$$(date +%Y%m%d-%H%M%S)
 
 # The seed check (y = 2x for every init mode and both solver kinds), no Ray.

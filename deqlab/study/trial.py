@@ -24,6 +24,11 @@ from .space import to_paths
 GRID_KEY = "point"  # the grid algorithm hands each trial its whole point under this key
 
 
+def threads_for(cpus: float) -> int:
+    """Torch threads for a worker holding `cpus` Ray CPUs (0.9 -> 1, 1.9 -> 2: the driver's 0.1 rounds away)."""
+    return max(1, math.ceil(cpus - 1e-9))
+
+
 def assignment_of(config: dict) -> dict:
     """Tune config -> {config path: value}, for Optuna's flat names and for grid points alike."""
     if GRID_KEY in config and isinstance(config[GRID_KEY], dict):
@@ -65,7 +70,7 @@ def run_trial(config: dict, *, spec: dict, storage: str) -> None:
 def _train_here(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
     from ray import tune
 
-    torch.set_num_threads(max(1, int(study.trainer.cpus_per_worker)))
+    torch.set_num_threads(threads_for(study.trainer.cpus_per_worker))
     device = select_device(train_config.device)
     writer = TrialWriter(storage, study.name, trial_id, train_config.flat_params(),
                          {**provenance(train_config, device, 0), "node_id": _node_id()})
@@ -83,7 +88,7 @@ def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) ->
         worker_loop,
         train_loop_config={"train_config": train_config.model_dump(mode="json"), "study": study.name,
                            "trial_id": trial_id, "storage": storage,
-                           "threads": max(1, int(t.cpus_per_worker))},
+                           "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=f"train-{trial_id}", storage_path=f"{_local_or_uri(storage)}/{study.name}/train",

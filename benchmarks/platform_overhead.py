@@ -1,0 +1,88 @@
+"""What the platform costs: the same N trainings as a bare loop and as a deqlab study, side by side.
+
+Three runs of the same N configurations (digits, MLP DEQ, sized to ~20 s each
+on 2 cores), one after another so nothing competes:
+
+1. bare: `deqlab.train.train(config)` in a plain loop, no Ray, no Parquet;
+2. study, num_workers 0: trials train inside Ray Tune trials (Parquet, traces, Optuna bookkeeping);
+3. study, num_workers 1: each trial fits a Ray Train TorchTrainer with one worker.
+
+Trials run one at a time with every core (max_concurrent_trials 1,
+cpus_per_worker = all), so the only difference is the platform. Prints the
+ratio study/bare and the overhead per trial. Goals (issue 5): ratio <= 1.15
+for num_workers 0; overhead < 10 s per trial for num_workers 1.
+
+    .venv/bin/python benchmarks/platform_overhead.py [--trials 3] [--epochs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from deqlab.study import parse_study
+from deqlab.study.runner import run_study, start_ray
+from deqlab.train import TrainConfig, train
+
+
+def base(epochs: int) -> dict:
+    return {"seed": 0, "epochs": epochs, "data": {"name": "digits", "batch_size": 32},
+            "model": {"name": "mlp", "options": {"width": 64, "inner": 128}},
+            "deq": {"solver": "anderson", "tol": 1e-4, "max_iter": 40}, "optim": {"lr": 3e-3}}
+
+
+def study(name: str, epochs: int, seeds: list, workers: int, cpus: float):
+    return parse_study({
+        "name": name, "base": base(epochs), "space": {"seed": {"grid": seeds}},
+        "objectives": [{"metric": "test_acc", "mode": "max"}],
+        "search": {"algorithm": "grid", "max_concurrent_trials": 1},
+        "trainer": {"num_workers": workers, "cpus_per_worker": cpus},
+    })
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6, help="epochs per training (6: ~20 s on 2 cores)")
+    args = p.parse_args(argv)
+    cpus = os.cpu_count() or 1
+    seeds = list(range(args.trials))
+    torch.set_num_threads(cpus)
+
+    t0 = time.perf_counter()
+    for seed in seeds:
+        result = train(TrainConfig(**{**base(args.epochs), "seed": seed}))
+        assert result.status == "completed", result.error
+    bare = time.perf_counter() - t0
+    print(f"bare loop: {args.trials} trainings in {bare:.1f} s ({bare / args.trials:.1f} s each)", flush=True)
+
+    t0 = time.perf_counter()
+    start_ray(num_cpus=cpus)
+    ray_start = time.perf_counter() - t0
+    rows = []
+    with tempfile.TemporaryDirectory() as storage:
+        for workers in (0, 1):
+            spec = study(f"overhead_w{workers}", args.epochs, seeds, workers, cpus if workers == 0 else cpus - 0.1)
+            outcome = run_study(spec, storage, say=lambda _line: None)
+            assert not outcome.result_grid.errors, outcome.result_grid.errors
+            rows.append((workers, outcome.seconds))
+            print(f"study, num_workers {workers}: {outcome.seconds:.1f} s", flush=True)
+    print(f"\n(ray.init once per study process: {ray_start:.1f} s, not counted below)")
+    print("| run | wall (s) | study / bare | overhead per trial (s) | goal |")
+    print("|---|---:|---:|---:|---|")
+    print(f"| bare loop | {bare:.1f} | 1.00 | 0.0 | |")
+    for workers, wall in rows:
+        ratio, per_trial = wall / bare, (wall - bare) / args.trials
+        goal = ("ratio <= 1.15: " + ("PASS" if ratio <= 1.15 else "MISS")) if workers == 0 else \
+            ("< 10 s per trial: " + ("PASS" if per_trial < 10 else "MISS"))
+        print(f"| study, num_workers {workers} | {wall:.1f} | {ratio:.2f} | {per_trial:.1f} | {goal} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
