@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from ..results import _filesystem, finalize_trial, trial_progress, write_text_atomic
 from .spec import StudyError, StudySpec, parse_study
-from .space import suggest
+from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
 
 TUNE_DIR = "tune"
@@ -292,6 +292,20 @@ class StudyOutcome:
     result_grid: object
 
 
+def check_data(spec: StudySpec) -> None:
+    """Load every data set the study can use once, before Ray starts: missing or corrupt files are a
+    one-line error naming the command that fetches them, not a failed trial an hour in."""
+    from ..data import load_dataset
+
+    base = spec.train_config({})
+    names = {base.data.name}
+    for p in walk(spec.params):
+        if p.path == "data.name":
+            names.update(p.probe_values())
+    for name in sorted(names):
+        load_dataset(name, data_dir=base.data.data_dir, seed=base.seed)
+
+
 def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     """Create the study directory, probe that it is writable, and save the spec as run."""
     path = study_dir(storage, spec.name)
@@ -301,8 +315,8 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
                          "continues it; --name gives a new run another name")
     probe = f"{base}/.write-probe"
-    try:
-        write_text_atomic("ok", probe)
+    try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
+        write_text_atomic("0" * (1 << 20), probe)
         fs.delete_file(probe)
     except OSError as exc:
         raise StudyError(f"cannot write results under {path}: {exc}") from None
@@ -314,6 +328,8 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
               address: Optional[str] = None, num_cpus: Optional[int] = None) -> StudyOutcome:
     """Run the study, or with `resume` continue it from Tune's saved state (or from the start when
     the driver died before Tune saved any). Trials write their Parquet files as they go."""
+    if address is None:
+        check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
     path = prepare(spec, storage, exist_ok=resume)
     start_ray(address, num_cpus)
     restore = resume and can_resume(storage, spec.name)
