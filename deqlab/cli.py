@@ -409,7 +409,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     return EXIT_FAILED  # pragma: no cover (exec does not return)
 
 
-register_command("export", "comparison table (LaTeX, Markdown, CSV) of completed trials", _configure_export, _run_export)
+register_command("export", "comparison table (LaTeX, Markdown, CSV) of completed trials",
+                 _configure_export, _run_export)
 register_command("dashboard", "serve the Streamlit dashboard over study results (read-only)",
                  _configure_dashboard, _run_dashboard)
 

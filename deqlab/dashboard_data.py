@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from .export import final_epochs, metric_candidates
+from .export import metric_candidates, sort_key
 
 RESULT_FOLDERS = ("trials", "traces", "states")
 
@@ -78,26 +78,32 @@ def short_name(column: str) -> str:
     return column[len("param."):] if column.startswith("param.") else column
 
 
-def filter_options(summary: pd.DataFrame) -> dict[str, list]:
-    """Per `param.*` column with more than one value, its values in display order (the sidebar's filters)."""
-    out = {}
+MAX_CHOICES = 12  # a numeric hyperparameter with more distinct values is filtered by a range, not a list
+
+
+def filter_options(summary: pd.DataFrame) -> tuple[dict[str, list], dict[str, tuple[float, float]]]:
+    """The sidebar's filters: `param.*` columns with more than one value.
+
+    Returns (choices, ranges): a column with few values gets a list of them in
+    display order; a numeric one with many (a sampled learning rate) gets its
+    (min, max), so 10,000 trials do not mean a 10,000-option list.
+    """
+    choices, ranges = {}, {}
     for col in param_columns(summary):
         values = summary[col].dropna().unique().tolist()
-        if len(values) > 1:
-            out[col] = sorted(values, key=_sort_key)
-    return out
+        if len(values) <= 1:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(summary[col]) and not pd.api.types.is_bool_dtype(summary[col])
+        if numeric and len(values) > MAX_CHOICES:
+            ranges[col] = (float(min(values)), float(max(values)))
+        else:
+            choices[col] = sorted(values, key=sort_key)
+    return choices, ranges
 
 
-def _sort_key(v):
-    try:
-        return (0, float(v), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(v))
-
-
-def apply_filters(frame: pd.DataFrame, selected: Mapping[str, Sequence], statuses: Optional[Sequence[str]] = None
-                  ) -> pd.DataFrame:
-    """Rows whose value of every filtered column is among the selected ones (and whose status is allowed).
+def apply_filters(frame: pd.DataFrame, selected: Mapping[str, Sequence], statuses: Optional[Sequence[str]] = None,
+                  ranges: Optional[Mapping[str, tuple[float, float]]] = None) -> pd.DataFrame:
+    """Rows whose value of every filtered column is among the selected ones (or in its range), with an allowed status.
 
     Works on per-epoch frames too: a trial's rows share its hyperparameters, and
     its final status is written on every row. A column missing from the frame
@@ -107,6 +113,9 @@ def apply_filters(frame: pd.DataFrame, selected: Mapping[str, Sequence], statuse
     for col, values in selected.items():
         if col in frame.columns:
             mask &= frame[col].isin(list(values)).to_numpy()
+    for col, (low, high) in (ranges or {}).items():
+        if col in frame.columns:
+            mask &= frame[col].between(low, high).to_numpy()
     if statuses is not None and "status" in frame.columns:
         mask &= frame["status"].isin(list(statuses)).to_numpy()
     return frame[mask]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -92,14 +92,21 @@ class ComparisonTable:
     info: Mapping[str, MetricInfo]
     baseline: Optional[Mapping[str, str]] = None
     ratio_metric: Optional[str] = None
-    ratio_header: Optional[str] = None
-    notes: tuple[str, ...] = field(default=())
+    ratio_kind: Optional[str] = None  # "speedup" (times), "reduction" (other lower-is-better), "gain"
+
+    @property
+    def ratio_header(self) -> Optional[str]:
+        if not self.ratio_kind:
+            return None
+        what = "Speedup" if self.ratio_kind == "speedup" else f"{self.info[self.ratio_metric].label} {self.ratio_kind}"
+        return f"{what} vs {_describe(self.baseline)}"
 
 
 # --------------------------------------------------------------------------- selecting rows and columns
 
 
-def resolve_column(frame: pd.DataFrame, name: str, kind: str = "column", candidates: Optional[Sequence[str]] = None) -> str:
+def resolve_column(frame: pd.DataFrame, name: str, kind: str = "column",
+                   candidates: Optional[Sequence[str]] = None) -> str:
     """Map a user's name (`init`, `deq.init`, `param.deq.init`) to one column of `frame`.
 
     `candidates` (default: every column) lists what the error shows as available.
@@ -120,7 +127,8 @@ def resolve_column(frame: pd.DataFrame, name: str, kind: str = "column", candida
 
 def group_candidates(trials: pd.DataFrame) -> list[str]:
     """Columns one can group by: `study` and every hyperparameter (without the `param.` prefix)."""
-    return ["study"] * ("study" in trials.columns) + [c[len("param."):] for c in trials.columns if c.startswith("param.")]
+    params = [c[len("param."):] for c in trials.columns if c.startswith("param.")]
+    return ["study"] * ("study" in trials.columns) + params
 
 
 def metric_candidates(trials: pd.DataFrame) -> list[str]:
@@ -232,24 +240,25 @@ def aggregate(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *
     out = out.iloc[_natural_order(out, by)].reset_index(drop=True)
 
     info = {m: metric_info(col, modes) for m, col in zip(metrics, metric_cols)}
-    ratio_header = None
+    ratio_kind = None
     if baseline:
-        out, ratio_metric, ratio_header = _add_ratio(out, by, metrics, info, dict(baseline), ratio_metric)
+        out, ratio_metric, ratio_kind = _add_ratio(out, by, metrics, info, dict(baseline), ratio_metric)
     elif ratio_metric is not None:
         raise ValueError("ratio_metric needs a baseline (e.g. --baseline init=zeros)")
     return ComparisonTable(out, tuple(by), tuple(group_cols), tuple(metrics), tuple(metric_cols), info,
-                           dict(baseline) if baseline else None, ratio_metric, ratio_header)
+                           dict(baseline) if baseline else None, ratio_metric, ratio_kind)
+
+
+def sort_key(v):
+    """Numbers by value (1e-4 before 1e-3), then text alphabetically: the order of groups and filter values."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
 
 
 def _natural_order(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
-    """Sort groups by their values, numbers numerically (1e-4 before 1e-3), text alphabetically."""
-    def key(v):
-        try:
-            return (0, float(v), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(v))
-
-    rows = [tuple(key(v) for v in row) for row in frame[list(by)].itertuples(index=False)]
+    rows = [tuple(sort_key(v) for v in row) for row in frame[list(by)].itertuples(index=False)]
     return np.array(sorted(range(len(rows)), key=lambda i: rows[i]), dtype=int)
 
 
@@ -281,9 +290,8 @@ def _add_ratio(out, by, metrics, info, baseline, ratio_metric):
     mean = out[f"{ratio_metric}_mean"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["ratio"] = ref / mean if mode == "min" else mean / ref
-    label = info[ratio_metric]
-    what = "Speedup" if label.unit == "s" else f"{label.label} {'reduction' if mode == 'min' else 'gain'}"
-    return out, ratio_metric, f"{what} vs {_describe(baseline)}"
+    kind = "gain" if mode == "max" else "speedup" if info[ratio_metric].unit == "s" else "reduction"
+    return out, ratio_metric, kind
 
 
 def _describe(baseline: Mapping[str, str]) -> str:
@@ -307,18 +315,20 @@ def parse_baseline(text: Optional[str]) -> Optional[dict[str, str]]:
 
 
 def format_value(mean: float, std: float = math.nan) -> tuple[str, str]:
-    """(mean, std) as text with sensible significant digits; std is "" when there is no spread.
+    """(mean, std) as text with sensible significant digits; std is "" when unknown (one trial).
 
     The std keeps one significant digit (two when that digit is 1, as 0.12),
     and the mean is rounded to the same decimal place; without a spread the
-    mean keeps three significant digits. Below 1e-3 (residuals) both go to
-    scientific form.
+    mean keeps three significant digits (and a zero std reads "0"). Nothing
+    is rounded left of the decimal point (1234 ± 56, not 1230 ± 60). Below
+    1e-3 (residuals) both go to scientific form.
     """
     if mean is None or not math.isfinite(mean):
         return "–", ""
-    has_std = std is not None and math.isfinite(std) and std > 0
+    known = std is not None and math.isfinite(std)
+    has_std = known and std > 0
     if mean != 0 and (abs(mean) < 1e-3 or abs(mean) >= 1e6):
-        return f"{mean:.2e}", (f"{std:.1e}" if has_std else "")
+        return f"{mean:.2e}", (f"{std:.1e}" if has_std else "0" if known else "")
     mag = math.floor(math.log10(abs(mean))) if mean != 0 else 0
     if has_std:
         lead = math.floor(math.log10(std))
@@ -330,7 +340,7 @@ def format_value(mean: float, std: float = math.nan) -> tuple[str, str]:
             std_text = f"{std:.1e}"
     else:
         decimals = max(0, 2 - mag)
-        std_text = ""
+        std_text = "0" if known else ""
     return f"{mean:.{decimals}f}", std_text
 
 
@@ -453,12 +463,13 @@ def _csv(table: ComparisonTable) -> str:
     out["n"] = f["n"].astype(int).to_numpy()
     for m in table.metrics:
         info = table.info[m]
-        stem = m + (f"_{_UNIT_SUFFIX.get(info.unit, info.unit)}" if info.unit and not m.endswith(f"_{info.unit}") else "")
+        suffix = _UNIT_SUFFIX.get(info.unit, info.unit)
+        stem = m + (f"_{suffix}" if info.unit and not m.endswith(f"_{info.unit}") else "")
         out[f"{stem}_mean"] = f[f"{m}_mean"].to_numpy(dtype=float) * info.scale
         out[f"{stem}_std"] = f[f"{m}_std"].to_numpy(dtype=float) * info.scale
     if table.ratio_header:
-        base = "_".join(f"{k}-{v}" for k, v in table.baseline.items())
-        out[f"{table.ratio_metric}_ratio_vs_{base}"] = f["ratio"].to_numpy(dtype=float)
+        base = "_".join(f"{k}={v}" for k, v in table.baseline.items())
+        out[f"{table.ratio_metric}_{table.ratio_kind}_vs_{base}"] = f["ratio"].to_numpy(dtype=float)
     buf = io.StringIO()
     out.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
     return buf.getvalue()
