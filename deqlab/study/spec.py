@@ -118,7 +118,7 @@ class StudySpec(_Spec):
         return [o.mode for o in self.objectives]
 
     def train_config(self, assignment: dict) -> TrainConfig:
-        return TrainConfig(**apply(self.base, assignment))
+        return TrainConfig.model_validate(apply(self.base, assignment))
 
     def grid(self) -> list[dict]:
         return grid_points(self.params)
@@ -141,7 +141,7 @@ def _check_space(spec: StudySpec) -> None:
         raise StudyError("space: empty: nothing to search. Use `deqlab train` for one configuration, "
                          "or search at least the seed, e.g. space: {seed: {grid: [0, 1, 2]}}")
     try:
-        base = TrainConfig(**spec.base)
+        base = TrainConfig.model_validate(spec.base)
     except ValidationError as exc:
         raise StudyError(f"base: {describe_validation_error(exc)}") from None
     except TypeError as exc:
@@ -205,7 +205,7 @@ def parse_study(raw, source: str = "<study>") -> StudySpec:
         raise StudyError(f"{source}: this is a single-run training config: run it with `deqlab train {source}`, "
                          "or put it under `base:` of a study with `name`, `space` and `objectives`")
     try:
-        spec = StudySpec(**raw)
+        spec = StudySpec.model_validate(raw)
         _check_space(spec)
     except ValidationError as exc:
         raise StudyError(f"{source}: {describe_validation_error(exc)}") from None

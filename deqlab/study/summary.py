@@ -11,47 +11,34 @@ from collections import Counter
 import pandas as pd
 import pyarrow.fs as pafs
 
+from ..export import aggregate, final_epochs, render
 from ..results import STATUSES, _filesystem, load
 from .spec import StudySpec
 
-GROUP_BY = ("param.deq.init", "param.deq.solver")
+GROUP_BY = ("init", "solver")
 
 
 def final_rows(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its last epoch."""
-    if trials.empty:
-        return trials
-    return trials.sort_values(["study", "trial_id", "epoch"]).groupby(["study", "trial_id"], as_index=False).tail(1)
+    """One row per trial: its last epoch, whatever its status."""
+    return final_epochs(trials, statuses=None)
 
 
 def status_counts(path: str) -> dict:
-    final = final_rows(load(path).trials)
+    final = final_rows(load(path, traces=False).trials)
     counts = Counter(final["status"]) if len(final) else Counter()
     return {s: counts[s] for s in STATUSES if counts[s]}
 
 
 def comparison_table(path: str, spec: StudySpec) -> str:
-    """Completed trials grouped by init mode x solver: mean +- std (n) of each objective."""
-    final = final_rows(load(path).trials)
-    done = final[final["status"] == "completed"] if len(final) else final
-    if done.empty:
-        return "(no completed trials to compare)"
-    by = [c for c in GROUP_BY if c in done.columns]
-    header = [c.removeprefix("param.").split(".")[-1] for c in by] + [f"{o.metric} ({o.mode})" for o in spec.objectives] + ["n"]
-    rows = []
-    for key, group in done.groupby(by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        cells = [str(k) for k in key]
-        for o in spec.objectives:
-            values = pd.to_numeric(group[o.metric], errors="coerce").dropna()
-            std = values.std(ddof=1) if len(values) > 1 else 0.0
-            cells.append(f"{values.mean():.4g} +- {std:.2g}" if len(values) else "-")
-        cells.append(str(len(group)))
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """Completed trials by init mode x solver: mean +- std (n) of each objective, best in bold (Markdown:
+    the same table `deqlab export` and the dashboard give)."""
+    trials = load(path, traces=False).trials
+    try:
+        table = aggregate(trials, by=list(GROUP_BY), metrics=spec.metrics,
+                          modes={o.metric: o.mode for o in spec.objectives})
+    except ValueError as exc:  # nothing completed: say so instead of failing the run's summary
+        return f"(no comparison: {exc})"
+    return render(table, "markdown")
 
 
 def list_studies(storage: str) -> str:
@@ -71,7 +58,7 @@ def list_studies(storage: str) -> str:
         trials_dir = fs.get_file_info(f"{entry.path}/trials")
         if trials_dir.type != pafs.FileType.Directory:
             continue
-        final = final_rows(load(f"{storage.rstrip('/')}/{entry.base_name}").trials)
+        final = final_rows(load(f"{storage.rstrip('/')}/{entry.base_name}", traces=False).trials)
         counts = Counter(final["status"]) if len(final) else Counter()
         objective = _first_objective(fs, entry.path, yaml)
         best = ""
@@ -114,6 +101,6 @@ def pareto_table(path: str, spec: StudySpec) -> str:
     front = pareto_front(final_rows(load(path).trials), spec.objectives)
     if front.empty:
         return "(no completed trials)"
-    cols = ["trial_id", *[c for c in GROUP_BY if c in front], *spec.metrics]
+    cols = ["trial_id", *[f"param.deq.{c}" for c in GROUP_BY if f"param.deq.{c}" in front], *spec.metrics]
     ordered = front.sort_values(spec.metrics[0], ascending=spec.modes[0] == "min")
     return ordered[cols].rename(columns=lambda c: c.removeprefix("param.")).to_string(index=False)

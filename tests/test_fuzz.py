@@ -1,0 +1,118 @@
+"""Fuzzing the two places where untrusted input enters: the study validator and the results loader.
+
+The study validator may only raise `StudyError` (one line, no traceback);
+the loader may only skip a file with a warning naming it.
+"""
+
+import copy
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deqlab.results import TrialWriter, load
+from deqlab.study import StudyError, parse_study
+
+VALID = {
+    "name": "fz",
+    "base": {"epochs": 2, "data": {"name": "digits"}, "model": {"name": "mlp", "options": {"width": 16}}},
+    "space": {"deq.init": {"choice": ["zeros", "skip"]},
+              "deq.solver": {"choice": {"anderson": {"deq.solver_options.m": {"int": [2, 5]}}, "broyden": {}}},
+              "deq.tol": {"loguniform": [1e-5, 1e-2]}},
+    "objectives": [{"metric": "test_acc", "mode": "max"}],
+    "search": {"algorithm": "tpe", "num_samples": 4},
+    "scheduler": {"name": "asha", "grace_period": 1},
+    "trainer": {"num_workers": 0},
+}
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.sampled_from(["zeros", "anderson", "grid", "choice", "max", "deq.tol"]))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=10), scalars), inner, max_size=4)),
+    max_leaves=12)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+ALL_PATHS = [p for p in _paths(VALID) if p]
+
+
+def _set(raw, path, value):
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _check(raw):
+    try:
+        parse_study(raw, "fuzz.yaml")
+    except StudyError as exc:
+        assert str(exc).startswith("fuzz.yaml") or str(exc).startswith("no such")
+        assert "\n" not in str(exc).strip() or "Traceback" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(ALL_PATHS), values)
+def test_validator_on_mutated_studies_raises_only_study_error(path, value):
+    raw = copy.deepcopy(VALID)
+    _set(raw, path, value)
+    _check(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), values, max_size=6))
+def test_validator_on_random_mappings_raises_only_study_error(raw):
+    _check(raw)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(values, st.lists(values)))
+def test_validator_on_random_documents(raw):
+    try:
+        parse_study(raw, "fuzz.yaml")
+    except StudyError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fz")
+    w = TrialWriter(str(root), "s", "good", {"deq.init": "skip"}, {"seed": 0})
+    w.add_epoch(0, {"test_acc": 0.5})
+    w.flush()
+    return (root / "s" / "trials" / "good.parquet").read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_loader_skips_random_and_mutated_files_with_a_warning(data, good_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ld")
+    folder = root / "s" / "trials"
+    folder.mkdir(parents=True)
+    (folder / "good.parquet").write_bytes(good_file)
+    kind = data.draw(st.sampled_from(["random", "truncated", "flipped"]))
+    if kind == "random":
+        blob = data.draw(st.binary(max_size=2048))
+    elif kind == "truncated":
+        blob = good_file[:data.draw(st.integers(0, len(good_file) - 1))]
+    else:
+        i = data.draw(st.integers(0, len(good_file) - 1))
+        blob = good_file[:i] + bytes([good_file[i] ^ data.draw(st.integers(1, 255))]) + good_file[i + 1:]
+    (folder / "bad.parquet").write_bytes(blob)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = load(root / "s")
+    assert "good" in set(res.trials.trial_id)
+    if res.skipped:  # a mutation pyarrow still reads is data, not an error; anything else is named
+        assert any("bad.parquet" in s for s in res.skipped)
+        assert any("bad.parquet" in str(w.message) for w in caught)
