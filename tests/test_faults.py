@@ -286,3 +286,37 @@ def test_train_worker_killed_mid_trial(max_failures, expected, tmp_path):
     else:
         rows = load(storage / "wk").trials
         assert sorted(rows[rows["param.seed"] == 0].epoch) == [0, 1, 2]  # the retry rewrote its rows, once each
+
+
+# --------------------------------------------------------------------------- the dashboard over a real diverged run
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_dashboard_shows_a_diverged_trial_and_never_writes(tmp_path, monkeypatch):
+    """A real training run that diverges (absurd learning rate) next to a healthy one; the app reads both."""
+    import sys as _sys
+
+    from deqlab.results import TrialWriter
+    from deqlab.train import TrainConfig, train
+
+    _sys.path.insert(0, str(ROOT / "tests"))
+    from test_dashboard import PAGES, _app
+
+    for name, lr in (("healthy", 3e-3), ("blowup", 1e6)):
+        cfg = TrainConfig(**{**TINY, "optim": {"lr": lr}, "max_unconverged_frac": 0.5})
+        writer = TrialWriter(str(tmp_path), "nf", name, cfg.flat_params(), {"seed": 0})
+        result = train(cfg, writer=writer)
+        assert result.status == ("completed" if name == "healthy" else "diverged")
+    before = _tree(tmp_path)
+    at = _app(monkeypatch, tmp_path / "nf")
+    at.run()
+    for page in PAGES:
+        at.sidebar.radio(key="page").set_value(page).run()
+        assert not at.exception, page
+    at.sidebar.radio(key="page").set_value("Overview").run()
+    shown = " ".join(str(getattr(e, "value", "")) for e in at.main) + " ".join(str(df.value) for df in at.dataframe)
+    assert "diverged" in shown
+    assert _tree(tmp_path) == before  # read-only: no file added, changed or touched

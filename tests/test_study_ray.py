@@ -140,7 +140,8 @@ def _deqlab(*args, **kw):
     return [sys.executable, "-m", "deqlab", *args]
 
 
-def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("kill_after", [0, 2], ids=["before-first-trial-ends", "mid-study"])
+def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, tmp_path):
     raw = {"name": "killed", "base": {**TINY, "epochs": 2},
            "space": {"deq.tol": {"loguniform": [1e-4, 1e-2]}, "seed": {"int": [0, 100]}},
            "objectives": [{"metric": "test_acc", "mode": "max"}],
@@ -153,21 +154,21 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     trials = storage / "killed" / "trials"
     deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # kill mid-study: after two trials finished, before the last
+        while time.time() < deadline:  # kill once `kill_after` trials finished (0: the first is mid-epoch)
             done = [p for p in trials.glob("*.parquet")] if trials.exists() else []
             finished = sum(pd.read_parquet(p).status.iloc[-1] == "completed" for p in done)
-            if finished >= 2:
+            if done and finished >= kill_after:
                 break
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.5)
         else:
-            pytest.fail("study never got two trials done")
+            pytest.fail(f"study never got {kill_after} trials done")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, as a crash would
         proc.wait()
     before = final_rows(load(storage / "killed").trials)
     completed_before = set(before[before.status == "completed"].trial_id)
-    assert 2 <= len(completed_before) < 6
+    assert kill_after <= len(completed_before) < 6
 
     out = subprocess.run(_deqlab("resume", "killed", "--storage", str(storage), "--num-cpus", "2"), env=env,
                          capture_output=True, text=True, timeout=400)
