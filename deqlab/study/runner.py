@@ -31,8 +31,8 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 def study_dir(storage: str, name: str) -> str:
-    fs, base = _filesystem(storage)
-    return f"{base}/{name}" if "://" not in storage else f"{storage.rstrip('/')}/{name}"
+    """Absolute for a local root (Tune needs it), the URI itself for remote storage."""
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else f"{_filesystem(storage)[1]}/{name}"
 
 
 def _is_local(storage: str) -> bool:
@@ -48,7 +48,6 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                   runtime_env={"env_vars": dict(RAY_ENV)})
