@@ -149,7 +149,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, tmp_path)
     file = _write(tmp_path / "killed.yaml", raw)
     storage = tmp_path / "res"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(_deqlab("run", str(file), "--storage", str(storage), "--num-cpus", "2"),
+    # a relative --storage, as a user types it: Tune runs trials in their own working directories
+    proc = subprocess.Popen(_deqlab("run", str(file), "--storage", "res", "--num-cpus", "2"), cwd=tmp_path,
                             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trials = storage / "killed" / "trials"
     deadline = time.time() + 300
@@ -170,7 +171,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, tmp_path)
     completed_before = set(before[before.status == "completed"].trial_id)
     assert kill_after <= len(completed_before) < 6
 
-    out = subprocess.run(_deqlab("resume", "killed", "--storage", str(storage), "--num-cpus", "2"), env=env,
+    out = subprocess.run(_deqlab("resume", "killed", "--storage", "res", "--num-cpus", "2"), env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = load(storage / "killed").trials

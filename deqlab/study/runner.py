@@ -35,6 +35,11 @@ def study_dir(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if "://" in storage else f"{_filesystem(storage)[1]}/{name}"
 
 
+def absolute_storage(storage: str) -> str:
+    """Tune runs each trial in its own working directory: a relative root would land inside it."""
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
 def _is_local(storage: str) -> bool:
     return "://" not in storage
 
@@ -327,6 +332,7 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
               address: Optional[str] = None, num_cpus: Optional[int] = None) -> StudyOutcome:
     """Run the study, or with `resume` continue it from Tune's saved state (or from the start when
     the driver died before Tune saved any). Trials write their Parquet files as they go."""
+    storage = absolute_storage(storage)
     if address is None:
         check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
     path = prepare(spec, storage, exist_ok=resume)
@@ -369,6 +375,7 @@ def load_saved_spec(storage: str, name: str) -> StudySpec:
 
 def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
     """Continue an interrupted study: finished trials stay, unfinished and errored ones run again."""
+    storage = absolute_storage(storage)
     return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
 
 

@@ -33,6 +33,8 @@ def comparison_table(path: str, spec: StudySpec) -> str:
     """Completed trials by init mode x solver: mean +- std (n) of each objective, best in bold (Markdown:
     the same table `deqlab export` and the dashboard give)."""
     trials = load(path, traces=False).trials
+    if trials.empty or not (final_rows(trials)["status"] == "completed").any():
+        return "(no completed trials to compare)"
     try:
         table = aggregate(trials, by=list(GROUP_BY), metrics=spec.metrics,
                           modes={o.metric: o.mode for o in spec.objectives})
