@@ -102,11 +102,25 @@ class ConvDEQ(nn.Module):
     norm + ReLU, global mean pool and a linear head. The ReLU after the norm
     matters: a group-normalised map has (near) zero spatial mean, so pooling it
     directly leaves the head almost nothing to read (measured: ~24% on MNIST).
+
+    `groups=None` (default) normalises each channel on its own, as the
+    tutorial's `GroupNorm(C, C)` does. It matters for the equilibrium: with
+    fewer groups the pooled features read the channels' relative means, so
+    training grows the state's scale and the cell stops being contractive
+    (measured at 64 channels after the tutorial's 2 pretraining epochs:
+    groups=4 left a Jacobian spectral radius up to 1.6 and mean |z*| 0.53, and
+    10 Newton-Krylov iterations left 71% of the test samples unconverged;
+    per-channel norm kept it at 0.45 and |z*| 0.06, every solver converged
+    in <= 9 evaluations, and test accuracy after pretraining rose from 35% to
+    51%).
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10, groups: int = 4,
-                 init_std: float = 0.01, **deq):
+    def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10,
+                 groups: Optional[int] = None, init_std: float = 0.01, **deq):
         super().__init__()
+        groups = channels if groups is None else groups
+        if groups < 1 or channels % groups:
+            raise ValueError(f"groups must divide channels ({channels}), got {groups}")
         self.down = _down_block(in_channels, channels, groups)
         self.inject = _Injection(channels)
         cell = ConvCell(channels)
