@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 import pytest
+from system_tools import skip_or_fail_without
 from study_factory import add_depth_states, comparison_study, metrics, params, write_trial
 
 import deqlab.results as results_module
@@ -286,9 +287,7 @@ def _browser_or_skip():
     if os.path.exists(CHROMIUM) and have_playwright:
         return
     missing = "chromium (/usr/bin/chromium)" if not os.path.exists(CHROMIUM) else "the playwright package"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test but {missing} is missing (.ci/run installs chromium)")
-    pytest.skip(f"{missing} not installed (apt-get install -y chromium; pip install -e '.[dev]')")
+    skip_or_fail_without(missing, ".ci/run installs chromium; pip install -e '.[dev]' installs playwright")
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from system_tools import skip_or_fail_without
 from study_factory import comparison_study, metrics, params, write_trial
 
 from deqlab import export
@@ -94,7 +95,7 @@ def test_render_exact_text(table, fmt, expected):
 
 def test_latex_compiles_in_a_standard_document(table, tmp_path):
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed")
+        skip_or_fail_without("pdflatex", "apt-get install texlive-latex-base texlive-latex-recommended; .ci/run does")
     doc = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
            + export.render(table, "latex") + "\\end{document}\n")
     (tmp_path / "t.tex").write_text(doc)
