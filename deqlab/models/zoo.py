@@ -76,6 +76,24 @@ def _small_init(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(m.bias)
 
 
+WEIGHT_INITS = ("glorot", "torch")
+
+
+def _glorot_init(modules) -> None:
+    """Lux's defaults (Glorot-uniform weights, zero biases), which DeepEquilibriumNetworks.jl's models get.
+
+    PyTorch's default (Kaiming-uniform with a=sqrt(5), uniform biases) draws the
+    head 2.3x smaller; with Adam at 5e-4 over the tutorial's 315 steps the
+    weights move little, so the scale they start at shows in the accuracy.
+    """
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+
 def _down_block(in_channels: int, channels: int, groups: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, channels, 3), nn.GELU(), nn.GroupNorm(groups, channels),
@@ -113,14 +131,22 @@ class ConvDEQ(nn.Module):
     per-channel norm kept it at 0.45 and |z*| 0.06, every solver converged
     in <= 9 evaluations, and test accuracy after pretraining rose from 35% to
     51%).
+
+    `weight_init="glorot"` (default) initialises the down-block, the skip
+    network and the head as Lux does (Glorot-uniform, zero biases); `"torch"`
+    keeps PyTorch's defaults. Measured on the tutorial replica (64 channels,
+    SkipRegDEQ, Newton-Krylov, seed 0): 78.4% with glorot against 65.0% with
+    PyTorch's defaults. The DEQ cell is drawn with std `init_std` either way.
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10,
-                 groups: Optional[int] = None, init_std: float = 0.01, **deq):
+                 groups: Optional[int] = None, init_std: float = 0.01, weight_init: str = "glorot", **deq):
         super().__init__()
         groups = channels if groups is None else groups
         if groups < 1 or channels % groups:
             raise ValueError(f"groups must divide channels ({channels}), got {groups}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {weight_init!r}")
         self.down = _down_block(in_channels, channels, groups)
         self.inject = _Injection(channels)
         cell = ConvCell(channels)
@@ -132,6 +158,8 @@ class ConvDEQ(nn.Module):
         self.deq = DEQ(cell, skip_net=skip, **deq)
         self.classifier = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())
         self.head = nn.Linear(channels, num_classes)
+        if weight_init == "glorot":
+            _glorot_init([self.down, self.head] + ([skip] if skip is not None else []))
 
     def forward(self, x):
         z, info = self.deq(self.inject(self.down(x)))
