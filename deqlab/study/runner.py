@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import _filesystem, compact, finalize_trial, trial_progress, write_text_atomic
+from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
 from .spec import StudyError, StudySpec, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -28,6 +28,10 @@ OPTUNA_DB = "optuna.db"
 # The Train controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s):
 # each report after the first waits for it. 0.2 s cuts a short Train trial from ~20 s to ~12 s (DESIGN.md).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# While a study runs the driver re-compacts its results (the dashboard's cold load reads the snapshot) at
+# most every COMPACT_EVERY_S seconds and at least COMPACT_COST_RATIO x the last compaction's duration apart.
+COMPACT_EVERY_S = 30.0
+COMPACT_COST_RATIO = 10.0
 
 
 def study_dir(storage: str, name: str) -> str:
@@ -64,17 +68,28 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
-def _default_concurrency(spec: StudySpec) -> int:
-    """How many trials the cluster holds at once, from its CPUs (and GPUs when used)."""
+def _trial_fits(spec: StudySpec) -> dict:
+    """How many trials the cluster's resources hold at once, per resource kind (CPU, and GPU when used)."""
     import ray
 
     res = ray.cluster_resources()
     t = spec.trainer
     per_trial_cpu = t.cpus_per_worker * max(t.num_workers, 1) + (0.1 if t.num_workers else 0)
-    fits = [res.get("CPU", 1) / per_trial_cpu]
+    fits = {"CPU": res.get("CPU", 1) / per_trial_cpu}
     if t.use_gpu and t.gpus_per_worker:
-        fits.append(res.get("GPU", 0) / (t.gpus_per_worker * max(t.num_workers, 1)))
-    return max(1, int(math.floor(min(fits) + 1e-9)))
+        fits["GPU"] = res.get("GPU", 0) / (t.gpus_per_worker * max(t.num_workers, 1))
+    return fits
+
+
+def _default_concurrency(spec: StudySpec) -> int:
+    """How many trials the cluster holds at once, from its CPUs (and GPUs when used)."""
+    return max(1, int(math.floor(min(_trial_fits(spec).values()) + 1e-9)))
+
+
+def _waiting_for_gpus(spec: StudySpec) -> bool:
+    """A GPU study on a cluster with no GPU for a trial yet (an autoscaling cluster starts its GPU nodes
+    on demand): the default concurrency, taken from the resources at start, is then 1."""
+    return spec.search.max_concurrent_trials is None and _trial_fits(spec).get("GPU", 1.0) < 1
 
 
 def _trainable(spec: StudySpec, storage: str):
@@ -219,18 +234,104 @@ class Progress:
     best_trial: Optional[str] = None
 
 
+class CompactionSchedule:
+    """When the driver may compact a running study: `min_interval_s` after the last compaction ended (or
+    the study started), and never sooner than `cost_ratio` x that compaction's duration, so compacting
+    takes at most 1/(1 + cost_ratio) of the driver's time however large the study grows."""
+
+    def __init__(self, min_interval_s: Optional[float] = None, cost_ratio: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.min_interval_s = COMPACT_EVERY_S if min_interval_s is None else min_interval_s
+        self.cost_ratio = COMPACT_COST_RATIO if cost_ratio is None else cost_ratio
+        self.clock = clock
+        self.restart()
+
+    def restart(self) -> None:
+        self.last_end, self.last_duration = self.clock(), 0.0
+
+    def due(self) -> bool:
+        return self.clock() - self.last_end >= max(self.min_interval_s, self.cost_ratio * self.last_duration)
+
+    def run(self, fn: Callable[[], object]):
+        """Run `fn` (the compaction), timing it; its exceptions propagate, its time still counts."""
+        start = self.clock()
+        try:
+            return fn()
+        finally:
+            self.last_end = self.clock()
+            self.last_duration = self.last_end - start
+
+
+def _train_config(spec: StudySpec, config: dict):
+    """A Tune trial's training config, or None when it cannot be rebuilt (bookkeeping must not take the
+    driver down)."""
+    try:
+        return spec.train_config(assignment_of(config))
+    except Exception:
+        return None
+
+
+def settle_trial(storage: str, spec: StudySpec, trial_id: str, config) -> str:
+    """Record how a trial Tune stopped ended, when the trial did not write it itself; return its status.
+
+    A final status the trial wrote (completed, diverged) stays. A trial still `running` on disk (or with
+    no file yet) was stopped by Tune: at its last epoch (ASHA's max_t) it is completed, earlier (ASHA, or
+    the time budget) it is pruned, keeping the epochs it ran. `config` is its TrainConfig (None: unknown,
+    so pruned).
+    """
+    status, last_epoch = trial_progress(storage, spec.name, trial_id)
+    if status not in (None, "running"):
+        return status
+    epochs = config.epochs + config.pretrain_epochs if config is not None else None
+    final = "completed" if epochs is not None and last_epoch + 1 >= epochs else "pruned"
+    return finalize_trial(storage, spec.name, trial_id, final, params=config.flat_params() if config else None)
+
+
+def settle_stopped_trials(storage: str, spec: StudySpec, configs: dict) -> dict:
+    """After Tune returns: settle every trial of the study still `running` on disk.
+
+    When `search.time_budget_s` runs out Tune stops its running trials without calling the callbacks'
+    `on_trial_complete`, so nothing else records them. `configs` maps trial ids to their Tune configs
+    (trials not in it are pruned). Returns {trial id: status now}.
+    """
+    trials = load(study_dir(storage, spec.name), traces=False).trials
+    if trials.empty:
+        return {}
+    running = sorted(trials.loc[trials.status == "running", "trial_id"].unique())
+    return {tid: settle_trial(storage, spec, tid, _train_config(spec, configs[tid]) if tid in configs else None)
+            for tid in running}
+
+
+def _tune_configs(result_grid) -> dict:
+    """{trial id: Tune config} of the trials in a ResultGrid that reported at least once."""
+    out = {}
+    for result in result_grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id is not None:
+            out[trial_id] = result.config or {}
+    return out
+
+
 def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
     from ray import tune
 
     metric, mode = spec.metrics[0], spec.modes[0]
     total = spec.search.samples * (len(spec.grid()) if spec.search.algorithm == "grid" else 1)
+    path = study_dir(storage, spec.name)
 
     class StudyCallback(tune.Callback):
-        """Writes the statuses trials cannot write themselves and prints progress."""
+        """Writes the statuses trials cannot write themselves, prints progress, and keeps the results
+        snapshot fresh for the dashboard while the study runs."""
 
         def __init__(self):
             self.p = Progress()
             self.t0 = time.perf_counter()
+            self.compaction = CompactionSchedule()
+
+        def setup(self, **info):
+            # a restored study brings this object back from Tune's saved state: its clocks are another process's
+            self.t0 = time.perf_counter()
+            self.compaction.restart()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             value = result.get(metric)
@@ -241,28 +342,27 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                 self.p.best, self.p.best_trial = value, trial.trial_id
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            status, last_epoch = trial_progress(storage, spec.name, trial.trial_id)
-            if status in (None, "running"):
-                # Tune stopped it: at ASHA's max_t (its last epoch, so complete) or earlier (pruned,
-                # by ASHA or the time budget)
-                config = self._config(trial)
-                epochs = config.epochs + config.pretrain_epochs if config else None
-                final = "completed" if epochs is not None and last_epoch + 1 >= epochs else "pruned"
-                status = finalize_trial(storage, spec.name, trial.trial_id, final,
-                                        params=config.flat_params() if config else None)
+            status = settle_trial(storage, spec, trial.trial_id, self._config(trial))
             self._report(trials, trial, status)
+            self._maybe_compact()
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = _last_line(trial.get_error()) if hasattr(trial, "get_error") else None
             status = finalize_trial(storage, spec.name, trial.trial_id, "failed", error=error or "trial failed",
                                     params=self._params(trial))
             self._report(trials, trial, status + (f": {error}" if error else ""))
+            self._maybe_compact()
+
+        def _maybe_compact(self) -> None:
+            if not self.compaction.due():
+                return
+            try:
+                self.compaction.run(lambda: compact(path))
+            except Exception as exc:  # a snapshot is only a speed-up: the study goes on without it
+                say(f"warning: could not compact {path}: {exc}")
 
         def _config(self, trial):
-            try:
-                return spec.train_config(assignment_of(trial.config))
-            except Exception:  # bookkeeping must not take the driver down
-                return None
+            return _train_config(spec, trial.config)
 
         def _params(self, trial) -> dict:
             config = self._config(trial)
@@ -340,9 +440,19 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     restore = resume and can_resume(storage, spec.name)
     if resume and not restore:
         say(f"no Tune state saved for {spec.name}: starting its trials again")
+    if address and not restore and _waiting_for_gpus(spec):
+        say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so "
+            "trials run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
     callback = _make_callback(spec, storage, say)
     t0 = time.perf_counter()
     grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    try:  # trials stopped by the time budget get no on_trial_complete: they are settled here
+        settled = settle_stopped_trials(storage, spec, _tune_configs(grid))
+    except (OSError, ValueError) as exc:
+        settled = {}
+        say(f"warning: could not settle the trials still running in {path}: {exc}")
+    for trial_id, status in settled.items():
+        say(f"{trial_id} {status} (stopped by Tune at the end of the study)")
     if resume and _is_local(storage) and spec.search.algorithm != "grid":
         close_orphaned_optuna_trials(path, spec.name)
     try:  # one snapshot file per kind: the dashboard then opens 2 files instead of one per trial
