@@ -41,6 +41,14 @@ def mutate(path, value=None, delete=False):
     return raw
 
 
+def changed(**sections):
+    """GOOD with whole top-level sections replaced (several at once, unlike `mutate`)."""
+    return {**copy.deepcopy(GOOD), **sections}
+
+
+GRID_SPACE = {"deq.init": {"grid": ["zeros", "skip"]}, "seed": {"grid": [0, 1]}}
+
+
 def test_good_study_parses_and_every_ready_study_validates():
     spec = parse_study(GOOD)
     assert spec.metrics == ["test_acc", "nfe_fwd"] and spec.modes == ["max", "min"]
@@ -78,6 +86,18 @@ def test_good_study_parses_and_every_ready_study_validates():
     (mutate(("search",), {"algorithm": "grid"}), "deq.solver_options.m|deq.solver=anderson: an int range without step has no finite grid"),
     (mutate(("scheduler",), {"name": "asha", "grace_period": 2}), "scheduler.grace_period: 2 >= the 2 epochs"),
     (mutate(("trainer",), {"num_workers": -1}), "trainer.num_workers: Input should be greater than or equal to 0"),
+    # settings that could not take effect given the others: errors, not silently ignored
+    (mutate(("trainer",), {"gpus_per_worker": 1}), "trainer.gpus_per_worker: 1 set, but trainer.use_gpu is false"),
+    (mutate(("scheduler",), {"grace_period": 2}), "scheduler.grace_period: set, but scheduler.name is none"),
+    (mutate(("scheduler",), {"name": "none", "reduction_factor": 3}),
+     "scheduler.reduction_factor: set, but scheduler.name is none"),
+    (changed(space=GRID_SPACE, search={"algorithm": "grid", "seed": 0}),
+     "search.seed: the grid algorithm draws nothing at random, so a seed would be ignored"),
+    (changed(space={**GOOD["space"], "epochs": {"int": [2, 4]}}, scheduler={"name": "asha"}),
+     "space.epochs: searched with scheduler.name asha, whose max_t is the 2 epochs of base"),
+    (changed(space={"deq.solver": {"choice": {"anderson": {"pretrain_epochs": 1}, "broyden": {}}}},
+             scheduler={"name": "asha"}),
+     "space.deq.solver.choice.anderson.pretrain_epochs: searched with scheduler.name asha"),
     (mutate(("name",), "../escape"), "invalid study name '../escape'"),
 ])
 def test_each_kind_of_mistake_is_named(raw, expected):
@@ -86,6 +106,48 @@ def test_each_kind_of_mistake_is_named(raw, expected):
     message = str(err.value)
     assert message.startswith("my.yaml: ")
     assert expected in message, message
+
+
+def test_settings_that_take_effect_are_accepted_and_dumps_parse_again(tmp_path):
+    # the live counterparts of the mistakes above
+    parse_study(mutate(("trainer",), {"gpus_per_worker": 0}))  # no GPUs, said twice: consistent
+    parse_study(mutate(("trainer",), {"use_gpu": True, "gpus_per_worker": 0.5}))
+    parse_study(mutate(("scheduler",), {"name": "asha", "grace_period": 1, "reduction_factor": 3}))
+    parse_study(changed(space=GRID_SPACE, search={"algorithm": "grid"}))
+    parse_study(changed(space={**GOOD["space"], "epochs": {"int": [2, 4]}}))  # no ASHA: each trial runs its own
+    # a dump (study.yaml, the spec each trial parses, `deqlab run --name`) leaves the ignored defaults out,
+    # so it validates again to the same spec
+    import pathlib
+
+    for raw in [GOOD, changed(space=GRID_SPACE, search={"algorithm": "grid"}),
+                *(yaml.safe_load(p.read_text()) for p in sorted(pathlib.Path("studies").glob("*.yaml")))]:
+        if "objectives" not in raw:
+            continue
+        spec = parse_study(raw)
+        dumped = spec.model_dump(mode="json")
+        assert parse_study(dumped) == spec and parse_study(yaml.safe_load(spec.dump())) == spec
+        if spec.search.algorithm == "grid":
+            assert "seed" not in dumped["search"]
+        if not spec.trainer.use_gpu:
+            assert "gpus_per_worker" not in dumped["trainer"]
+        if spec.scheduler.name == "none":
+            assert dumped["scheduler"] == {"name": "none"}
+
+
+def test_a_study_saved_with_every_default_still_resumes(tmp_path):
+    """study.yaml files written before dumps left ignored settings out record them all: resume drops them."""
+    from deqlab.study.runner import load_saved_spec, prepare
+
+    spec = parse_study(changed(space=GRID_SPACE, search={"algorithm": "grid"}))
+    prepare(spec, str(tmp_path))
+    old = spec.model_dump(mode="json")
+    old["search"]["seed"] = 0
+    old["scheduler"].update(grace_period=1, reduction_factor=2.0)
+    old["trainer"]["gpus_per_worker"] = 1.0
+    (tmp_path / "s1" / "study.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(StudyError, match="trainer.gpus_per_worker: 1 set"):  # refused as a new study
+        parse_study(old)
+    assert load_saved_spec(str(tmp_path), "s1") == spec
 
 
 def test_yaml_file_errors(tmp_path):

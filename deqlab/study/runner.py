@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
-from .spec import StudyError, StudySpec, parse_study
+from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
 
@@ -480,7 +480,7 @@ def load_saved_spec(storage: str, name: str) -> StudySpec:
     except (FileNotFoundError, OSError):
         raise StudyError(f"no study {name!r} in {storage} (no study.yaml there); `deqlab ls {storage}` lists them") \
             from None
-    return parse_study(raw, f"{base}/study.yaml")
+    return parse_study(drop_inert(raw), f"{base}/study.yaml")  # older saves recorded ignored defaults too
 
 
 def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ..results import METRICS, check_name
 from ..solvers.base import describe_validation_error
@@ -36,6 +36,18 @@ MAX_GRID_POINTS = 10_000
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def inert(self) -> tuple[str, ...]:
+        """Fields that have no effect given the others (a study may not set them; dumps leave them out)."""
+        return ()
+
+    @model_serializer(mode="wrap")
+    def _dump_without_inert(self, handler):
+        # a dump (study.yaml, the spec each trial parses, `--name`) parses again and shows only live settings
+        out = handler(self)
+        for key in self.inert():
+            out.pop(key, None)
+        return out
 
 
 class Objective(_Spec):
@@ -58,6 +70,8 @@ class SearchSpec(_Spec):
     max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs fit")
     time_budget_s: Optional[float] = Field(None, gt=0)
 
+    def inert(self) -> tuple[str, ...]:
+        return ("seed",) if self.algorithm == "grid" else ()  # a grid has no randomness
 
     @property
     def samples(self) -> int:
@@ -69,6 +83,9 @@ class SchedulerSpec(_Spec):
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be pruned")
     reduction_factor: float = Field(2.0, gt=1)
 
+    def inert(self) -> tuple[str, ...]:
+        return ("grace_period", "reduction_factor") if self.name == "none" else ()
+
 
 class TrainerSpec(_Spec):
     num_workers: int = Field(0, ge=0, description="0: train inside the Tune trial; >=1: Ray Train data-parallel workers")
@@ -76,6 +93,9 @@ class TrainerSpec(_Spec):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, ge=0, description="used only with use_gpu")
     max_failures: int = Field(0, ge=0, description="retries of a failed trial (worker crash) before it is recorded failed")
+
+    def inert(self) -> tuple[str, ...]:
+        return () if self.use_gpu else ("gpus_per_worker",)
 
 
 class StudySpec(_Spec):
@@ -101,6 +121,21 @@ class StudySpec(_Spec):
         if len(metrics) > 1 and self.search.algorithm not in MULTI_OBJECTIVE_ALGORITHMS:
             raise ValueError(f"search.algorithm: {self.search.algorithm!r} optimises one objective; "
                              f"for {len(metrics)} objectives use one of {', '.join(MULTI_OBJECTIVE_ALGORITHMS)}")
+        # no setting is silently ignored: one that cannot take effect given the others is an error
+        t = self.trainer
+        if not t.use_gpu and "gpus_per_worker" in t.model_fields_set and t.gpus_per_worker > 0:
+            raise ValueError(f"trainer.gpus_per_worker: {t.gpus_per_worker:g} set, but trainer.use_gpu is false: "
+                             "the trials train on CPU, so it would be ignored; set use_gpu: true, or remove it")
+        sched = self.scheduler
+        ignored = [f"scheduler.{key}" for key in sched.inert() if key in sched.model_fields_set]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)}: set, but scheduler.name is none: no scheduler stops trials, "
+                             f"so {'they' if len(ignored) > 1 else 'it'} would be ignored; set scheduler.name: "
+                             "asha, or remove " + ("them" if len(ignored) > 1 else "it"))
+        if "seed" in self.search.inert() and "seed" in self.search.model_fields_set:
+            raise ValueError("search.seed: the grid algorithm draws nothing at random, so a seed would be ignored; "
+                             "remove it (to repeat each point with other training seeds, search the training "
+                             "seed: space: {seed: {grid: [0, 1, 2]}})")
         return self
 
     # ---------------------------------------------------------------- derived
@@ -163,6 +198,12 @@ def _check_space(spec: StudySpec) -> None:
 def _probe(spec: StudySpec, params: list[Param], given: dict, key: str) -> None:
     for p in params:
         _check_path(p.path, f"{key}.{p.path}")
+        if p.path in ("epochs", "pretrain_epochs") and spec.scheduler.name == "asha":
+            base = spec.train_config({})
+            raise StudyError(f"{key}.{p.path}: searched with scheduler.name asha, whose max_t is the "
+                             f"{base.pretrain_epochs + base.epochs} epochs of base (pretrain_epochs "
+                             f"{base.pretrain_epochs} + epochs {base.epochs}): longer trials would be cut there and "
+                             "shorter ones end before its rungs; set it in base, or use scheduler.name: none")
         for value in p.probe_values():
             assignment = {**given, p.path: value}
             try:
@@ -208,10 +249,43 @@ def parse_study(raw, source: str = "<study>") -> StudySpec:
         spec = StudySpec.model_validate(raw)
         _check_space(spec)
     except ValidationError as exc:
-        raise StudyError(f"{source}: {describe_validation_error(exc)}") from None
+        raise StudyError(f"{source}: {_describe(exc)}") from None
     except StudyError as exc:
         raise StudyError(f"{source}: {exc}") from None
     return spec
+
+
+def _describe(exc: ValidationError) -> str:
+    """Like describe_validation_error, but a study-wide check's message (it names its own key path) is
+    given as it is, without pydantic's empty location and "Value error, " prefix."""
+    parts = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" else e["msg"]
+        loc = ".".join(map(str, e["loc"]))
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def drop_inert(raw: dict) -> dict:
+    """A saved study.yaml without the settings that had no effect when it ran.
+
+    Specs saved before dumps left them out recorded every default (search.seed under grid,
+    trainer.gpus_per_worker without use_gpu, ...), which the checks above now refuse; dropping
+    them changes nothing, since they were ignored.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for key, model in (("search", SearchSpec), ("scheduler", SchedulerSpec), ("trainer", TrainerSpec)):
+        section = out.get(key)
+        if not isinstance(section, dict):
+            continue
+        try:
+            inert = model.model_validate(section).inert()
+        except ValidationError:
+            continue  # parse_study names the mistake
+        out[key] = {k: v for k, v in section.items() if k not in inert}
+    return out
 
 
 def load_study(path) -> StudySpec:
@@ -239,14 +313,14 @@ def describe(spec: StudySpec) -> str:
         f"study {spec.name}: {base.data.name} / {base.model.name}, {base.pretrain_epochs}+{base.epochs} epochs per trial",
         f"  searched ({len(searched)}): {', '.join(searched) or '-'}",
         f"  objectives: {', '.join(f'{o.mode} {o.metric}' for o in spec.objectives)}",
-        f"  search: {spec.search.algorithm}, seed {spec.search.seed}, "
+        f"  search: {spec.search.algorithm}, "
         + (f"{len(spec.grid())} grid points x {spec.search.samples}" if spec.search.algorithm == "grid"
-           else f"{spec.search.samples} trials"),
+           else f"seed {spec.search.seed}, {spec.search.samples} trials"),
         f"  scheduler: {spec.scheduler.name}; workers per trial: {spec.trainer.num_workers}"
         + (" (GPU)" if spec.trainer.use_gpu else ""),
     ]
     return "\n".join(lines)
 
 
-__all__ = ["StudySpec", "StudyError", "Objective", "load_study", "parse_study", "describe", "ALGORITHMS",
-           "OBJECTIVE_METRICS"]
+__all__ = ["StudySpec", "StudyError", "Objective", "load_study", "parse_study", "describe", "drop_inert",
+           "ALGORITHMS", "OBJECTIVE_METRICS"]
