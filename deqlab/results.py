@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ PROVENANCE = (
     "seed", "config_hash", "deqlab_version", "torch_version", "ray_version", "device", "num_workers", "started_at",
 )
 TRACE_COLUMNS = ("epoch", "phase", "step", "residual_max", "residual_mean")
+FAULT_PAUSE_ENV = "DEQLAB_FAULT_PAUSE_BEFORE_RENAME_S"  # test hook, see write_table_atomic
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,200}$")
 
 
@@ -59,7 +61,13 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
 
 
 def write_table_atomic(table: pa.Table, path: str, fs: Optional[pafs.FileSystem] = None) -> None:
-    """Write a Parquet file so that readers see the old file or the new one, never a part."""
+    """Write a Parquet file so that readers see the old file or the new one, never a part.
+
+    Test hook: when the environment variable `DEQLAB_FAULT_PAUSE_BEFORE_RENAME_S`
+    is set (seconds, a float), every write sleeps that long after the temporary
+    file is complete and before the rename, so a test can kill a process in the
+    middle of a write. Unset (the default) it costs one dictionary lookup.
+    """
     if fs is None:
         fs, path = _filesystem(path)
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
@@ -68,6 +76,9 @@ def write_table_atomic(table: pa.Table, path: str, fs: Optional[pafs.FileSystem]
     try:
         with fs.open_output_stream(tmp) as out:
             pq.write_table(table, out)
+        pause = os.environ.get(FAULT_PAUSE_ENV)
+        if pause:
+            time.sleep(float(pause))
         fs.move(tmp, path)
     except BaseException:
         try:

@@ -6,6 +6,7 @@ Counts reported in the README's Reliability section come from these tests.
 import ast
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -60,10 +62,18 @@ def test_sigkill_during_writes_never_leaves_a_torn_file(tmp_path):
         assert epochs == list(range(len(epochs)))  # a whole file: epochs 0..k, nothing half-written
         assert (rows.test_acc == rows.epoch / 100).all()
         last_seen = len(epochs)
-    leftovers = list((tmp_path / "s" / "trials").glob(".*.tmp"))
     assert kills == 20 and last_seen >= 1
-    # killed mid-write leaves at most hidden temp files, which readers skip (checked by load above)
-    assert all(p.name.startswith(".") for p in leftovers)
+    # killed mid-write leaves at most hidden temp files of the trial's own writes; what readers can see is
+    # exactly the trial's file, and it is whole (every column checked, as load does)
+    folder = tmp_path / "s" / "trials"
+    visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert visible == ["t0.parquet"]
+    table = pq.read_table(folder / "t0.parquet")
+    table.validate(full=True)
+    assert sorted(table.column("epoch").to_pylist()) == list(range(table.num_rows)) and table.num_rows >= 1
+    hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert all(re.fullmatch(r"\.t0\.parquet\.[0-9a-f]{32}\.tmp", name) for name in hidden), hidden
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["trials"]  # nothing written anywhere else
 
 
 class _no_warning:
@@ -239,21 +249,39 @@ TINY = {"seed": 0, "epochs": 3, "data": {"name": "digits", "subset": 300, "test_
         "model": {"name": "mlp", "options": {"width": 16, "inner": 32}}, "deq": {"tol": 1e-3, "max_iter": 20}}
 
 
-def _kill_first_train_worker_after_first_epoch(trials_dir: Path, timeout=240):
-    """Wait until a trial has written an epoch, then SIGKILL one Ray Train worker process."""
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or one of its descendants (walks /proc's parent links)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent's pid
+    return False
+
+
+def _kill_first_train_worker_after_first_epoch(trials_dir: Path, driver: int, killed: list, stop, timeout=240):
+    """Wait until a trial has written an epoch, then SIGKILL one Ray Train worker process of this study.
+
+    Only processes under the study's driver are candidates (another Ray on the machine is left alone).
+    The pid killed is appended to `killed`, so the test can check that a kill happened at all.
+    """
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and not stop.is_set():
         if trials_dir.exists() and any(trials_dir.glob("*.parquet")):
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
                     cmdline = (proc / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"RayTrainWorker" in cmdline:  # Ray's process title for a Train worker actor
+                # Ray's process title for a Train worker actor
+                if b"RayTrainWorker" in cmdline and _descends_from(int(proc.name), driver):
                     os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
                     return
         time.sleep(0.2)
-    raise AssertionError("no Ray Train worker to kill")
 
 
 @pytest.mark.ray
@@ -270,19 +298,30 @@ def test_train_worker_killed_mid_trial(max_failures, expected, tmp_path):
         "search": {"algorithm": "grid", "max_concurrent_trials": 1},
         "trainer": {"num_workers": 2, "cpus_per_worker": 0.9, "max_failures": max_failures}}))
     storage = tmp_path / "res"
-    killer = threading.Thread(target=_kill_first_train_worker_after_first_epoch, args=(storage / "wk" / "trials",))
+    proc = subprocess.Popen([sys.executable, "-m", "deqlab", "run", str(file), "--storage", str(storage),
+                             "--num-cpus", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_train_worker_after_first_epoch,
+                              args=(storage / "wk" / "trials", proc.pid, killed, stop))
     killer.start()
-    out = subprocess.run([sys.executable, "-m", "deqlab", "run", str(file), "--storage", str(storage),
-                          "--num-cpus", "2"], capture_output=True, text=True, timeout=500,
-                         env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    killer.join()
+    try:
+        stdout, stderr = proc.communicate(timeout=500)
+    finally:
+        stop.set()
+        killer.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = stdout + stderr
+    assert len(killed) == 1, "no Ray Train worker of the study was killed\n" + log
     final = load(storage / "wk").trials.sort_values("epoch").groupby("trial_id").tail(1).set_index("param.seed")
-    assert len(final) == 2, out.stdout + out.stderr
-    assert final.loc[0, "status"] == expected, out.stdout + out.stderr
+    assert len(final) == 2, log
+    assert final.loc[0, "status"] == expected, log
     assert final.loc[1, "status"] == "completed"  # the study went on
     if expected == "failed":
         assert isinstance(final.loc[0, "error"], str) and final.loc[0, "error"]
-        assert out.returncode == 0 and "failed" in out.stdout
+        assert proc.returncode == 0 and "failed" in stdout
     else:
         rows = load(storage / "wk").trials
         assert sorted(rows[rows["param.seed"] == 0].epoch) == [0, 1, 2]  # the retry rewrote its rows, once each

@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from deqlab.results import load
+from deqlab.results import FAULT_PAUSE_ENV, load
 from deqlab.study import parse_study
 from deqlab.study.runner import run_study, start_ray
 from deqlab.study.summary import final_rows, pareto_front
@@ -104,12 +104,32 @@ def test_asha_prunes_the_clearly_worse_trial(ray_local, tmp_path):
 
 
 def test_diverging_trial_is_recorded_and_the_study_goes_on(ray_local, tmp_path):
-    spec = study("div", {"optim.lr": {"grid": [3e-3, 1e6]}}, base={"epochs": 3, "max_unconverged_frac": 0.5},
+    """The diverging trial runs first (grid order, one at a time): the study must go on after it.
+
+    Both trials pretrain one epoch at a fixed depth (not checked for convergence); at the first DEQ epoch a
+    tolerance float32 cannot reach leaves the solver unconverged on (nearly) every sample: diverged.
+    """
+    spec = study("div", {"deq.tol": {"grid": [1e-12, 1e-3]}},
+                 base={"pretrain_epochs": 1, "epochs": 2, "max_unconverged_frac": 0.5},
                  search={"algorithm": "grid", "max_concurrent_trials": 1})
     outcome = run_study(spec, str(tmp_path), say=quiet)
-    final = final_rows(load(outcome.path).trials).set_index("param.optim.lr")
-    assert final.loc[3e-3, "status"] == "completed"
-    assert final.loc[1e6, "status"] == "diverged"
+    res = load(outcome.path)
+    assert res.skipped == []
+    rows = res.trials
+    final = final_rows(rows).set_index("param.deq.tol")
+    assert final.loc[1e-12, "status"] == "diverged"
+    assert final.loc[1e-3, "status"] == "completed" and final.loc[1e-3, "epoch"] == 2  # it ran, after
+    diverged = rows[rows["param.deq.tol"] == 1e-12].sort_values("epoch")
+    # its epochs are kept: the healthy pretraining epoch before the divergence, then the one that diverged
+    assert list(diverged.epoch) == [0, 1] and set(diverged.status) == {"diverged"}
+    assert list(diverged.phase) == ["pretrain", "deq"] and diverged.test_acc.notna().all()
+    assert 1 - diverged.converged_frac.iloc[-1] > 0.5
+    # grid order, one at a time: the healthy trial started only when the diverged one had ended
+    order = sorted(final.index, key=lambda tol: final.loc[tol, "trial_id"])
+    assert order == [1e-12, 1e-3]
+    files = {tol: Path(outcome.path) / "trials" / f"{final.loc[tol, 'trial_id']}.parquet" for tol in final.index}
+    started = pd.Timestamp(final.loc[1e-3, "started_at"]).timestamp()
+    assert os.stat(files[1e-12]).st_mtime <= started + 1  # started_at has whole seconds
 
 
 def test_ray_train_two_workers_end_with_identical_weights(ray_local, tmp_path):
@@ -140,8 +160,48 @@ def _deqlab(*args, **kw):
     return [sys.executable, "-m", "deqlab", *args]
 
 
-@pytest.mark.parametrize("kill_after", [0, 2], ids=["before-first-trial-ends", "mid-study"])
-def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, tmp_path):
+PAUSE_S = 3.0  # the kill during a write: every write holds its finished temp file this long before the rename
+
+
+def _hidden_temps_of_visible_files(trials: Path) -> list:
+    """Temp files (`.<name>.<uuid>.tmp`) of a rewrite in progress: their target is already there for readers."""
+    temps = list(trials.glob(".*.tmp")) if trials.exists() else []
+    return [t for t in temps if (trials / t.name[1:].rsplit(".", 2)[0]).is_file()]
+
+
+def _crash(leader: int) -> None:
+    """SIGKILL a driver started with `start_new_session` and the local Ray it started, as a crash would.
+
+    Its process group is not enough: Ray's worker processes (the trials among them) move to process groups
+    of their own and would go on running, and writing, for a while. They stay in the driver's session.
+    """
+    os.killpg(leader, signal.SIGKILL)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == leader:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _load_strict(path):
+    """`load`, failing on any warning: a file readers would skip (torn, unreadable) fails the test."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = load(path)
+    assert res.skipped == []
+    return res
+
+
+@pytest.mark.parametrize("kill_after, during_write", [(0, False), (2, False), (1, True)],
+                         ids=["before-first-trial-ends", "mid-study", "during-a-parquet-write"])
+def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_write, tmp_path):
     raw = {"name": "killed", "base": {**TINY, "epochs": 2},
            "space": {"deq.tol": {"loguniform": [1e-4, 1e-2]}, "seed": {"int": [0, 100]}},
            "objectives": [{"metric": "test_acc", "mode": "max"}],
@@ -149,34 +209,44 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, tmp_path)
     file = _write(tmp_path / "killed.yaml", raw)
     storage = tmp_path / "res"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop(FAULT_PAUSE_ENV, None)
+    # the pause reaches the trials through the local Ray the driver starts, which inherits its environment
+    run_env = {**env, FAULT_PAUSE_ENV: str(PAUSE_S)} if during_write else env
     # a relative --storage, as a user types it: Tune runs trials in their own working directories
     proc = subprocess.Popen(_deqlab("run", str(file), "--storage", "res", "--num-cpus", "2"), cwd=tmp_path,
-                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=run_env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     trials = storage / "killed" / "trials"
-    deadline = time.time() + 300
+    deadline = time.time() + 400
+    caught = []  # during_write: the temp files of the rewrite the kill interrupted
     try:
         while time.time() < deadline:  # kill once `kill_after` trials finished (0: the first is mid-epoch)
+            if during_write:  # ... and, for this kill point, while a trial file is being rewritten
+                caught = _hidden_temps_of_visible_files(trials)
             done = [p for p in trials.glob("*.parquet")] if trials.exists() else []
             finished = sum(pd.read_parquet(p).status.iloc[-1] == "completed" for p in done)
-            if done and finished >= kill_after:
+            if done and finished >= kill_after and (caught or not during_write):
                 break
             assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.5)
+            time.sleep(0.1 if during_write else 0.5)
         else:
-            pytest.fail(f"study never got {kill_after} trials done")
+            pytest.fail(f"study never got {kill_after} trials done" + (" and a rewrite under way" * during_write))
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, as a crash would
+        _crash(proc.pid)
         proc.wait()
-    before = final_rows(load(storage / "killed").trials)
+    if during_write:
+        time.sleep(PAUSE_S + 1)  # had any writer survived the kill, its rename would have happened by now
+        assert all(t.exists() for t in caught), "the kill did not land between a temp file's write and its rename"
+    before = final_rows(_load_strict(storage / "killed").trials)  # no torn file visible after the crash
     completed_before = set(before[before.status == "completed"].trial_id)
     assert kill_after <= len(completed_before) < 6
 
     out = subprocess.run(_deqlab("resume", "killed", "--storage", "res", "--num-cpus", "2"), env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = load(storage / "killed").trials
+    rows = _load_strict(storage / "killed").trials  # every file readable; a stale temp file is not one of them
     final = final_rows(rows)
-    assert (final.status == "completed").all() and len(final) >= 6
+    assert (final.status == "completed").all() and len(final) == 6, final[["trial_id", "status"]]
     assert completed_before <= set(final.trial_id)  # nothing finished before the kill was lost
     # no trial has an epoch twice; every trial has every epoch
     assert not rows.duplicated(["trial_id", "epoch"]).any()
