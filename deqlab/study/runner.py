@@ -208,7 +208,9 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool
         param_space=_param_space(spec),
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.samples,
                                     max_concurrent_trials=concurrency, time_budget_s=s.time_budget_s,
-                                    reuse_actors=False),
+                                    # a fresh actor per trial re-imports torch/Ray Train/deqlab (~4.7 s here):
+                                    # reusing it cut 3 ~8 s trials from 43.5 s to 28.1 s (platform_overhead.py)
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=study_dir(storage, spec.name), callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(
