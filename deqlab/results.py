@@ -7,6 +7,8 @@ Layout of a study directory (DESIGN.md "Results"):
     <root>/<study>/traces/<trial>.parquet  residual after each solver step (fixed eval batch)
     <root>/<study>/states/<trial>.parquet  hidden states after k solver steps (depth view), optional
     <root>/<study>/compact/{trials,traces}.parquet  optional snapshots of all trials/traces (`compact`)
+    <root>/<study>/orphaned/<kind>/<trial>.parquet  files of trials a killed driver started that its
+                                           resumed study never knew (`set_aside`); not loaded
 
 Every write goes to a hidden temporary file in the same directory and is then
 renamed over the target, so a reader (the dashboard, `deqlab ls`) never sees a
@@ -196,6 +198,38 @@ def finalize_trial(root: str, study: str, trial_id: str, status: str, *, error: 
         row["error"] = error
     write_table_atomic(pa.Table.from_pylist([row]), path, fs)
     return status
+
+
+TRIAL_KINDS = ("trials", "traces", "states")
+ORPHAN_DIR = "orphaned"
+
+
+def trial_ids_on_disk(root: str, study: str) -> set[str]:
+    """The trials that have a (visible) trials file in the study."""
+    fs, base = _filesystem(root)
+    return {i.base_name[: -len(".parquet")] for i in _parquet_files(fs, f"{base}/{study}/trials", [])}
+
+
+def set_aside(root: str, study: str, trial_ids: Iterable[str]) -> list[str]:
+    """Move trials' files out of the study's view, into `<study>/orphaned/<kind>/`, and return their ids.
+
+    For trials a killed driver had started after Tune last saved its state: the
+    resumed study never knew them and runs their share of the budget as new
+    trials, so left in place they would be counted twice (once unfinished).
+    Moved, not deleted: what they measured stays on disk for whoever wants it.
+    """
+    fs, base = _filesystem(root)
+    moved = []
+    for trial_id in sorted(trial_ids):
+        check_name("trial", trial_id)
+        for kind in TRIAL_KINDS:
+            src = f"{base}/{study}/{kind}/{trial_id}.parquet"
+            if fs.get_file_info(src).type != pafs.FileType.File:
+                continue
+            fs.create_dir(f"{base}/{study}/{ORPHAN_DIR}/{kind}", recursive=True)
+            fs.move(src, f"{base}/{study}/{ORPHAN_DIR}/{kind}/{trial_id}.parquet")
+        moved.append(trial_id)
+    return moved
 
 
 def trial_progress(root: str, study: str, trial_id: str) -> tuple[Optional[str], int]:

@@ -210,3 +210,21 @@ def test_compact_errors_and_empty_studies(tmp_path):
     assert compact(study) == 0  # the old snapshot is superseded by an empty one, not left to be trusted
     res = load(study)
     assert res.trials.empty and res.traces.empty and res.skipped == []
+
+
+def test_set_aside_moves_a_trials_files_out_of_view_and_keeps_them(tmp_path):
+    study = _study(tmp_path, n=3)
+    compact(study)  # a snapshot taken before must not bring the orphan back
+    ids = sorted(load(study).trials.trial_id.unique())
+    orphan = ids[1]
+    assert results_module.trial_ids_on_disk(str(tmp_path), study.name) == set(ids)
+    assert results_module.set_aside(str(tmp_path), study.name, [orphan]) == [orphan]
+    res = load(study)
+    rest = sorted(set(ids) - {orphan})
+    assert len(rest) == 3 and sorted(res.trials.trial_id.unique()) == rest
+    assert orphan not in set(res.traces.trial_id)
+    kept = pd.read_parquet(study / "orphaned" / "trials" / f"{orphan}.parquet")
+    assert set(kept.trial_id) == {orphan} and len(kept) > 0  # moved, not deleted
+    assert results_module.trial_ids_on_disk(str(tmp_path), study.name) == set(rest)
+    with pytest.raises(ValueError):
+        results_module.set_aside(str(tmp_path), study.name, ["../escape"])

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
+from ..results import (FINAL_STATUSES, _filesystem, compact, finalize_trial, load, set_aside, trial_ids_on_disk,
+                       trial_progress, write_text_atomic)
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -304,6 +305,28 @@ def settle_stopped_trials(storage: str, spec: StudySpec, configs: dict) -> dict:
             for tid in running}
 
 
+def reconcile_orphans(storage: str, spec: StudySpec, result_grid) -> tuple[list[str], list[str]]:
+    """After a resumed study: deal with the trials on disk its Tune run never knew; return (set aside, kept).
+
+    Tune saves its state every ~10 s (`TUNE_GLOBAL_CHECKPOINT_S`, "auto"); a
+    trial the killed driver started after the last save is unknown to the
+    restored run, which samples that part of the budget again under a new id.
+    Such a trial that had not finished is set aside (its partial rows moved to
+    `orphaned/`), else the study would end with an unfinished trial too many.
+    One that had finished is kept: its result is real, so the study ends with
+    one trial more than `num_samples` rather than losing it.
+    """
+    known = {t.trial_id for t in getattr(getattr(result_grid, "_experiment_analysis", None), "trials", None) or []}
+    known |= set(_tune_configs(result_grid))
+    if not known:  # nothing to compare against: leave every file where it is
+        return [], []
+    unfinished, kept = [], []
+    for trial_id in sorted(trial_ids_on_disk(storage, spec.name) - known):
+        status, _ = trial_progress(storage, spec.name, trial_id)
+        (kept if status in FINAL_STATUSES else unfinished).append(trial_id)
+    return set_aside(storage, spec.name, unfinished), kept
+
+
 def _tune_configs(result_grid) -> dict:
     """{trial id: Tune config} of the trials in a ResultGrid that reported at least once."""
     out = {}
@@ -448,6 +471,14 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     callback = _make_callback(spec, storage, say)
     t0 = time.perf_counter()
     grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    if resume:
+        moved, kept = reconcile_orphans(storage, spec, grid)
+        for trial_id in moved:
+            say(f"{trial_id} set aside: unfinished when the driver was killed, after Tune last saved its state; "
+                f"this study ran its share of the budget as a new trial (its rows: {path}/orphaned/)")
+        for trial_id in kept:
+            say(f"{trial_id} kept: it finished after Tune last saved its state, so the study ran its share of the "
+                "budget again and has one trial more than num_samples")
     try:  # trials stopped by the time budget get no on_trial_complete: they are settled here
         settled = settle_stopped_trials(storage, spec, _tune_configs(grid))
     except (OSError, ValueError) as exc:
