@@ -1,7 +1,7 @@
 """What the platform costs: the same N trainings as a bare loop and as a deqlab study, side by side.
 
 Three runs of the same N configurations (digits, MLP DEQ, sized to ~20 s each
-on 2 cores), one after another so nothing competes:
+on 2 cores at the default 20 epochs), one after another so nothing competes:
 
 1. bare: `deqlab.train.train(config)` in a plain loop, no Ray, no Parquet;
 2. study, num_workers 0: trials train inside Ray Tune trials (Parquet, traces, Optuna bookkeeping);
@@ -12,7 +12,7 @@ cpus_per_worker = all), so the only difference is the platform. Prints the
 ratio study/bare and the overhead per trial. Goals (issue 5): ratio <= 1.15
 for num_workers 0; overhead < 10 s per trial for num_workers 1.
 
-    .venv/bin/python benchmarks/platform_overhead.py [--trials 3] [--epochs 6]
+    .venv/bin/python benchmarks/platform_overhead.py [--trials 3] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def study(name: str, epochs: int, seeds: list, workers: int, cpus: float):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=6, help="epochs per training (6: ~20 s on 2 cores)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per training (~1 s each on the 2-core machine)")
     args = p.parse_args(argv)
     cpus = os.cpu_count() or 1
     seeds = list(range(args.trials))
