@@ -129,8 +129,10 @@ def test_callback_settles_stopped_trials_and_compacts_on_its_schedule(tmp_path, 
     # stopped at ASHA's max_t, its last epoch: completed; 31 s on, the snapshot is taken and holds both
     write_trial(tmp_path, "cb", "full", params("zeros", "anderson", 1), [metrics(0.6, 5, 1)] * 3, "running")
     clock.now += 31
-    callback.on_trial_complete(0, [tune_trial("full", 2e-3)], tune_trial("full", 2e-3))
+    full = SimpleNamespace(**{**vars(tune_trial("full", 2e-3)), "status": "RUNNING"})  # Tune updates it after
+    callback.on_trial_complete(0, [tune_trial("early", 1e-3), full], full)
     assert statuses(path, "full") == {"completed"}
+    assert lines[-1].startswith("[2/2 done, 0 running, ")  # the trial being reported counts as done
     assert set(pd.read_parquet(snapshot_path(path)).trial_id) == {"early", "full"}
 
     # a failing compaction only warns; the study goes on

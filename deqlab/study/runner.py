@@ -394,8 +394,10 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
             return config.flat_params() if config else {}
 
         def _report(self, trials, trial, status: str) -> None:
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            running = sum(t.status == "RUNNING" for t in trials)
+            # Tune calls this before it updates the trial's own status: count it as done, not running
+            others = [t for t in trials if t is not trial]
+            done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in others)
+            running = sum(t.status == "RUNNING" for t in others)
             best = f"best {metric} {self.p.best:.4g} ({self.p.best_trial})" if self.p.best is not None else ""
             say(f"[{done}/{total} done, {running} running, {time.perf_counter() - self.t0:.0f} s] "
                 f"{trial.trial_id} {status}  {best}")
