@@ -32,7 +32,7 @@ import torch
 from deqlab.train import TrainConfig, train
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from skipdeq_speedup import pick_data  # noqa: E402  (same data choice as the SkipDEQ benchmark)
+from skipdeq_speedup import pick_data, small  # noqa: E402  (same data choice as the SkipDEQ benchmark)
 
 
 def configs(args) -> dict:
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     splits = pick_data(args.data, args.subset or None)
     print(f"data: {splits.name}, {len(splits.train)} train / {len(splits.test)} test, {args.epochs} epochs, "
           f"seed {args.seed}, {torch.get_num_threads()} thread(s)", flush=True)
+    # untimed warm-up of every model on a few images: one-time costs must not land on whichever runs first
+    for cfg in configs(args).values():
+        train(cfg.model_copy(update={"epochs": 1}), data=small(splits))
     rows = {}
     for label, cfg in configs(args).items():
         t0 = time.perf_counter()
