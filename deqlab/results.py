@@ -207,7 +207,8 @@ ORPHAN_DIR = "orphaned"
 def trial_ids_on_disk(root: str, study: str) -> set[str]:
     """The trials that have a (visible) trials file in the study."""
     fs, base = _filesystem(root)
-    return {i.base_name[: -len(".parquet")] for i in _parquet_files(fs, f"{base}/{study}/trials", [])}
+    names = (i.base_name[: -len(".parquet")] for i in _parquet_files(fs, f"{base}/{study}/trials", []))
+    return {n for n in names if _SAFE_NAME.match(n) and ".." not in n}  # a stray file is no trial of ours
 
 
 def set_aside(root: str, study: str, trial_ids: Iterable[str]) -> list[str]:

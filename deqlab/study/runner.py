@@ -210,8 +210,10 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.samples,
                                     max_concurrent_trials=concurrency, time_budget_s=s.time_budget_s,
                                     # a fresh actor per trial re-imports torch/Ray Train/deqlab (~4.7 s here):
-                                    # reusing it cut 3 ~8 s trials from 43.5 s to 28.1 s (platform_overhead.py)
-                                    reuse_actors=True),
+                                    # reusing it cut 3 ~8 s trials from 43.5 s to 28.1 s (platform_overhead.py).
+                                    # Not with Ray Train: a trial ASHA stops is still inside TorchTrainer.fit(),
+                                    # so its actor cannot be reset and Tune would fail the next trial instead
+                                    reuse_actors=spec.trainer.num_workers == 0),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=study_dir(storage, spec.name), callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(
@@ -473,8 +475,12 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     callback = _make_callback(spec, storage, say)
     t0 = time.perf_counter()
     grid = build_tuner(spec, storage, [callback], restore=restore).fit()
-    if resume:
-        moved, kept = reconcile_orphans(storage, spec, grid)
+    if restore:  # (a resume with no Tune state saved started afresh: its old files are listed, not judged)
+        try:
+            moved, kept = reconcile_orphans(storage, spec, grid)
+        except (OSError, ValueError) as exc:  # bookkeeping must not lose the finished study
+            moved, kept = [], []
+            say(f"warning: could not reconcile the trials the killed driver left in {path}: {exc}")
         for trial_id in moved:
             say(f"{trial_id} set aside: unfinished when the driver was killed, after Tune last saved its state; "
                 f"this study ran its share of the budget as a new trial (its rows: {path}/orphaned/)")
