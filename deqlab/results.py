@@ -47,9 +47,13 @@ FAULT_PAUSE_ENV = "DEQLAB_FAULT_PAUSE_BEFORE_RENAME_S"  # test hook, see write_t
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,200}$")
 
 
+def _is_safe_name(name) -> bool:
+    return isinstance(name, str) and bool(_SAFE_NAME.match(name)) and ".." not in name
+
+
 def check_name(kind: str, name: str) -> str:
     """Study and trial names become path components: refuse anything that could escape the root."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not _is_safe_name(name):
         raise ValueError(
             f"invalid {kind} name {name!r}: use letters, digits and _ . = + - (no path separators, no '..')"
         )
@@ -208,7 +212,7 @@ def trial_ids_on_disk(root: str, study: str) -> set[str]:
     """The trials that have a (visible) trials file in the study."""
     fs, base = _filesystem(root)
     names = (i.base_name[: -len(".parquet")] for i in _parquet_files(fs, f"{base}/{study}/trials", []))
-    return {n for n in names if _SAFE_NAME.match(n) and ".." not in n}  # a stray file is no trial of ours
+    return {n for n in names if _is_safe_name(n)}  # a stray file of another name is no trial of ours
 
 
 def set_aside(root: str, study: str, trial_ids: Iterable[str]) -> list[str]:

@@ -84,3 +84,13 @@ def add_depth_states(root, study: str, trial_id: str, steps: int = 3, samples: i
         z = 0.5 * z + np.eye(dim)[0] * 3 * labels[:, None]
     w = TrialWriter(str(root), study, trial_id, {}, {})
     w.write_states(pd.DataFrame(rows))
+
+
+# A training config small enough for real Ray studies in tests (a trial of ~2 s on 2 cores).
+TINY = {
+    "seed": 0, "epochs": 2,
+    "data": {"name": "digits", "subset": 300, "test_subset": 150, "batch_size": 32},
+    "model": {"name": "mlp", "options": {"width": 16, "inner": 32}},
+    "deq": {"tol": 1e-3, "max_iter": 20},
+    "optim": {"lr": 3e-3},
+}

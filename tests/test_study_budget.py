@@ -20,32 +20,15 @@ import pytest
 from deqlab.results import load, snapshot_path
 from deqlab.study import parse_study
 from deqlab.study import runner
-from deqlab.study.runner import CompactionSchedule, run_study, start_ray
+from deqlab.study.runner import CompactionSchedule, run_study
 from deqlab.study.summary import final_rows
 from deqlab.study.trial import GRID_KEY
-from study_factory import metrics, params, write_trial
+from study_factory import TINY, metrics, params, write_trial
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-TINY = {
-    "seed": 0, "epochs": 2,
-    "data": {"name": "digits", "subset": 300, "test_subset": 150, "batch_size": 32},
-    "model": {"name": "mlp", "options": {"width": 16, "inner": 32}},
-    "deq": {"tol": 1e-3, "max_iter": 20},
-    "optim": {"lr": 3e-3},
-}
-
 LONG = 2000  # epochs the budget-stopped trial would need: far more than the budget holds
 BUDGET_S = 15  # a trial starts in ~3 s on an idle 2-core machine, ~10 s on a loaded one
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 class FakeClock:

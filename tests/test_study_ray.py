@@ -17,37 +17,21 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from study_factory import TINY
 
 from deqlab.results import FAULT_PAUSE_ENV, load
 from deqlab.study import parse_study
-from deqlab.study.runner import run_study, start_ray
+from deqlab.study.runner import run_study
 from deqlab.study.summary import final_rows, pareto_front
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-TINY = {
-    "seed": 0, "epochs": 2,
-    "data": {"name": "digits", "subset": 300, "test_subset": 150, "batch_size": 32},
-    "model": {"name": "mlp", "options": {"width": 16, "inner": 32}},
-    "deq": {"tol": 1e-3, "max_iter": 20},
-    "optim": {"lr": 3e-3},
-}
 
 
 def study(name, space, **extra):
     raw = {"name": name, "base": {**TINY, **extra.pop("base", {})}, "space": space,
            "objectives": extra.pop("objectives", [{"metric": "test_acc", "mode": "max"}]), **extra}
     return parse_study(raw, name)
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    start_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def quiet(_line):
