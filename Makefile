@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# torch first, pinned: a loose range lets pip pull a multi-GB CUDA build (see DESIGN.md).
+# torch first, pinned: a loose range lets pip pull a multi-GB CUDA build (see docs/design.md).
 TORCH_PIN := torch==2.13.0
 
 .PHONY: venv quickstart demo test bench clean

@@ -1,6 +1,6 @@
 """Results on disk: one Parquet file per trial, written atomically, read back as DataFrames.
 
-Layout of a study directory (DESIGN.md "Results"):
+Layout of a study directory (docs/design.md "Results"):
 
     <root>/<study>/study.yaml              the validated spec as run
     <root>/<study>/trials/<trial>.parquet  one row per epoch

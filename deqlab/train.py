@@ -3,7 +3,7 @@
 `train(config, reporter)` is seeded, picks the device (CUDA when present),
 pretrains at fixed depth for `pretrain_epochs`, then trains the DEQ, and after
 every epoch hands the reporter the metrics of the results contract
-(DESIGN.md). A run that goes non-finite, or whose unconverged fraction passes
+(docs/design.md). A run that goes non-finite, or whose unconverged fraction passes
 `max_unconverged_frac`, ends with status "diverged" and keeps what it measured;
 it never raises mid-study.
 
@@ -79,7 +79,7 @@ class DEQSpec(_Spec):
     solver_options: dict = Field(default_factory=dict)
     tol: float = Field(1e-4, gt=0)
     max_iter: int = Field(30, ge=1)
-    stop_mode: Literal["rel", "abs"] = "rel"
+    stop_mode: Literal["rel", "abs", "batch"] = "rel"
     backward: str = "implicit"
     backward_options: dict = Field(default_factory=dict)
     skip_weight: float = Field(0.01, ge=0)

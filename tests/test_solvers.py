@@ -218,3 +218,26 @@ def test_continuous_reports_ode_steps_and_converges_like_discrete():
     res = solve(f, torch.zeros(8, 32, dtype=torch.float64), solver="continuous", tol=1e-6, max_iter=300, method="bosh3")
     assert res.converged.all() and rel_err(res.z, z_ref) <= 1e-4
     assert res.stats["ode_method"] == "bosh3" and res.stats["accepted_steps"] == len(res.trace) - 1
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden"])
+def test_batch_stop_mode_judges_the_whole_batch_at_once(solver):
+    # z -> 0.5 z + c with fixed points 2000 and 2; the small sample starts 200 away. Batch-level, the
+    # big sample dominates both Frobenius norms, so the batch stops while the small sample's own
+    # relative residual is still far above tol (the published SkipDEQ code's stop test).
+    c = torch.tensor([[1000.0], [1.0]], dtype=torch.float64)
+    f = lambda z: 0.5 * z + c  # noqa: E731
+    z0 = torch.tensor([[0.0], [202.0]], dtype=torch.float64)
+    tol = 1e-3
+    res = solve(f, z0, solver=solver, tol=tol, max_iter=100, stop_mode="batch")
+    assert res.converged.all()
+    assert int(res.sample_nfe[0]) == int(res.sample_nfe[1]) == res.nfe
+    fz = f(res.z)
+    batch = float((fz - res.z).norm() / fz.norm())
+    assert batch <= tol
+    assert torch.allclose(res.residual, torch.full((2,), batch, dtype=torch.float64), rtol=1e-6)
+    if solver == "fixed_point":  # the linear solvers land exactly; plain iteration leaves sample 1 behind
+        per_sample = ((fz - res.z).abs() / fz.abs()).squeeze(1)
+        assert float(per_sample[1]) > 10 * tol
+        rel = solve(f, z0, solver=solver, tol=tol, max_iter=100, stop_mode="rel")
+        assert rel.nfe > res.nfe

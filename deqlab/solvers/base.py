@@ -16,8 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 Tensor = torch.Tensor
-StopMode = Literal["rel", "abs"]
-STOP_MODES = ("rel", "abs")
+StopMode = Literal["rel", "abs", "batch"]
+STOP_MODES = ("rel", "abs", "batch")
 EPS = 1e-8  # keeps the relative residual finite when f(z) = 0
 
 
@@ -70,7 +70,16 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
-    """Per-sample residual ||f(z) - z|| (abs) or divided by ||f(z)|| + eps (rel)."""
+    """Per-sample residual ||f(z) - z|| (abs) or divided by ||f(z)|| + eps (rel).
+
+    `batch` judges the whole batch tensor at once, ||f(Z) - Z||_F / (||f(Z)||_F + eps),
+    and gives every sample that one value, so the batch converges (and freezes)
+    together. It is the stop test of the published SkipDEQ code: a batch stops as
+    soon as its aggregate residual passes, however far its worst sample is.
+    """
+    if stop_mode == "batch":
+        r = (fz - z).norm() / (fz.norm() + EPS)
+        return r.reshape(1).repeat(z.shape[0])
     diff = (fz - z).flatten(1).norm(dim=1)
     if stop_mode == "abs":
         return diff

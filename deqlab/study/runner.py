@@ -27,7 +27,7 @@ from .trial import GRID_KEY, assignment_of, run_trial
 TUNE_DIR = "tune"
 OPTUNA_DB = "optuna.db"
 # The Train controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s):
-# each report after the first waits for it. 0.2 s cuts a short Train trial from ~20 s to ~12 s (DESIGN.md).
+# each report after the first waits for it. 0.2 s cuts a short Train trial from ~20 s to ~12 s (docs/design.md).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 # While a study runs the driver re-compacts its results (the dashboard's cold load reads the snapshot) at
 # most every COMPACT_EVERY_S seconds and at least COMPACT_COST_RATIO x the last compaction's duration apart.

@@ -4,7 +4,7 @@
 `num_workers >= 1`: the trial is a small driver that fits a Ray Train
 TorchTrainer; Ray 2.60's Train V2 refuses a Trainer as a Tune trainable, so
 the Trainer is built and fitted inside a function trial and its workers'
-reports reach Tune through `TuneReportCallback` (DESIGN.md "Ray"). Either
+reports reach Tune through `TuneReportCallback` (docs/design.md "Ray"). Either
 way the same `deqlab.train.train` runs; only the reporter differs. Rank 0
 writes the trial's Parquet files.
 """
