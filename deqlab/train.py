@@ -105,7 +105,7 @@ class OptimSpec(_Spec):
 class TrainConfig(_Spec):
     """Everything one run needs; unknown keys are errors, never ignored."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch take seeds in [0, 2**32 - 1]")
     epochs: int = Field(5, ge=1, description="DEQ epochs after pretraining")
     pretrain_epochs: int = Field(0, ge=0)
     pretrain_depth: int = Field(5, ge=1, description="fixed-depth unrolling during pretraining")

@@ -148,29 +148,6 @@ def test_trials_left_running_after_fit_are_settled(tmp_path):
     assert runner.settle_stopped_trials(str(tmp_path), spec, configs) == {}  # nothing left running
 
 
-def test_resume_sets_aside_unfinished_trials_tune_never_knew_and_keeps_finished_ones(tmp_path):
-    # after a kill, the restored Tune run knows only the trials of its last saved state ("known")
-    spec = grid_spec("orph", epochs=2)
-    path = runner.prepare(spec, str(tmp_path))
-    write_trial(tmp_path, "orph", "known", params("zeros", "anderson", 0), [metrics(0.6, 5, 1)] * 2, "completed")
-    write_trial(tmp_path, "orph", "late", params("zeros", "anderson", 1), [metrics(0.6, 5, 1)] * 2, "completed")
-    write_trial(tmp_path, "orph", "cut", params("skip", "anderson", 0), [metrics(0.5, 5, 1)], "running")
-    moved, kept = runner.reconcile_orphans(str(tmp_path), spec, [])  # no Tune trials known: touch nothing
-    assert (moved, kept) == ([], [])
-    moved, kept = runner.reconcile_orphans(str(tmp_path), spec, _Grid([tune_trial("known", 1e-3)]))
-    assert (moved, kept) == (["cut"], ["late"])
-    assert sorted(load(path).trials.trial_id.unique()) == ["known", "late"]
-    assert (Path(path) / "orphaned" / "trials" / "cut.parquet").exists()
-
-
-class _Grid(list):
-    """A ResultGrid stand-in: iterates no reported results, knows its trials through the experiment analysis."""
-
-    def __init__(self, trials):
-        super().__init__()
-        self._experiment_analysis = SimpleNamespace(trials=trials)
-
-
 # --------------------------------------------------------------------------- a real study on a local Ray
 
 

@@ -4,7 +4,6 @@ Slow by nature (Ray start-up, Train worker start-up); marked `ray` and run in CI
 """
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -184,18 +183,17 @@ def _load_strict(path):
     return res
 
 
-@pytest.mark.parametrize("kill_after, during_write", [(0, False), (2, False), (1, True)],
-                         ids=["before-first-trial-ends", "mid-study", "during-a-parquet-write"])
+@pytest.mark.parametrize("kill_after, during_write", [(1, True)], ids=["during-a-parquet-write"])
 def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_write, tmp_path):
+    """(The other kill points, with fewer trials: test_resume_matrix.py.)"""
     raw = {"name": "killed", "base": {**TINY, "epochs": 2},
            "space": {"deq.tol": {"loguniform": [1e-4, 1e-2]}, "seed": {"int": [0, 100]}},
            "objectives": [{"metric": "test_acc", "mode": "max"}],
            "search": {"algorithm": "tpe", "num_samples": 6, "max_concurrent_trials": 1}}
     file = _write(tmp_path / "killed.yaml", raw)
     storage = tmp_path / "res"
-    # Tune saves its state every step, not every >= 10 s ("auto"): a trial that finished after the last save is
-    # unknown to the restored run, which would then run its share of the budget again (kept, one trial extra)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # Tune's default state-save period
+    env.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
     env.pop(FAULT_PAUSE_ENV, None)
     # the pause reaches the trials through the local Ray the driver starts, which inherits its environment
     run_env = {**env, FAULT_PAUSE_ENV: str(PAUSE_S)} if during_write else env
@@ -233,10 +231,11 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_wr
     assert out.returncode == 0, out.stdout + out.stderr
     rows = _load_strict(storage / "killed").trials  # every file readable; a stale temp file is not one of them
     final = final_rows(rows)
-    kept = set(re.findall(r"^(\S+) kept: it finished after Tune last saved", out.stdout, re.M))
-    assert kept <= completed_before
-    assert (final.status == "completed").all() and len(final) == 6 + len(kept), final[["trial_id", "status"]]
+    assert (final.status == "completed").all() and len(final) == 6, final[["trial_id", "status"]]
     assert completed_before <= set(final.trial_id)  # nothing finished before the kill was lost
+    values = ["test_acc", "train_loss", "nfe_fwd"]  # ... nor retrained: the same numbers, to the last bit
+    pd.testing.assert_frame_equal(final.set_index("trial_id").loc[sorted(completed_before), values],
+                                  before.set_index("trial_id").loc[sorted(completed_before), values])
     # no trial has an epoch twice; every trial has every epoch
     assert not rows.duplicated(["trial_id", "epoch"]).any()
     assert (rows.groupby("trial_id").epoch.apply(sorted).map(tuple) == (0, 1)).all()

@@ -64,9 +64,28 @@ def validate_options(model: type[BaseModel], options: dict | None, what: str, ig
         raise ValueError(f"invalid option for {what}: {describe_validation_error(exc)}") from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per pydantic error: `key.path: message`, joined by '; '."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+def describe_validation_error(exc: ValidationError, model=None) -> str:
+    """One line per pydantic error: `key.path: message`, joined by '; '. With the validated `model`
+    (a pydantic class), an unknown key also lists the valid ones and the nearest match."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: " + (_unknown_key(model, e["loc"]) if model is not None
+                                                            and e["type"] == "extra_forbidden" else e["msg"])
+                     for e in exc.errors())
+
+
+def _unknown_key(model, loc) -> str:
+    import difflib
+    import typing
+
+    for part in loc[:-1]:  # down to the section holding the unknown key
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        kinds = (field.annotation, *typing.get_args(field.annotation)) if field is not None else ()
+        sub = next((k for k in kinds if isinstance(k, type) and hasattr(k, "model_fields")), None)
+        if sub is None:
+            return "unknown key"
+        model = sub
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    return f"unknown key; valid: {', '.join(valid)}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:

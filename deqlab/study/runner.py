@@ -4,7 +4,9 @@ A study directory `<storage>/<name>/` holds everything: `study.yaml` (the
 validated spec as run), `trials/` and `traces/` (Parquet, one file per trial,
 written by the trials), `optuna.db` (the Optuna study in SQLite, for
 optuna-dashboard and Optuna's analysis tools) and `tune/` (Tune's experiment
-state, which `resume` restores). The driver owns the statuses a trial cannot
+state of the current run). One driver at a time holds the study's lock file
+(`durable.StudyLock`); `resume` continues from the trials' files, not from
+Tune's saved state (`durable`). The driver owns the statuses a trial cannot
 write itself: pruned (stopped by ASHA or the time budget) and failed (crashed
 after its retries).
 """
@@ -18,8 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import (FINAL_STATUSES, _filesystem, compact, finalize_trial, load, set_aside, trial_ids_on_disk,
-                       trial_progress, write_text_atomic)
+from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
+from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
+                      is_disk_full, plan_resume)
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -82,6 +85,26 @@ def _trial_fits(spec: StudySpec) -> dict:
     return fits
 
 
+def check_fits(spec: StudySpec, local: bool, say: Callable[[str], None]) -> None:
+    """A trial the local Ray can never hold is refused at once (Tune would wait forever, warning every
+    60 s); on a cluster, which may still scale up, it is a warning."""
+    import ray
+
+    short = {kind: fit for kind, fit in _trial_fits(spec).items()
+             if fit < 1 and (local or kind == "CPU")}  # a cluster's GPU nodes may start on demand: hinted below
+    if not short:
+        return
+    have = ray.cluster_resources()
+    t = spec.trainer
+    what = ", ".join(f"{have.get(kind, 0):g} {kind}" for kind in short)
+    msg = (f"trainer: one trial needs more than the {what} of the {'local Ray' if local else 'cluster'} "
+           f"(num_workers {t.num_workers} x cpus_per_worker {t.cpus_per_worker:g}"
+           + (f", gpus_per_worker {t.gpus_per_worker:g}" if t.use_gpu else "") + ")")
+    if local:
+        raise StudyError(f"{msg}: lower them, or give the local Ray more with --num-cpus")
+    say(f"warning: {msg}: trials wait until the cluster scales up")
+
+
 def _default_concurrency(spec: StudySpec) -> int:
     """How many trials the cluster holds at once, from its CPUs (and GPUs when used)."""
     return max(1, int(math.floor(min(_trial_fits(spec).values()) + 1e-9)))
@@ -105,20 +128,25 @@ def _trainable(spec: StudySpec, storage: str):
     return tune.with_resources(fn, resources)
 
 
-def _searcher(spec: StudySpec, storage: str):
-    """OptunaSearch over the define-by-run space, its study in SQLite inside the study directory."""
+def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
+    """OptunaSearch over the define-by-run space, its study in SQLite inside the study directory.
+
+    A resumed study's sampler continues the SQLite history; its seed moves on by the trials already drawn
+    (`draws_done`), else a random sampler would propose the first run's configurations again.
+    """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     s = spec.search
+    seed = s.seed + draws_done
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=s.seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=s.seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
     params = tuple(spec.params)
     multi = len(spec.objectives) > 1
@@ -186,16 +214,13 @@ def _optuna_path(spec: StudySpec, storage: str) -> str:
     return os.path.join(folder, OPTUNA_DB)
 
 
-def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool = False):
+def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optional[ResumePlan] = None):
+    """A Tune run of the whole study, or with `plan` (a resume) of what is left of it."""
     from ray import tune
 
     s = spec.search
     concurrency = s.max_concurrent_trials or _default_concurrency(spec)
     trainable = _trainable(spec, storage)
-    tune_path = f"{study_dir(storage, spec.name)}/{TUNE_DIR}"
-    if restore:
-        return tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, restart_errored=True,
-                                  param_space=_param_space(spec))
     scheduler = None
     if spec.scheduler.name == "asha":
         base = spec.train_config({})
@@ -203,11 +228,13 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool
             metric=spec.metrics[0], mode=spec.modes[0], time_attr="training_iteration",
             max_t=base.epochs + base.pretrain_epochs, grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor)
-    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage)
+    drawn = len(plan.finished) + len(plan.set_aside) if plan else 0
+    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage, drawn)
     return tune.Tuner(
         trainable,
-        param_space=_param_space(spec),
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=s.samples,
+        param_space=_param_space(spec, plan),
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
+                                    num_samples=plan.samples if plan else s.samples,
                                     max_concurrent_trials=concurrency, time_budget_s=s.time_budget_s,
                                     # a fresh actor per trial re-imports torch/Ray Train/deqlab (~4.7 s here):
                                     # reusing it cut 3 ~8 s trials from 43.5 s to 28.1 s (platform_overhead.py).
@@ -222,10 +249,12 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool
     )
 
 
-def _param_space(spec: StudySpec) -> dict:
+def _param_space(spec: StudySpec, plan: Optional[ResumePlan] = None) -> dict:
     from ray import tune
 
-    return {GRID_KEY: tune.grid_search(spec.grid())} if spec.search.algorithm == "grid" else {}
+    if spec.search.algorithm != "grid":
+        return {}
+    return {GRID_KEY: tune.grid_search(plan.grid if plan else spec.grid())}
 
 
 # --------------------------------------------------------------------------- driver-side bookkeeping
@@ -305,28 +334,6 @@ def settle_stopped_trials(storage: str, spec: StudySpec, configs: dict) -> dict:
     running = sorted(trials.loc[trials.status == "running", "trial_id"].unique())
     return {tid: settle_trial(storage, spec, tid, _train_config(spec, configs[tid]) if tid in configs else None)
             for tid in running}
-
-
-def reconcile_orphans(storage: str, spec: StudySpec, result_grid) -> tuple[list[str], list[str]]:
-    """After a resumed study: deal with the trials on disk its Tune run never knew; return (set aside, kept).
-
-    Tune saves its state every ~10 s (`TUNE_GLOBAL_CHECKPOINT_S`, "auto"); a
-    trial the killed driver started after the last save is unknown to the
-    restored run, which samples that part of the budget again under a new id.
-    Such a trial that had not finished is set aside (its partial rows moved to
-    `orphaned/`), else the study would end with an unfinished trial too many.
-    One that had finished is kept: its result is real, so the study ends with
-    one trial more than `num_samples` rather than losing it.
-    """
-    known = {t.trial_id for t in getattr(getattr(result_grid, "_experiment_analysis", None), "trials", None) or []}
-    known |= set(_tune_configs(result_grid))
-    if not known:  # nothing to compare against: leave every file where it is
-        return [], []
-    unfinished, kept = [], []
-    for trial_id in sorted(trial_ids_on_disk(storage, spec.name) - known):
-        status, _ = trial_progress(storage, spec.name, trial_id)
-        (kept if status in FINAL_STATUSES else unfinished).append(trial_id)
-    return set_aside(storage, spec.name, unfinished), kept
 
 
 def _tune_configs(result_grid) -> dict:
@@ -447,7 +454,7 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     if existing.type != existing.type.NotFound and not exist_ok:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
                          "continues it; --name gives a new run another name")
-    probe = f"{base}/.write-probe"
+    probe = f"{base}/.write-probe-{os.getpid()}-{time.time_ns()}"
     try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
         write_text_atomic("0" * (1 << 20), probe)
         fs.delete_file(probe)
@@ -459,56 +466,65 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
 
 def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = print, resume: bool = False,
               address: Optional[str] = None, num_cpus: Optional[int] = None) -> StudyOutcome:
-    """Run the study, or with `resume` continue it from Tune's saved state (or from the start when
-    the driver died before Tune saved any). Trials write their Parquet files as they go."""
+    """Run the study, or with `resume` continue it from its trials' files (`durable.plan_resume`), holding
+    the study's lock throughout. Trials write their Parquet files as they go. A disk that fills up ends the
+    study with a StudyError saying so (the study stays resumable)."""
     storage = absolute_storage(storage)
     if address is None:
         check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
-    path = prepare(spec, storage, exist_ok=resume)
-    start_ray(address, num_cpus)
-    restore = resume and can_resume(storage, spec.name)
-    if resume and not restore:
-        say(f"no Tune state saved for {spec.name}: starting its trials again")
-    if address and not restore and _waiting_for_gpus(spec):
-        say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so "
-            "trials run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
-    callback = _make_callback(spec, storage, say)
-    t0 = time.perf_counter()
-    grid = build_tuner(spec, storage, [callback], restore=restore).fit()
-    if restore:  # (a resume with no Tune state saved started afresh: its old files are listed, not judged)
-        try:
-            moved, kept = reconcile_orphans(storage, spec, grid)
-        except (OSError, ValueError) as exc:  # bookkeeping must not lose the finished study
-            moved, kept = [], []
-            say(f"warning: could not reconcile the trials the killed driver left in {path}: {exc}")
-        for trial_id in moved:
-            say(f"{trial_id} set aside: unfinished when the driver was killed, after Tune last saved its state; "
-                f"this study ran its share of the budget as a new trial (its rows: {path}/orphaned/)")
-        for trial_id in kept:
-            say(f"{trial_id} kept: it finished after Tune last saved its state, so the study ran its share of the "
-                "budget again and has one trial more than num_samples")
+    path = study_dir(storage, spec.name)
+    with StudyLock(path, spec.name):
+        prepare(spec, storage, exist_ok=resume)
+        plan = _plan_resume(storage, path, spec, say) if resume else None
+        start_ray(address, num_cpus)
+        check_fits(spec, address is None, say)
+        if address and not resume and _waiting_for_gpus(spec):
+            say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so trials "
+                "run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
+        t0 = time.perf_counter()
+        grid = None
+        if plan is None or plan.samples:
+            try:
+                grid = build_tuner(spec, storage, [_make_callback(spec, storage, say)], plan=plan).fit()
+            except Exception as exc:
+                if is_disk_full(exc) or disk_is_full(path):
+                    raise disk_full_error(spec, path) from None
+                raise
+        _finish_study(spec, storage, path, grid, say)
+        return StudyOutcome(spec, path, time.perf_counter() - t0, grid)
+
+
+def _plan_resume(storage: str, path: str, spec: StudySpec, say: Callable[[str], None]) -> ResumePlan:
+    if _is_local(storage) and spec.search.algorithm != "grid":
+        close_orphaned_optuna_trials(path, spec.name)  # under the lock, every RUNNING one was a dead driver's
+    plan = plan_resume(storage, path, spec)
+    say(f"resuming {spec.name}: {len(plan.finished)} finished trials kept, "
+        f"{len(plan.set_aside)} unfinished set aside ({path}/orphaned/), "
+        f"{len(plan.grid) if plan.grid is not None else plan.samples} trials to run")
+    return plan
+
+
+def _finish_study(spec: StudySpec, storage: str, path: str, grid, say: Callable[[str], None]) -> None:
+    """Settle what Tune stopped, compact, upload; a trial that failed for want of space fails the study."""
     try:  # trials stopped by the time budget get no on_trial_complete: they are settled here
-        settled = settle_stopped_trials(storage, spec, _tune_configs(grid))
+        settled = settle_stopped_trials(storage, spec, _tune_configs(grid) if grid is not None else {})
     except (OSError, ValueError) as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(spec, path) from None
         settled = {}
         say(f"warning: could not settle the trials still running in {path}: {exc}")
     for trial_id, status in settled.items():
         say(f"{trial_id} {status} (stopped by Tune at the end of the study)")
-    if resume and _is_local(storage) and spec.search.algorithm != "grid":
-        close_orphaned_optuna_trials(path, spec.name)
     try:  # one snapshot file per kind: the dashboard then opens 2 files instead of one per trial
         compact(path)
     except (OSError, ValueError) as exc:  # the per-trial files stay the truth; a snapshot is only a speed-up
+        if is_disk_full(exc):
+            raise disk_full_error(spec, path) from None
         say(f"warning: could not compact {path}: {exc}")
+    if failed_for_space(path):
+        raise disk_full_error(spec, path)
     if not _is_local(storage) and spec.search.algorithm != "grid":
         _upload(_optuna_path(spec, storage), f"{path}/{OPTUNA_DB}")
-    return StudyOutcome(spec, path, time.perf_counter() - t0, grid)
-
-
-def can_resume(storage: str, name: str) -> bool:
-    from ray import tune
-
-    return tune.Tuner.can_restore(f"{study_dir(storage, name)}/{TUNE_DIR}")
 
 
 def load_saved_spec(storage: str, name: str) -> StudySpec:
@@ -525,8 +541,10 @@ def load_saved_spec(storage: str, name: str) -> StudySpec:
 
 
 def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
-    """Continue an interrupted study: finished trials stay, unfinished and errored ones run again."""
+    """Continue an interrupted study: trials with a final status stay, unfinished ones run again (as new
+    trials: `durable`). Only a study directory of the current user is resumed."""
     storage = absolute_storage(storage)
+    check_owner(study_dir(storage, name))
     return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
 
 

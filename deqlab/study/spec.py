@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ..results import METRICS, check_name
-from ..solvers.base import describe_validation_error
+from ..solvers.base import _unknown_key, describe_validation_error
 from ..train import TrainConfig
 from .space import Param, SpaceError, apply, grid_points, parse_space, walk
 
@@ -32,6 +32,8 @@ OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)
 ALGORITHMS = ("tpe", "gp", "cmaes", "nsga2", "random", "grid")
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_GRID_POINTS = 10_000
+MAX_WORKERS, MAX_CPUS_PER_WORKER, MAX_GPUS_PER_WORKER = 4096, 512, 16
+MAX_COMBINATIONS = 2048  # combinations of probe values tried together (beyond it: that many, drawn at random)
 
 
 class _Spec(BaseModel):
@@ -64,7 +66,7 @@ class Objective(_Spec):
 
 class SearchSpec(_Spec):
     algorithm: Literal["tpe", "gp", "cmaes", "nsga2", "random", "grid"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="the sampler's seed (numpy's range)")
     num_samples: Optional[int] = Field(None, ge=1, description="trials drawn (default 8); grid: repeats of the "
                                                               "whole grid (default 1)")
     max_concurrent_trials: Optional[int] = Field(None, ge=1, description="default: what the cluster's CPUs/GPUs fit")
@@ -88,10 +90,12 @@ class SchedulerSpec(_Spec):
 
 
 class TrainerSpec(_Spec):
-    num_workers: int = Field(0, ge=0, description="0: train inside the Tune trial; >=1: Ray Train data-parallel workers")
+    # upper bounds no machine or cluster reaches: beyond them a run would wait forever for resources
+    num_workers: int = Field(0, ge=0, le=MAX_WORKERS,
+                             description="0: train inside the Tune trial; >=1: Ray Train data-parallel workers")
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(1.0, ge=0, description="used only with use_gpu")
+    cpus_per_worker: float = Field(1.0, gt=0, le=MAX_CPUS_PER_WORKER)
+    gpus_per_worker: float = Field(1.0, ge=0, le=MAX_GPUS_PER_WORKER, description="used only with use_gpu")
     max_failures: int = Field(0, ge=0, description="retries of a failed trial (worker crash) before it is recorded failed")
 
     def inert(self) -> tuple[str, ...]:
@@ -178,10 +182,11 @@ def _check_space(spec: StudySpec) -> None:
     try:
         base = TrainConfig.model_validate(spec.base)
     except ValidationError as exc:
-        raise StudyError(f"base: {describe_validation_error(exc)}") from None
+        raise StudyError(f"base: {describe_validation_error(exc, TrainConfig)}") from None
     except TypeError as exc:
         raise StudyError(f"base: {exc}") from None
     _probe(spec, params, {}, "space")
+    _probe_combinations(spec, params)
     if spec.search.algorithm == "grid":
         try:
             points = spec.grid()
@@ -215,6 +220,60 @@ def _probe(spec: StudySpec, params: list[Param], given: dict, key: str) -> None:
                 raise StudyError(f"{key}.{p.path}: value {value!r} is not valid: {exc}") from None
             if p.branches:
                 _probe(spec, p.branches[str(value)], assignment, f"{key}.{p.path}.choice.{value}")
+
+
+def _probe_combinations(spec: StudySpec, params: list[Param]) -> None:
+    """Values valid one by one can still clash (a solver and another solver's option): try them together,
+    every combination of probe values when there are at most MAX_COMBINATIONS, else that many at random."""
+    import random
+
+    if _count(params) <= MAX_COMBINATIONS:
+        points = _combinations(params)
+    else:
+        rng = random.Random(0)
+        points = (_random_combination(params, rng) for _ in range(MAX_COMBINATIONS))
+    for point in points:
+        try:
+            spec.train_config(point)
+        except ValidationError as exc:
+            why = describe_validation_error(exc)
+        except (TypeError, ValueError) as exc:
+            why = str(exc)
+        else:
+            continue
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        raise StudyError(f"space: the combination {shown} can be sampled but is not valid: {why}")
+
+
+def _count(params: list[Param]) -> int:
+    n = 1
+    for p in params:
+        n *= sum(_count(p.branches[str(v)]) if p.branches else 1 for v in p.probe_values())
+        if n > MAX_COMBINATIONS:
+            return n
+    return n
+
+
+def _combinations(params: list[Param]):
+    """Every combination of the params' probe values, a choice's sub-space under its value only."""
+    if not params:
+        yield {}
+        return
+    head, rest = params[0], params[1:]
+    for value in head.probe_values():
+        for sub in _combinations(head.branches[str(value)] if head.branches else []):
+            for tail in _combinations(rest):
+                yield {head.path: value, **sub, **tail}
+
+
+def _random_combination(params: list[Param], rng) -> dict:
+    out = {}
+    for p in params:
+        value = rng.choice(p.probe_values())
+        out[p.path] = value
+        if p.branches:
+            out.update(_random_combination(p.branches[str(value)], rng))
+    return out
 
 
 def _check_path(path: str, key: str) -> None:
@@ -261,6 +320,8 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         msg = e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" else e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = _unknown_key(StudySpec, e["loc"])
         loc = ".".join(map(str, e["loc"]))
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ..results import TrialWriter
+from ..results import FINAL_STATUSES, METRICS, TrialWriter, _read_trial_file
 from ..train import provenance, select_device, train
 from .spec import StudySpec, parse_study
 from .space import to_paths
@@ -60,11 +60,32 @@ def run_trial(config: dict, *, spec: dict, storage: str) -> None:
 
     study = parse_study(spec, f"study {spec.get('name')}")
     trial_id = tune.get_context().get_trial_id()
+    stored = stored_result(storage, study.name, trial_id)
+    if stored is not None:  # (a retry of a trial that had finished): nothing trains twice under one id
+        if stored:
+            tune.report(stored)
+        return
     train_config = study.train_config(assignment_of(config))
     if study.trainer.num_workers == 0:
         _train_here(study, train_config, trial_id, storage)
     else:
         _fit_trainer(study, train_config, trial_id, storage)
+
+
+def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
+    """What Tune saw last of a trial whose file already holds a final status ({} if it has no epoch), or
+    None when the trial still has to train."""
+    try:
+        frame = _read_trial_file(f"{storage.rstrip('/')}/{study}", "trials", trial_id)
+    except ValueError:  # torn or unreadable: train again, rewriting it
+        return None
+    if frame is None or frame.empty or frame["status"].iloc[-1] not in FINAL_STATUSES:
+        return None
+    last = frame.sort_values("epoch", kind="stable").iloc[-1]
+    if last["epoch"] < 0:
+        return {}
+    return tune_metrics(int(last["epoch"]), {k: float(last[k]) for k in METRICS if k in last and last[k] == last[k]
+                                             and last[k] is not None})
 
 
 def _train_here(study: StudySpec, train_config, trial_id: str, storage: str) -> None:

@@ -1,0 +1,192 @@
+"""What keeps a study whole across crashes: one driver per study, resume from the files on disk, full disks.
+
+Resume never restores Tune's saved experiment state. Tune saves it every ~10 s
+(`TUNE_GLOBAL_CHECKPOINT_S`), so a driver killed in between leaves trials on
+disk the saved state does not know (or no trial state at all, when the kill
+came before the first save): a restore then runs their share of the budget
+again or stops early. The trials' own Parquet files are written every epoch
+and are the truth instead: a resume keeps every trial whose file holds a final
+status, sets aside the unfinished ones (`results.set_aside`) and starts a new
+Tune run for the rest of the budget (the grid points not yet finished), its
+Optuna sampler continuing the study's SQLite history.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pandas as pd
+
+from ..results import FINAL_STATUSES, _scalar, load, set_aside, trial_ids_on_disk
+from .spec import StudyError, StudySpec
+
+LOCK_FILE = ".driver.lock"
+NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+# --------------------------------------------------------------------------- one driver per study
+
+
+class StudyLock:
+    """An exclusive `flock` on the study's lock file, held for the driver's life.
+
+    The kernel drops the lock when the holder exits, however it exits (SIGKILL
+    included), so a lock is never stale; the file keeps the holder's pid and
+    host only for the message a second driver gets. A study on remote storage
+    is locked through a file in the local temp folder (one machine's drivers).
+    """
+
+    def __init__(self, path: str, name: str):
+        self.name = name
+        if "://" in path:
+            key = hashlib.sha256(path.encode()).hexdigest()[:32]
+            self.path = os.path.join(tempfile.gettempdir(), "deqlab-locks", f"{key}.lock")
+        else:
+            self.path = os.path.join(path, LOCK_FILE)
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "StudyLock":
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StudyError(f"cannot write results under {os.path.dirname(self.path)}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StudyError(f"study {self.name!r} is already being run by {holder} (lock {self.path}): "
+                             "one study has one driver; wait for it to end or stop it, then resume") from None
+        try:  # who holds it, for the message above; a full disk must not stop the study here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:
+            pass
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor releases the lock
+            self.fd = None
+
+
+def check_owner(path: str) -> None:
+    """Resume loads state from the study directory (Optuna's SQLite, the spec): only from one of ours."""
+    if "://" in path or not os.path.isdir(path):
+        return
+    owner, me = os.stat(path).st_uid, os.geteuid()
+    if owner != me:
+        raise StudyError(f"refusing to resume {path}: it belongs to uid {owner}, not to you (uid {me}); "
+                         "resume only studies you created (copy it to a folder of your own if you trust it)")
+
+
+# --------------------------------------------------------------------------- full disks
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an exception (or one in its chain, or its text: Ray and Optuna re-wrap them) is ENOSPC."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) == errno.ENOSPC or NO_SPACE in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(spec: StudySpec, path: str) -> StudyError:
+    return StudyError(f"study {spec.name!r} stopped: {NO_SPACE} under {path}; its finished trials are kept: "
+                      f"free some space, then `deqlab resume {spec.name}` runs the rest")
+
+
+def disk_is_full(path: str, need: int = 1 << 20) -> bool:
+    """Whether the local study directory's file system has less than `need` bytes left."""
+    if "://" in path:
+        return False
+    try:
+        return shutil.disk_usage(path).free < need
+    except OSError:
+        return False
+
+
+def failed_for_space(path: str) -> list:
+    """Trial ids recorded failed because the disk was full."""
+    final = _final_rows(path)
+    return sorted(final[_failed_for_space(final)].trial_id) if not final.empty else []
+
+
+def _failed_for_space(final: pd.DataFrame) -> pd.Series:
+    """Trials recorded failed because the disk was full: not finished, they run again on resume."""
+    if "error" not in final:
+        return pd.Series(False, index=final.index)
+    return (final.status == "failed") & final["error"].astype(str).str.contains(NO_SPACE, regex=False)
+
+
+# --------------------------------------------------------------------------- resume from the files on disk
+
+
+@dataclass
+class ResumePlan:
+    finished: list = field(default_factory=list)     # trial ids kept (final status on disk)
+    set_aside: list = field(default_factory=list)    # unfinished trial ids moved to orphaned/
+    samples: int = 0                                 # trials still to run (grid: 1, over `grid`)
+    grid: Optional[list] = None                      # grid points still to run, one per missing trial
+
+
+def finished_trials(path: str) -> pd.DataFrame:
+    """The final row of every trial on disk whose status is final (and not a full disk's failure)."""
+    final = _final_rows(path)
+    if final.empty:
+        return final
+    final = final[final.status.isin(FINAL_STATUSES)]
+    return final[~_failed_for_space(final)]
+
+
+def _final_rows(path: str) -> pd.DataFrame:
+    trials = load(path, traces=False).trials
+    if trials.empty:
+        return trials
+    return trials.sort_values("epoch", kind="stable").groupby("trial_id", sort=True).tail(1)
+
+
+def plan_resume(storage: str, path: str, spec: StudySpec) -> ResumePlan:
+    """Keep the finished trials, set the unfinished ones aside, and say what is left of the budget."""
+    final = finished_trials(path)
+    finished = sorted(final.trial_id) if not final.empty else []
+    moved = set_aside(storage, spec.name, trial_ids_on_disk(storage, spec.name) - set(finished))
+    if spec.search.algorithm != "grid":
+        return ResumePlan(finished, moved, max(0, spec.search.samples - len(finished)))
+    done = Counter(_row_key(row) for _, row in final.iterrows())
+    todo = []
+    for point in spec.grid() * spec.search.samples:
+        key = _point_key(spec, point)
+        if done[key] > 0:
+            done[key] -= 1
+        else:
+            todo.append(point)
+    return ResumePlan(finished, moved, 1 if todo else 0, todo)
+
+
+def _point_key(spec: StudySpec, point: dict) -> tuple:
+    """A grid point's hyperparameters as its trial file records them (`param.*`, nested values as text)."""
+    params = spec.train_config(point).flat_params()
+    return tuple(sorted((k, _scalar(v)) for k, v in params.items() if v is not None))
+
+
+def _row_key(row: pd.Series) -> tuple:
+    return tuple(sorted((k[len("param."):], v.item() if hasattr(v, "item") else v) for k, v in row.items()
+                        if k.startswith("param.") and v is not None and not (isinstance(v, float) and v != v)))
+
+
+__all__ = ["StudyLock", "check_owner", "is_disk_full", "disk_full_error", "plan_resume", "ResumePlan"]

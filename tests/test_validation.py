@@ -1,0 +1,95 @@
+"""`deqlab validate` refuses what would fail at run time: clashing combinations, seeds numpy cannot take,
+resource requests nothing can hold, misspelt keys (with the nearest valid one). No Ray is started."""
+
+import sys
+
+import pytest
+import yaml
+
+from deqlab.cli import main
+from deqlab.study import parse_study
+from deqlab.study.runner import check_fits
+from deqlab.study.spec import StudyError
+
+HEAD = {"name": "v", "objectives": [{"metric": "test_acc", "mode": "max"}]}
+
+
+def refused(raw, capsys, tmp_path) -> str:
+    file = tmp_path / "study.yaml"
+    file.write_text(yaml.safe_dump({**HEAD, **raw}))
+    code = main(["validate", str(file)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    return err
+
+
+@pytest.mark.parametrize("space, named", [
+    # Anderson's option under a space that can only draw Broyden
+    ({"deq.solver": {"choice": ["broyden"]}, "deq.solver_options.m": {"int": [2, 6]}}, "unknown option(s) 'm'"),
+    # valid for one solver the space can draw, not for the other
+    ({"deq.solver": {"choice": ["broyden", "fixed_point"]}, "deq.solver_options.memory": {"choice": [5, 10]}},
+     "unknown option(s) 'memory'"),
+    # inside a branch: fine for anderson, but the fixed top-level option clashes with broyden's branch
+    ({"deq.solver": {"choice": {"anderson": {}, "broyden": {"deq.solver_options.memory": 5}}},
+      "deq.solver_options.m": 3}, "unknown option(s)"),
+])
+def test_every_combination_that_can_be_sampled_must_be_valid(space, named, capsys, tmp_path):
+    """Each value alone is valid against the base config (solver anderson) in the first and third case."""
+    err = refused({"space": space}, capsys, tmp_path)
+    assert "is not valid" in err and named in err, err
+    assert "space" in err and "deq.solver" in err
+
+
+def test_combinations_that_are_all_valid_pass(capsys, tmp_path):
+    file = tmp_path / "ok.yaml"
+    file.write_text(yaml.safe_dump({**HEAD, "space": {
+        "deq.solver": {"choice": {"anderson": {"deq.solver_options.m": {"int": [2, 6]}}, "broyden": {}}},
+        "deq.init": {"choice": ["zeros", "skip", "skipreg"]}, "deq.tol": {"loguniform": [1e-5, 1e-2]}}}))
+    assert main(["validate", str(file)]) == 0
+
+
+@pytest.mark.parametrize("space, bound", [({"seed": {"int": [-3, 3]}}, "greater than or equal to 0"),
+                                          ({"seed": {"int": [0, 1e23]}}, "less than or equal to 4294967295"),
+                                          ({"seed": {"grid": [0, 2**32]}}, "less than or equal to 4294967295")])
+def test_seed_ranges_must_fit_numpy(space, bound, capsys, tmp_path):
+    err = refused({"space": space}, capsys, tmp_path)
+    assert "space.seed" in err and bound in err
+
+
+def test_search_seed_must_fit_numpy(capsys, tmp_path):
+    err = refused({"space": {"deq.tol": {"loguniform": [1e-4, 1e-2]}}, "search": {"seed": -1}}, capsys, tmp_path)
+    assert "search.seed" in err
+
+
+@pytest.mark.parametrize("trainer, key", [({"cpus_per_worker": 1000}, "trainer.cpus_per_worker"),
+                                          ({"num_workers": 100000}, "trainer.num_workers"),
+                                          ({"use_gpu": True, "gpus_per_worker": 64}, "trainer.gpus_per_worker")])
+def test_absurd_resource_requests_are_refused(trainer, key, capsys, tmp_path):
+    err = refused({"space": {"seed": {"grid": [0]}}, "trainer": trainer}, capsys, tmp_path)
+    assert key in err and "less than or equal to" in err
+
+
+@pytest.mark.parametrize("raw, where, nearest", [
+    ({"space": {"seed": {"grid": [0]}}, "schedular": {"name": "asha"}}, "schedular", "scheduler"),
+    ({"space": {"seed": {"grid": [0]}}, "base": {"optim": {"grad_clipp": 1.0}}}, "optim.grad_clipp", "grad_clip"),
+    ({"space": {"seed": {"grid": [0]}}, "trainer": {"num_worker": 1}}, "trainer.num_worker", "num_workers"),
+])
+def test_misspelt_keys_name_the_valid_ones_and_the_nearest(raw, where, nearest, capsys, tmp_path):
+    err = refused(raw, capsys, tmp_path)
+    assert f"{where}: unknown key; valid: " in err and f"did you mean {nearest!r}?" in err, err
+
+
+def test_a_trial_the_local_ray_cannot_hold_is_refused_at_start(monkeypatch):
+    import ray
+
+    spec = parse_study({**HEAD, "space": {"seed": {"grid": [0]}}, "trainer": {"cpus_per_worker": 8}}, "v")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(StudyError, match=r"one trial needs more than the 2 CPU of the local Ray"):
+        check_fits(spec, local=True, say=print)
+    lines = []
+    check_fits(spec, local=False, say=lines.append)  # a cluster may still scale up: a warning
+    assert len(lines) == 1 and lines[0].startswith("warning: trainer: one trial needs more than the 2 CPU of the cluster")
+    small = parse_study({**HEAD, "space": {"seed": {"grid": [0]}}, "trainer": {"num_workers": 2, "cpus_per_worker": 0.9}},
+                        "v")
+    check_fits(small, local=True, say=pytest.fail)  # 2 x 0.9 + 0.1 fits in 2 CPUs
