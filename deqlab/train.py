@@ -4,7 +4,7 @@
 pretrains at fixed depth for `pretrain_epochs`, then trains the DEQ, and after
 every epoch hands the reporter the metrics of the results contract
 (docs/design.md). A run that goes non-finite, or whose unconverged fraction passes
-`max_unconverged_frac`, ends with status "diverged" and keeps what it measured;
+`max_unconverged_frac` (default 0.5), ends with status "diverged" and keeps what it measured;
 it never raises mid-study.
 
 The reporter is the only thing that differs between a plain run, a Ray Tune
@@ -34,6 +34,7 @@ from .parallel import Replicas
 from .solvers import solver_options as validate_solver_options
 
 
+DEFAULT_MAX_UNCONVERGED = 0.5
 FLAT_INPUT_MODELS = ("mlp", "neural_ode")  # fed flattened images; the rest take (C, H, W)
 
 
@@ -110,7 +111,11 @@ class TrainConfig(_Spec):
     pretrain_epochs: int = Field(0, ge=0)
     pretrain_depth: int = Field(5, ge=1, description="fixed-depth unrolling during pretraining")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_unconverged_frac: Optional[float] = Field(None, gt=0, le=1, description="diverged above this (test set)")
+    # a trial whose solver leaves most test samples short of `tol` did not find the equilibrium it reports on
+    max_unconverged_frac: Optional[float] = Field(
+        DEFAULT_MAX_UNCONVERGED, gt=0, le=1,
+        description=f"diverged when, after a DEQ epoch, more than this fraction of the test samples did not reach "
+                    f"tol (default {DEFAULT_MAX_UNCONVERGED}; 1 or null: never)")
     eval_batch: int = Field(128, ge=1, description="fixed test batch for residual traces and depth states")
     depth_states: int = Field(0, ge=0, description="record hidden states after k=0..K applications (0: off)")
     data: DataSpec = Field(default_factory=DataSpec)
