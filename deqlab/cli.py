@@ -397,7 +397,8 @@ def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
     dirs = [d if "://" in d else os.path.abspath(d) for d in _results_dirs(args.dirs)]
     argv = [sys.executable, "-m", "streamlit", "run", str(dashboard_app()),
             "--server.headless", "true", "--server.address", args.host, "--server.port", str(args.port),
-            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+            "--client.showErrorDetails", "none"]  # no server tracebacks or paths in the browser
     return argv, {**os.environ, "DEQLAB_DASHBOARD_DIRS": os.pathsep.join(dirs)}
 
 

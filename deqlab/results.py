@@ -320,9 +320,30 @@ def _read_table(fs: pafs.FileSystem, path: str):
         with fs.open_input_file(path) as f:
             table = pq.ParquetFile(f).read(use_threads=False)
         table.validate(full=True)  # a flipped bit can leave invalid UTF-8 that only breaks later, in pandas
+        _check_columns(table, path)
         return table
     except Exception as exc:  # a corrupt file must not hide the rest of the study
         return exc
+
+
+_KEYS = {"trials": ("study", "trial_id", "epoch", "status"), "traces": ("study", "trial_id", "epoch")}
+
+
+def _check_columns(table: pa.Table, path: str) -> None:
+    """A file readers cannot use is refused like a torn one: key columns missing, a hyperparameter that
+    is not a scalar (a list breaks grouping), a metric that is not a number (text breaks every mean)."""
+    kind = path.rsplit("/", 2)[-2] if path.count("/") >= 1 else ""
+    if kind not in _KEYS:
+        return
+    missing = [c for c in _KEYS[kind] if c not in table.column_names]
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    for f in table.schema:
+        if f.name.startswith("param.") and pa.types.is_nested(f.type):
+            raise ValueError(f"column {f.name} holds {f.type} values, not scalars")
+        numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_null(f.type)
+        if kind == "trials" and f.name in METRICS and not numeric:
+            raise ValueError(f"column {f.name} holds {f.type} values, not numbers")
 
 
 def _read_files(fs: pafs.FileSystem, infos: list, skipped: list,
@@ -485,7 +506,28 @@ def _plan(fs: pafs.FileSystem, base: str, kind: str, skipped: list, cache: Optio
     if snap is None:
         return infos, None, set(), infos
     covered = {i.base_name for i in infos if snap.covers(i)}
+    if isinstance(fs, pafs.LocalFileSystem):
+        covered -= _touched_since(f"{base}/{COMPACT_DIR}/{kind}.parquet", infos, covered)
     return infos, snap, covered, [i for i in infos if i.base_name not in covered]
+
+
+def _touched_since(snapshot: str, infos: list, names: set) -> set:
+    """Local files among `names` changed in place after the snapshot was written, size and mtime restored
+    (a damaged disk block, `touch -d`): their inode change time, which no program can set back, is later
+    than the snapshot's. They are read again (and skipped with a warning if they no longer read)."""
+    try:
+        written = os.stat(snapshot).st_mtime_ns
+    except OSError:
+        return set(names)
+    out = set()
+    for info in infos:
+        if info.base_name in names:
+            try:
+                if os.stat(info.path).st_ctime_ns > written:
+                    out.add(info.base_name)
+            except OSError:
+                out.add(info.base_name)
+    return out
 
 
 def _read_dir(fs: pafs.FileSystem, base: str, kind: str, skipped: list,
