@@ -286,9 +286,16 @@ def _configure_ls(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ls(args: argparse.Namespace) -> int:
+    import warnings
+
     from .study.summary import list_studies
 
-    print(list_studies(args.storage))
+    with warnings.catch_warnings(record=True) as caught:  # one line each on stderr, not Python's two
+        warnings.simplefilter("always")
+        text = list_studies(args.storage)
+    for w in caught:
+        print(f"warning: {_one_line(w.message)}", file=sys.stderr)
+    print(text)
     return EXIT_OK
 
 
@@ -442,13 +449,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
+        return code
     except (DataError, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`deqlab ls | head`): what it wanted, it has
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

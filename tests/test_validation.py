@@ -93,3 +93,39 @@ def test_a_trial_the_local_ray_cannot_hold_is_refused_at_start(monkeypatch):
     small = parse_study({**HEAD, "space": {"seed": {"grid": [0]}}, "trainer": {"num_workers": 2, "cpus_per_worker": 0.9}},
                         "v")
     check_fits(small, local=True, say=pytest.fail)  # 2 x 0.9 + 0.1 fits in 2 CPUs
+
+
+# --------------------------------------------------------------------------- oversized input, `deqlab ls` output
+
+
+def test_deep_nesting_and_huge_study_files_are_one_line_errors(capsys, tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nspace: " + "[" * 600 + "]" * 600 + "\n")  # 1.2 KB that once gave a RecursionError
+    assert main(["validate", str(deep)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {deep}: nested more than 32 levels deep; a study needs a few\n"
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 110_000)
+    assert main(["validate", str(big)]) == 2
+    assert capsys.readouterr().err == f"error: {big}: 1100000 bytes; a study file is at most 1048576\n"
+
+
+def test_ls_prints_warnings_as_one_line_each_and_survives_a_closed_pipe(tmp_path):
+    import subprocess
+
+    from study_factory import comparison_study
+
+    for name in ("a", "b"):
+        (comparison_study(tmp_path, name) / "trials" / "torn.parquet").write_bytes(b"PAR1 torn")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    out = subprocess.run([sys.executable, "-m", "deqlab", "ls", str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("a: 10 trials")
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: skipping unreadable results file ") for line in lines)
+    assert "UserWarning" not in out.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "deqlab", "ls", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdout.close()  # like `| head -0`: the reader is gone before deqlab writes
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "BrokenPipeError" not in err and "Traceback" not in err, err

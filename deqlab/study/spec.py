@@ -32,6 +32,7 @@ OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)
 ALGORITHMS = ("tpe", "gp", "cmaes", "nsga2", "random", "grid")
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_GRID_POINTS = 10_000
+MAX_STUDY_BYTES, MAX_YAML_DEPTH = 1 << 20, 32
 MAX_WORKERS, MAX_CPUS_PER_WORKER, MAX_GPUS_PER_WORKER = 4096, 512, 16
 MAX_COMBINATIONS = 2048  # combinations of probe values tried together (beyond it: that many, drawn at random)
 
@@ -354,8 +355,12 @@ def load_study(path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"no such study file: {path}")
+    if path.stat().st_size > MAX_STUDY_BYTES:
+        raise StudyError(f"{path}: {path.stat().st_size} bytes; a study file is at most {MAX_STUDY_BYTES}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        _check_depth(text, path)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError:
@@ -363,6 +368,19 @@ def load_study(path) -> StudySpec:
     if raw is None:
         raise StudyError(f"{path}: the file is empty")
     return parse_study(raw, str(path))
+
+
+def _check_depth(text: str, path) -> None:
+    """Refuse deep nesting before the (recursive) composer sees it: 600 `[` would be a RecursionError.
+    The parser's events come from a state machine, so counting them cannot recurse."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise StudyError(f"{path}: nested more than {MAX_YAML_DEPTH} levels deep; a study needs a few")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def describe(spec: StudySpec) -> str:
