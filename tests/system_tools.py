@@ -1,6 +1,8 @@
 """Tests that drive a system tool (chromium, pdflatex) skip where it is missing, but fail under CI."""
 
 import os
+import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -10,3 +12,17 @@ def skip_or_fail_without(tool: str, hint: str) -> None:
     if os.environ.get("DEQLAB_REQUIRE_SYSTEM_TOOLS") or os.environ.get("CI"):
         pytest.fail(f"CI must run this test but {tool} is missing ({hint})")
     pytest.skip(f"{tool} not installed ({hint})")
+
+
+@contextmanager
+def tmpfs(folder, size: str):
+    """A small tmpfs mounted at `folder` (created), a disk that fills on demand; skips where mounting is
+    not allowed (it needs root or CAP_SYS_ADMIN, which CI has)."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

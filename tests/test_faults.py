@@ -193,19 +193,15 @@ def test_unwritable_storage_is_refused_at_start(tmp_path, capsys):
 
 def test_full_disk_is_refused_at_start(tmp_path, capsys):
     """A tiny tmpfs (needs mount rights: root in CI) stands in for a full disk."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    from system_tools import tmpfs
+
+    with tmpfs(tmp_path / "tiny", "256k") as mnt:
         (mnt / "filler").write_bytes(b"\0" * (200 * 1024))
         file = tmp_path / "study.yaml"
         file.write_text(yaml.safe_dump({"name": "x", "objectives": [{"metric": "test_acc", "mode": "max"}],
                                         "space": {"seed": {"grid": [0]}}}))
         code, err = _cli(["run", str(file), "--storage", str(mnt)], capsys)
         assert code == 2 and "cannot write results under" in err and "No space left" in err
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
 # --------------------------------------------------------------------------- safety by inspection

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from study_factory import TINY
+from system_tools import tmpfs
 from test_study_ray import _crash, _deqlab, _load_strict
 
 from deqlab.results import load
@@ -148,11 +149,7 @@ def _fill(folder: Path) -> Path:
 
 
 def test_f_disk_full_mid_study_then_space_freed_and_resumed(study_file, tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
-    try:
+    with tmpfs(tmp_path / "disk", "24m") as mnt:
         study = mnt / "km"
         proc = _start(["run", str(study_file)], mnt, tmp_path)
         deadline = time.time() + 240
@@ -171,5 +168,3 @@ def test_f_disk_full_mid_study_then_space_freed_and_resumed(study_file, tmp_path
         code, log = _resume(mnt, tmp_path)
         assert code == 0, log
         _check_whole(study, before)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

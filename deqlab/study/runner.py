@@ -161,13 +161,8 @@ def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
 
 
 def _resumable_optuna_search():
-    """OptunaSearch whose SQLite study may be ahead of Tune's saved state after a crash.
-
-    Tune saves its experiment state (the searcher included) every few seconds;
-    the SQLite study is written at once. A driver killed in between leaves a
-    trial finished in SQLite that Tune runs again on resume: its new results
-    must not crash the searcher (Optuna keeps the values it already has).
-    """
+    """OptunaSearch that tolerates a result for an Optuna trial already finished (a trial Tune retried after
+    it had finished reports its stored result again): Optuna keeps the values it already has."""
     from optuna.exceptions import UpdateFinishedTrialError
     from ray.tune.search.optuna import OptunaSearch
 
