@@ -140,7 +140,7 @@ def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     s = spec.search
-    seed = s.seed + draws_done
+    seed = (s.seed + draws_done) % 2**32  # numpy takes seeds below 2**32
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
