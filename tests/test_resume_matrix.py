@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from study_factory import TINY
@@ -51,9 +52,19 @@ def _start(cmd, storage, cwd):
 
 
 def _files(study: Path) -> dict:
-    """{trial id: last status} of the visible trial files (a torn one would fail `read_parquet`)."""
+    """{trial id: last status} of the visible trial files (a torn one would fail to read).
+
+    One open file per read, as deqlab's readers do: `pd.read_parquet(path)` opens a path twice (footer,
+    then pages), and a rename in between pairs one version's footer with the other's pages."""
     folder = study / "trials"
-    return {p.stem: pd.read_parquet(p).status.iloc[-1] for p in folder.glob("*.parquet")} if folder.exists() else {}
+    out = {}
+    for p in folder.glob("*.parquet") if folder.exists() else []:
+        try:
+            with open(p, "rb") as f:
+                out[p.stem] = pq.ParquetFile(f).read(columns=["status"]).column("status")[-1].as_py()
+        except FileNotFoundError:  # set aside by a resume since the listing
+            continue
+    return out
 
 
 def _kill_when(proc, ready, timeout=240):
