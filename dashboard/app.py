@@ -149,6 +149,10 @@ def page_overview(dirs, summary, specs):
             st.info("No completed trials yet.")
         else:
             st.dataframe(best, hide_index=True)
+        failed = dd.failed_trials(summary)
+        if len(failed):
+            st.subheader("Failed trials")
+            st.dataframe(failed, hide_index=True)
     st.subheader("Study spec")
     for d in dirs:
         with st.expander(d, expanded=len(dirs) == 1):

@@ -166,6 +166,16 @@ def trial_history(trials: pd.DataFrame, study: str, trial_id: str) -> pd.DataFra
     return rows.sort_values("epoch").reset_index(drop=True)
 
 
+def failed_trials(summary: pd.DataFrame) -> pd.DataFrame:
+    """Failed trials and why (the exception the trial raised): study, trial, error."""
+    cols = ["study", "trial_id", "error"]
+    if summary.empty or "status" not in summary.columns:
+        return pd.DataFrame(columns=cols)
+    failed = summary[summary["status"] == "failed"].copy()
+    failed["error"] = failed["error"] if "error" in failed.columns else None
+    return failed[cols].sort_values(["study", "trial_id"]).reset_index(drop=True)
+
+
 def best_trials(summary: pd.DataFrame, objectives: Mapping[str, str], n: int = 3) -> pd.DataFrame:
     """The n best completed trials per objective metric (objective, rank, study, trial, value)."""
     done = summary[summary["status"] == "completed"] if "status" in summary.columns else summary

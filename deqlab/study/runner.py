@@ -20,6 +20,8 @@ from typing import Callable, Optional
 
 from ..results import (FINAL_STATUSES, _filesystem, compact, finalize_trial, load, set_aside, trial_ids_on_disk,
                        trial_progress, write_text_atomic)
+from .cluster import code_path_for_workers
+from .failures import trial_error
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -61,12 +63,13 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                   runtime_env={"env_vars": dict(RAY_ENV)})
-    if address:
-        if num_cpus is not None or num_gpus is not None:
-            raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    if address and (num_cpus is not None or num_gpus is not None):
+        raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
+    with code_path_for_workers():  # not the caller's folder: a checkout named deqlab/ there shadows the package
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
 def _trial_fits(spec: StudySpec) -> dict:
@@ -374,7 +377,7 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
             self._maybe_compact()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = _last_line(trial.get_error()) if hasattr(trial, "get_error") else None
+            error = trial_error(trial)
             status = finalize_trial(storage, spec.name, trial.trial_id, "failed", error=error or "trial failed",
                                     params=self._params(trial))
             self._report(trials, trial, status + (f": {error}" if error else ""))
@@ -405,13 +408,6 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                 f"{trial.trial_id} {status}  {best}")
 
     return StudyCallback()
-
-
-def _last_line(text) -> Optional[str]:
-    if not text:
-        return None
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
 
 
 # --------------------------------------------------------------------------- entry points
