@@ -445,8 +445,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a study says how to continue it (`deqlab resume NAME`)
+        print(f"error: {exc}" if str(exc) else "error: interrupted", file=sys.stderr)
         return 130
 
 

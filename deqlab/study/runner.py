@@ -22,6 +22,7 @@ from ..results import (FINAL_STATUSES, _filesystem, compact, finalize_trial, loa
                        trial_progress, write_text_atomic)
 from .cluster import code_path_for_workers
 from .failures import trial_error
+from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -470,7 +471,10 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
             "trials run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
     callback = _make_callback(spec, storage, say)
     t0 = time.perf_counter()
-    grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    with graceful_interrupt() as interrupt:
+        grid = build_tuner(spec, storage, [callback], restore=restore).fit()
+    if interrupt.requested:  # unfinished trials stay `running` on disk: what `deqlab resume` runs again
+        raise StudyInterrupted(resume_hint(spec.name, storage))
     if restore:  # (a resume with no Tune state saved started afresh: its old files are listed, not judged)
         try:
             moved, kept = reconcile_orphans(storage, spec, grid)
