@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from ..results import (FINAL_STATUSES, _filesystem, compact, finalize_trial, load, set_aside, trial_ids_on_disk,
                        trial_progress, write_text_atomic)
-from .cluster import code_path_for_workers
+from .cluster import code_path_for_workers, refuse_unshared_storage
 from .failures import trial_error
 from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
@@ -461,6 +461,9 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     storage = absolute_storage(storage)
     if address is None:
         check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
+    elif _is_local(storage):  # before anything is written there
+        start_ray(address)
+        refuse_unshared_storage(storage)
     path = prepare(spec, storage, exist_ok=resume)
     start_ray(address, num_cpus)
     restore = resume and can_resume(storage, spec.name)
