@@ -348,6 +348,10 @@ def _run_export(args: argparse.Namespace) -> int:
             print(f"warning: {exc}", file=sys.stderr)
     table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
                              ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
+    from .provenance import pooled_hardware
+
+    for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
+        print(f"warning: {line}", file=sys.stderr)
     text = export.render(table, args.format)
     if args.output:
         out = Path(args.output)
