@@ -406,9 +406,11 @@ def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard_data import split_dirs
+
     argv, env = dashboard_command(args)
     print(f"deqlab dashboard on http://{args.host}:{args.port} (read-only) for "
-          f"{env['DEQLAB_DASHBOARD_DIRS'].replace(os.pathsep, ', ')}", flush=True)
+          f"{', '.join(split_dirs(env['DEQLAB_DASHBOARD_DIRS']))}", flush=True)
     os.execvpe(argv[0], argv, env)  # the server replaces this process: signals reach it directly
     return EXIT_FAILED  # pragma: no cover (exec does not return)
 

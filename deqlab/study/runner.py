@@ -187,7 +187,10 @@ def _optuna_path(spec: StudySpec, storage: str) -> str:
         return os.path.join(study_dir(storage, spec.name), OPTUNA_DB)
     folder = os.path.join(tempfile.gettempdir(), "deqlab-optuna", spec.name)
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, OPTUNA_DB)
+    local = os.path.join(folder, OPTUNA_DB)
+    if not os.path.exists(local):  # resumed on another machine: start from the copy in storage, if any
+        _download(f"{study_dir(storage, spec.name)}/{OPTUNA_DB}", local)
+    return local
 
 
 def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, restore: bool = False):
@@ -444,13 +447,12 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     if existing.type != existing.type.NotFound and not exist_ok:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
                          "continues it; --name gives a new run another name")
-    probe = f"{base}/.write-probe"
     try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
-        write_text_atomic("0" * (1 << 20), probe)
-        fs.delete_file(probe)
+        write_text_atomic("0" * (1 << 20), f"{path}/.write-probe")  # the URI: a bare bucket path reads as local
+        fs.delete_file(f"{base}/.write-probe")
     except OSError as exc:
         raise StudyError(f"cannot write results under {path}: {exc}") from None
-    write_text_atomic(spec.dump(), f"{base}/study.yaml")
+    write_text_atomic(spec.dump(), f"{path}/study.yaml")
     return path
 
 
@@ -477,6 +479,8 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     with graceful_interrupt() as interrupt:
         grid = build_tuner(spec, storage, [callback], restore=restore).fit()
     if interrupt.requested:  # unfinished trials stay `running` on disk: what `deqlab resume` runs again
+        if not _is_local(storage) and spec.search.algorithm != "grid":
+            _upload(_optuna_path(spec, storage), f"{path}/{OPTUNA_DB}")  # resume may run on another machine
         raise StudyInterrupted(resume_hint(spec.name, storage))
     if restore:  # (a resume with no Tune state saved started afresh: its old files are listed, not judged)
         try:
@@ -531,6 +535,14 @@ def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
     """Continue an interrupted study: finished trials stay, unfinished and errored ones run again."""
     storage = absolute_storage(storage)
     return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
+
+
+def _download(source: str, local: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(source)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        pafs.copy_files(path, local, source_filesystem=fs)
 
 
 def _upload(local: str, target: str) -> None:
