@@ -1,11 +1,14 @@
-"""Shared storage proven on a real S3 endpoint: a two-node study writes to s3://, is interrupted, resumed
-from there, and every reader (ls, export, the dashboard's loaders with the Depth view) reads it back.
+"""Shared storage on a two-node cluster: a local --storage that one node does not share is refused; on a
+real S3 endpoint a study writes to s3://, is interrupted, resumed from there, and every reader (ls, export,
+the dashboard's loaders with the Depth view) reads it back. One cluster serves both (its start is the cost).
 
 `moto_server` is an S3 API over HTTP on 127.0.0.1; every process (driver, both Ray nodes, their trials)
 reaches it through the standard AWS environment variables, as a cluster's nodes reach S3.
 """
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,15 +32,17 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 BUCKET = "deqlab-test"
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server with one bucket; yields the environment that points AWS clients at it."""
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server with one bucket; yields the environment that points AWS clients at it (also set in
+    this process for the module's tests)."""
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": url, "AWS_EC2_METADATA_DISABLED": "true"}
+    before = {k: os.environ.get(k) for k in env}
     try:
         deadline = time.time() + 30
         while True:
@@ -47,13 +52,54 @@ def s3(monkeypatch):
             except OSError:
                 assert time.time() < deadline and server.poll() is None, "moto_server did not start"
                 time.sleep(0.2)
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
+        os.environ.update(env)
         pafs.S3FileSystem(endpoint_override=url, allow_bucket_creation=True).create_dir(BUCKET)
         yield env
     finally:
+        for k, v in before.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, tmp_path_factory):
+    """Two nodes that reach the S3 endpoint; where the OS allows it the second node also gets a disk of its
+    own: an empty tmpfs over `node_local` in its own mount namespace, as on a cluster without shared disks."""
+    env = {**os.environ, **s3, "RAY_AUTH_MODE": "disabled"}
+    local = tmp_path_factory.mktemp("node-local")
+    own_disk = ()
+    if private_mount_works(local):
+        own_disk = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+                    f"mount -t tmpfs tmpfs '{local}' && exec \"$0\" \"$@\"")
+    with two_node_cluster(env, worker_prefix=own_disk) as address:
+        yield {"address": address, "env": env, "node_local": local if own_disk else None}
+
+
+def private_mount_works(folder) -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            f"mount -t tmpfs tmpfs '{folder}'"], capture_output=True)
+    return probe.returncode == 0
+
+
+def test_local_storage_not_shared_by_every_node_is_refused(cluster, tmp_path):
+    local = cluster["node_local"]
+    if local is None:
+        pytest.skip("needs `unshare -m` (root or CAP_SYS_ADMIN) to give one node a disk of its own")
+    raw = {"name": "scattered", "base": {**TINY, "epochs": 1}, "space": {"seed": {"grid": [0, 1]}},
+           "objectives": [{"metric": "test_acc", "mode": "max"}], "search": {"algorithm": "grid"}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    out = subprocess.run(_deqlab("run", str(tmp_path / "s.yaml"), "--storage", str(local / "res"), "--address",
+                                 cluster["address"]), env=cluster["env"], capture_output=True, text=True, timeout=200)
+    assert out.returncode == 2, out.stdout + out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: --storage {re.escape(str(local / 'res'))} is a local folder that 1 node\(s\) of "
+                        r"the cluster do not share \([\d.]+ \(node [0-9a-f]{8}\)\): .*", error), error
+    assert "s3://" in error
+    assert not (local / "res" / "scattered").exists()  # refused before anything was written
+    assert not list((local / "res").glob(".deqlab-shared-probe-*"))
 
 
 def test_dashboard_directory_list_keeps_uris_whole():
@@ -74,27 +120,27 @@ def _deqlab(*args):
     return [sys.executable, "-m", "deqlab", *args]
 
 
-def test_two_node_study_on_s3_interrupted_resumed_and_read_back(s3, tmp_path):
-    env = {**os.environ, **s3, "RAY_AUTH_MODE": "disabled"}
+def test_two_node_study_on_s3_interrupted_resumed_and_read_back(cluster, tmp_path):
+    env = cluster["env"]
     root = f"s3://{BUCKET}/deqlab"
     raw = {"name": "ons3", "base": {**TINY, "epochs": 3, "depth_states": 2}, "space": {"seed": {"grid": [0, 1, 2, 3]}},
            "objectives": [{"metric": "test_acc", "mode": "max"}], "search": {"algorithm": "grid"}}
     (tmp_path / "ons3.yaml").write_text(yaml.safe_dump(raw))
     fs, base = pafs.FileSystem.from_uri(f"{root}/ons3")
-    with two_node_cluster(env) as address:
-        run = subprocess.Popen(_deqlab("run", "ons3.yaml", "--storage", root, "--address", address), cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 300
-        while not _mid_trial(fs, f"{base}/trials"):
-            assert run.poll() is None and time.time() < deadline, run.stdout.read() if run.poll() else "timeout"
-            time.sleep(0.2)
-        run.send_signal(signal.SIGINT)
-        out, _ = run.communicate(timeout=120)
-        assert run.returncode == 130, out
-        assert f"deqlab resume ons3 --storage {root}" in out
-        resumed = subprocess.run(_deqlab("resume", "ons3", "--storage", root, "--address", address), cwd=tmp_path,
-                                 env=env, capture_output=True, text=True, timeout=400)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    address = cluster["address"]
+    run = subprocess.Popen(_deqlab("run", "ons3.yaml", "--storage", root, "--address", address), cwd=tmp_path,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not _mid_trial(fs, f"{base}/trials"):
+        assert run.poll() is None and time.time() < deadline, run.stdout.read() if run.poll() else "timeout"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, out
+    assert f"deqlab resume ons3 --storage {root}" in out
+    resumed = subprocess.run(_deqlab("resume", "ons3", "--storage", root, "--address", address), cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
     rows = load(f"{root}/ons3", traces=False).trials
     final = final_rows(rows)
