@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch first, pinned: a loose range lets pip pull a multi-GB CUDA build (see docs/design.md).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: venv quickstart demo test bench clean
+.PHONY: venv quickstart demo test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: venv
 bench: venv
 	$(PIP) install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/solvers.py
+
+# The GPU path on one GPU in < 5 minutes (NCCL study, 4 trials sharing the GPU, solvers and training
+# on CUDA vs CPU), one table; exits 2 on a machine without CUDA.
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -43,7 +43,7 @@ DEFAULT_OBJECTIVES = {"test_acc": "max"}
 def requested_dirs() -> list[str]:
     env = os.environ.get("DEQLAB_DASHBOARD_DIRS")
     if env:
-        return [p for p in env.split(os.pathsep) if p]
+        return dd.split_dirs(env)
     return sys.argv[1:] or ["results"]
 
 
@@ -149,6 +149,10 @@ def page_overview(dirs, summary, specs):
             st.info("No completed trials yet.")
         else:
             st.dataframe(best, hide_index=True)
+        failed = dd.failed_trials(summary)
+        if len(failed):
+            st.subheader("Failed trials")
+            st.dataframe(failed, hide_index=True)
     st.subheader("Study spec")
     for d in dirs:
         with st.expander(d, expanded=len(dirs) == 1):
@@ -289,12 +293,7 @@ def page_trial(dirs, trials, summary):
 
 def page_depth(dirs, summary):
     st.header("Depth view")
-    recorded = {}  # trial ids with a states file, per local study directory (one listing each)
-    for d in dirs:
-        folder = Path(d) / "states"
-        if "://" not in d and folder.is_dir():
-            recorded[d] = {f.name[:-len(".parquet")] for f in folder.iterdir()
-                           if f.name.endswith(".parquet") and not f.name.startswith(".")}
+    recorded = {d: dd.trials_with_states(d) for d in dirs}  # one listing per study directory, local or S3
     candidates = []
     for study, trial_id in sorted(zip(summary["study"], summary["trial_id"])):
         folder = study_dir_of(dirs, study, trial_id)

@@ -355,6 +355,10 @@ def _run_export(args: argparse.Namespace) -> int:
             print(f"warning: {exc}", file=sys.stderr)
     table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
                              ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
+    from .provenance import pooled_hardware
+
+    for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
+        print(f"warning: {line}", file=sys.stderr)
     text = export.render(table, args.format)
     if args.output:
         out = Path(args.output)
@@ -410,9 +414,11 @@ def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard_data import split_dirs
+
     argv, env = dashboard_command(args)
     print(f"deqlab dashboard on http://{args.host}:{args.port} (read-only) for "
-          f"{env['DEQLAB_DASHBOARD_DIRS'].replace(os.pathsep, ', ')}", flush=True)
+          f"{', '.join(split_dirs(env['DEQLAB_DASHBOARD_DIRS']))}", flush=True)
     os.execvpe(argv[0], argv, env)  # the server replaces this process: signals reach it directly
     return EXIT_FAILED  # pragma: no cover (exec does not return)
 
@@ -455,8 +461,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a study says how to continue it (`deqlab resume NAME`)
+        print(f"error: {exc}" if str(exc) else "error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`deqlab ls | head`): what it wanted, it has
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush

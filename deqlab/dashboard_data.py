@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -27,27 +28,53 @@ from .export import metric_candidates, sort_key
 RESULT_FOLDERS = ("trials", "traces", "states")
 
 
+def split_dirs(text: str) -> list[str]:
+    """The dashboard's directory list from one environment variable, joined with os.pathsep: on POSIX
+    that is ':', which a URI (s3://bucket/x) contains too, so a ':' followed by '//' does not split."""
+    parts = re.split(r":(?!//)", text) if os.pathsep == ":" else text.split(os.pathsep)
+    return [p for p in parts if p]
+
+
 def study_dirs(paths: Sequence[str]) -> list[str]:
     """Study directories from the user's paths: a study itself, or a results root holding studies.
 
-    A local path without `trials/` or `study.yaml` whose sub-folders have them
-    is a root (what `deqlab train --storage results` fills); URIs are taken as
-    given. A path that does not exist is kept, so the pages can say it is empty.
+    A path (local or a URI such as s3://bucket/prefix) without `trials/` or
+    `study.yaml` whose sub-folders have them is a root (what `deqlab run
+    --storage` fills). A path that does not exist is kept, so the pages can say
+    it is empty.
     """
     out = []
     for p in paths:
         p = os.fspath(p)
-        path = Path(p)
-        if "://" in p or not path.is_dir() or _is_study(path):
+        fs, base = _fs(p)
+        if fs.get_file_info(base).type != pafs.FileType.Directory or _is_study(fs, base):
             out.append(p)
             continue
-        children = sorted(str(c) for c in path.iterdir() if c.is_dir() and not c.name.startswith(".") and _is_study(c))
-        out.extend(children or [p])
+        children = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base))
+                          if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
+                          and _is_study(fs, i.path))
+        out.extend([f"{p.rstrip('/')}/{c}" if "://" in p else str(Path(p) / c) for c in children] or [p])
     return list(dict.fromkeys(out))
 
 
-def _is_study(path: Path) -> bool:
-    return (path / "trials").is_dir() or (path / "study.yaml").is_file()
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
+
+
+def _is_study(fs: pafs.FileSystem, base: str) -> bool:
+    return (fs.get_file_info(f"{base}/trials").type == pafs.FileType.Directory
+            or fs.get_file_info(f"{base}/study.yaml").type == pafs.FileType.File)
+
+
+def trials_with_states(study_dir: str) -> set[str]:
+    """Trial ids with a depth-states file in a study directory, local or in object storage."""
+    fs, base = _fs(os.fspath(study_dir))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{base}/states", allow_not_found=True))
+    except OSError:
+        return set()
+    return {i.base_name[:-len(".parquet")] for i in infos
+            if i.base_name.endswith(".parquet") and not i.base_name.startswith(".")}
 
 
 def signature(paths: Sequence[str]) -> str:
@@ -55,7 +82,7 @@ def signature(paths: Sequence[str]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for p in paths:
         p = os.fspath(p)
-        fs, base = pafs.FileSystem.from_uri(p) if "://" in p else (pafs.LocalFileSystem(), os.path.abspath(p))
+        fs, base = _fs(p)
         h.update(base.encode())
         infos = [fs.get_file_info(f"{base}/study.yaml")]
         for folder in RESULT_FOLDERS:
@@ -164,6 +191,16 @@ def trial_history(trials: pd.DataFrame, study: str, trial_id: str) -> pd.DataFra
     """One trial's rows, by epoch."""
     rows = trials[(trials["study"] == study) & (trials["trial_id"] == trial_id)]
     return rows.sort_values("epoch").reset_index(drop=True)
+
+
+def failed_trials(summary: pd.DataFrame) -> pd.DataFrame:
+    """Failed trials and why (the exception the trial raised): study, trial, error."""
+    cols = ["study", "trial_id", "error"]
+    if summary.empty or "status" not in summary.columns:
+        return pd.DataFrame(columns=cols)
+    failed = summary[summary["status"] == "failed"].copy()
+    failed["error"] = failed["error"] if "error" in failed.columns else None
+    return failed[cols].sort_values(["study", "trial_id"]).reset_index(drop=True)
 
 
 def best_trials(summary: pd.DataFrame, objectives: Mapping[str, str], n: int = 3) -> pd.DataFrame:

@@ -448,6 +448,7 @@ def make_loaders(
     shuffle: bool = True,
     num_workers: int = 0,
     shard: tuple[int, int] | None = None,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders whose shuffling is driven by a seeded generator.
 
@@ -456,7 +457,8 @@ def make_loaders(
     never shuffles. ``shard=(rank, world_size)`` gives replica ``rank`` its
     share of the training set (a DistributedSampler: call
     ``loader.sampler.set_epoch(k)`` each epoch); every replica sees the whole
-    test set.
+    test set. ``pin_memory`` (training on CUDA) puts batches in page-locked host
+    memory, so the `non_blocking` copies to the GPU are asynchronous.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -469,7 +471,8 @@ def make_loaders(
         if not 0 <= rank < world_size:
             raise ValueError(f"shard rank must be in [0, {world_size}), got {rank}")
         sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed))
-        train = DataLoader(splits.train, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers))
+        train = DataLoader(splits.train, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers),
+                           pin_memory=pin_memory)
     else:
         train = DataLoader(
             splits.train,
@@ -477,8 +480,10 @@ def make_loaders(
             shuffle=shuffle,
             num_workers=int(num_workers),
             generator=generator,
+            pin_memory=pin_memory,
         )
-    test = DataLoader(splits.test, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
+    test = DataLoader(splits.test, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers),
+                      pin_memory=pin_memory)
     return train, test
 
 

@@ -41,6 +41,9 @@ METRICS = (
 )
 PROVENANCE = (
     "seed", "config_hash", "deqlab_version", "torch_version", "ray_version", "device", "num_workers", "started_at",
+    # where it ran (deqlab.provenance.COLUMNS)
+    "hostname", "hardware", "cpu_model", "cpu_count", "gpu_name", "gpu_count", "gpu_memory_gb", "cuda_version",
+    "gpu_driver", "python_version", "optuna_version", "torchdiffeq_version", "code_version", "node_id",
 )
 TRACE_COLUMNS = ("epoch", "phase", "step", "residual_max", "residual_mean")
 FAULT_PAUSE_ENV = "DEQLAB_FAULT_PAUSE_BEFORE_RENAME_S"  # test hook, see write_table_atomic
@@ -78,6 +81,10 @@ def write_table_atomic(table: pa.Table, path: str, fs: Optional[pafs.FileSystem]
         fs, path = _filesystem(path)
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
     fs.create_dir(parent, recursive=True)
+    if not _renames_atomically(fs):  # object storage: one PUT is atomic; its "rename" is a copy + delete
+        with fs.open_output_stream(path) as out:
+            pq.write_table(table, out)
+        return
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         with fs.open_output_stream(tmp) as out:
@@ -94,10 +101,20 @@ def write_table_atomic(table: pa.Table, path: str, fs: Optional[pafs.FileSystem]
         raise
 
 
+def _renames_atomically(fs: pafs.FileSystem) -> bool:
+    """Local disks: write a temp file and rename it. Object stores (S3, GCS) have no rename, but a single
+    PUT (or a completed multipart upload) appears whole or not at all."""
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
 def write_text_atomic(text: str, path: str) -> None:
     fs, path = _filesystem(path)
     parent, name = path.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
+    if not _renames_atomically(fs):
+        with fs.open_output_stream(path) as out:
+            out.write(text.encode())
+        return
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(tmp) as out:
         out.write(text.encode())

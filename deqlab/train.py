@@ -218,7 +218,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
         if batch_size < 1:
             raise ValueError(f"data.batch_size {config.data.batch_size} is smaller than the {replicas.world_size} "
                              "workers; it is the global batch, split between them")
-    train_loader, test_loader = make_loaders(splits, batch_size, seed=config.seed, shard=shard)
+    train_loader, test_loader = make_loaders(splits, batch_size, seed=config.seed, shard=shard,
+                                             pin_memory=device.type == "cuda")  # async host-to-GPU copies
     model = build(config, splits).to(device)
     if replicas is not None:
         replicas.broadcast_parameters(model)
@@ -340,7 +341,7 @@ def evaluate(model, loader, device) -> dict:
     _sync(device)
     t0 = time.perf_counter()
     for xb, yb in loader:
-        xb, yb = xb.to(device), yb.to(device)
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         logits, info = model(xb)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(dim=1) == yb).sum())
@@ -418,10 +419,12 @@ def provenance(config: TrainConfig, device: torch.device, num_workers: int = 0) 
         ray_version = metadata.version("ray")  # without importing it (seconds)
     except metadata.PackageNotFoundError:
         ray_version = None
+    from .provenance import environment
+
     return {
         "seed": config.seed, "config_hash": config.config_hash(), "deqlab_version": __version__,
         "torch_version": torch.__version__, "ray_version": ray_version, "device": str(device),
-        "num_workers": num_workers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "num_workers": num_workers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment(),
     }
 
 

@@ -39,3 +39,23 @@ def test_cluster_yaml_fits_deqlab():
     assert "pip install" in setup and "/home/ray/deqlab" in setup and "deqlab data get mnist" in setup
     assert "/home/ray/deqlab" in config["file_mounts"]
     assert "DEQLAB_STORAGE=s3://" in setup  # results in storage every node can reach
+
+
+def test_every_node_that_runs_trials_can_write_s3():
+    """Trials write their own results: each node type with resources for them needs the instance profile
+    `ray up` creates for the head with S3 access (the launcher attaches none to workers by itself)."""
+    config = load()
+    runs_trials = {name: t for name, t in config["available_node_types"].items()
+                   if t["resources"].get("CPU", 1) > 0 or t["resources"].get("GPU", 0) > 0}
+    assert runs_trials and config["head_node_type"] not in runs_trials  # the head (CPU 0) runs no trial
+    for name, node_type in runs_trials.items():
+        assert node_type["node_config"].get("IamInstanceProfile") == {"Name": _launcher_default_profile()}, name
+
+
+def _launcher_default_profile() -> str:
+    """The profile name `ray up` gives the head, read from the launcher's source (importing it needs boto3)."""
+    source = open(os.path.join(os.path.dirname(ray.autoscaler.__file__), "_private", "aws", "config.py")).read()
+    prefix = re.search(r'^RAY = "([^"]+)"', source, re.M).group(1)
+    suffix = re.search(r'^DEFAULT_RAY_INSTANCE_PROFILE = RAY \+ "([^"]+)"', source, re.M).group(1)
+    assert "AmazonS3FullAccess" in source  # the policy the launcher attaches to that profile's role
+    return prefix + suffix

@@ -189,7 +189,7 @@ def test_gpu_study_on_a_cluster_without_gpus_yet_gets_one_trial_and_a_hint(monke
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})  # cluster.yaml's head, no workers yet
     assert runner._default_concurrency(spec) == 1 and runner._waiting_for_gpus(spec)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})  # scaled up: 8 GPU nodes
-    assert runner._default_concurrency(spec) == 4 and not runner._waiting_for_gpus(spec)
+    assert runner._default_concurrency(spec) == 32 and not runner._waiting_for_gpus(spec)  # 4 trials per GPU
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
     explicit = parse_study({**raw, "search": {**raw["search"], "max_concurrent_trials": 4}}, "gpu_cluster.yaml")
     assert not runner._waiting_for_gpus(explicit)  # set explicitly: nothing to hint

@@ -4,18 +4,16 @@ Slow by nature (Ray start-up, Train worker start-up); marked `ray` and run in CI
 """
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from ray_cluster import two_node_cluster
 from study_factory import TINY
 
 from deqlab.results import FAULT_PAUSE_ENV, load
@@ -245,30 +243,9 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_wr
 # --------------------------------------------------------------------------- a two-node cluster on this machine
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    nodes = []
-
-    def start(*args):
-        p = subprocess.Popen([ray_bin, "start", "--block", "--num-cpus=1", *args],
-                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        nodes.append(p)
-
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    try:
-        start("--head", "--include-dashboard=false", f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}")
-        address = f"127.0.0.1:{port}"
-        _wait_for_nodes(address, 1, env)
-        start(f"--address={address}", "--node-ip-address=127.0.0.1")
-        _wait_for_nodes(address, 2, env)
+    with two_node_cluster(env) as address:
         raw = {"name": "cluster", "base": {**TINY, "epochs": 1},
                "space": {"seed": {"grid": [0, 1, 2, 3]}}, "objectives": [{"metric": "test_acc", "mode": "max"}],
                "search": {"algorithm": "grid"}}
@@ -280,27 +257,4 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         rows = load(storage / "cluster").trials
         assert len(rows) == 4 and (rows.status == "completed").all()
         assert rows.node_id.nunique() == 2  # both nodes trained
-    finally:
-        for p in nodes:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in nodes:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_for_nodes(address, n, env, timeout=90):
-    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(sum(x['Alive'] for x in ray.nodes()))")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(1)
-    pytest.fail(f"the cluster at {address} never had {n} nodes")
+        assert not list(storage.glob(".deqlab-shared-probe-*"))  # the shared-storage probe cleaned up

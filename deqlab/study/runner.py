@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
+from .cluster import code_path_for_workers, refuse_unshared_storage
 from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
                       is_disk_full, plan_resume)
+from .failures import trial_error
+from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
 from .trial import GRID_KEY, assignment_of, run_trial
@@ -64,12 +67,13 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                   runtime_env={"env_vars": dict(RAY_ENV)})
-    if address:
-        if num_cpus is not None or num_gpus is not None:
-            raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    if address and (num_cpus is not None or num_gpus is not None):
+        raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
+    with code_path_for_workers():  # not the caller's folder: a checkout named deqlab/ there shadows the package
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
 def _trial_fits(spec: StudySpec) -> dict:
@@ -135,7 +139,6 @@ def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
     (`draws_done`), else a random sampler would propose the first run's configurations again.
     """
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -206,7 +209,10 @@ def _optuna_path(spec: StudySpec, storage: str) -> str:
         return os.path.join(study_dir(storage, spec.name), OPTUNA_DB)
     folder = os.path.join(tempfile.gettempdir(), "deqlab-optuna", spec.name)
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, OPTUNA_DB)
+    local = os.path.join(folder, OPTUNA_DB)
+    if not os.path.exists(local):  # resumed on another machine: start from the copy in storage, if any
+        _download(f"{study_dir(storage, spec.name)}/{OPTUNA_DB}", local)
+    return local
 
 
 def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optional[ResumePlan] = None):
@@ -376,7 +382,7 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
             self._maybe_compact()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = _last_line(trial.get_error()) if hasattr(trial, "get_error") else None
+            error = trial_error(trial)
             status = finalize_trial(storage, spec.name, trial.trial_id, "failed", error=error or "trial failed",
                                     params=self._params(trial))
             self._report(trials, trial, status + (f": {error}" if error else ""))
@@ -407,13 +413,6 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                 f"{trial.trial_id} {status}  {best}")
 
     return StudyCallback()
-
-
-def _last_line(text) -> Optional[str]:
-    if not text:
-        return None
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -449,13 +448,13 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     if existing.type != existing.type.NotFound and not exist_ok:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
                          "continues it; --name gives a new run another name")
-    probe = f"{base}/.write-probe-{os.getpid()}-{time.time_ns()}"
+    probe = f"{path}/.write-probe-{os.getpid()}-{time.time_ns()}"  # the URI: a bare bucket path reads as local
     try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
         write_text_atomic("0" * (1 << 20), probe)
-        fs.delete_file(probe)
+        fs.delete_file(_filesystem(probe)[1])
     except OSError as exc:
         raise StudyError(f"cannot write results under {path}: {exc}") from None
-    write_text_atomic(spec.dump(), f"{base}/study.yaml")
+    write_text_atomic(spec.dump(), f"{path}/study.yaml")
     return path
 
 
@@ -467,6 +466,9 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
     storage = absolute_storage(storage)
     if address is None:
         check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
+    elif _is_local(storage):  # before anything is written there
+        start_ray(address)
+        refuse_unshared_storage(storage)
     path = study_dir(storage, spec.name)
     with StudyLock(path, spec.name):
         prepare(spec, storage, exist_ok=resume)
@@ -480,11 +482,16 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
         grid = None
         if plan is None or plan.samples:
             try:
-                grid = build_tuner(spec, storage, [_make_callback(spec, storage, say)], plan=plan).fit()
+                with graceful_interrupt() as interrupt:
+                    grid = build_tuner(spec, storage, [_make_callback(spec, storage, say)], plan=plan).fit()
             except Exception as exc:
                 if is_disk_full(exc) or disk_is_full(path):
                     raise disk_full_error(spec, path) from None
                 raise
+            if interrupt.requested:  # unfinished trials stay `running` on disk: what `deqlab resume` runs again
+                if not _is_local(storage) and spec.search.algorithm != "grid":
+                    _upload(_optuna_path(spec, storage), f"{path}/{OPTUNA_DB}")  # resume may run elsewhere
+                raise StudyInterrupted(resume_hint(spec.name, storage))
         _finish_study(spec, storage, path, grid, say)
         return StudyOutcome(spec, path, time.perf_counter() - t0, grid)
 
@@ -541,6 +548,14 @@ def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
     storage = absolute_storage(storage)
     check_owner(study_dir(storage, name))
     return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
+
+
+def _download(source: str, local: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(source)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        pafs.copy_files(path, local, source_filesystem=fs)
 
 
 def _upload(local: str, target: str) -> None:

@@ -96,11 +96,30 @@ class TrainerSpec(_Spec):
                              description="0: train inside the Tune trial; >=1: Ray Train data-parallel workers")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, le=MAX_CPUS_PER_WORKER)
-    gpus_per_worker: float = Field(1.0, ge=0, le=MAX_GPUS_PER_WORKER, description="used only with use_gpu")
+    gpus_per_worker: float = Field(1.0, ge=0, le=MAX_GPUS_PER_WORKER,
+                                   description="used only with use_gpu; num_workers 0: the GPU share of "
+                                   "one trial, a fraction in (0, 1] (0.25: four trials share a GPU) or a whole number; "
+                                   "Ray Train workers: a whole number (NCCL needs a GPU of its own per rank)")
     max_failures: int = Field(0, ge=0, description="retries of a failed trial (worker crash) before it is recorded failed")
 
     def inert(self) -> tuple[str, ...]:
         return () if self.use_gpu else ("gpus_per_worker",)
+
+
+def _check_gpu_share(t: TrainerSpec) -> None:
+    """A trial's GPU share: Ray packs fractions (0, 1] onto one GPU; more than one GPU must be whole GPUs,
+    and a Ray Train worker needs a whole GPU (two NCCL ranks on one GPU fail)."""
+    g = t.gpus_per_worker
+    if g <= 0:
+        raise ValueError("trainer.gpus_per_worker: 0 with use_gpu: true: a trial needs a GPU share in (0, 1] "
+                         "or whole GPUs")
+    if g > 1 and g != int(g):
+        raise ValueError(f"trainer.gpus_per_worker: {g:g} is neither a fraction in (0, 1] nor a whole number of "
+                         "GPUs; Ray cannot split a trial over part of a second GPU")
+    if t.num_workers >= 1 and g != int(g):
+        raise ValueError(f"trainer.gpus_per_worker: {g:g} with num_workers {t.num_workers}: each Ray Train worker "
+                         "is an NCCL rank and needs whole GPUs; for several trials per GPU use num_workers: 0 "
+                         f"with gpus_per_worker: {g:g}")
 
 
 class StudySpec(_Spec):
@@ -131,6 +150,8 @@ class StudySpec(_Spec):
         if not t.use_gpu and "gpus_per_worker" in t.model_fields_set and t.gpus_per_worker > 0:
             raise ValueError(f"trainer.gpus_per_worker: {t.gpus_per_worker:g} set, but trainer.use_gpu is false: "
                              "the trials train on CPU, so it would be ignored; set use_gpu: true, or remove it")
+        if t.use_gpu:
+            _check_gpu_share(t)
         sched = self.scheduler
         ignored = [f"scheduler.{key}" for key in sched.inert() if key in sched.model_fields_set]
         if ignored:

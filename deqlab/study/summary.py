@@ -71,7 +71,19 @@ def list_studies(storage: str) -> str:
                 best = f"best {objective[0]} {value:.4g}"
         status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
         lines.append(f"{entry.base_name}: {len(final)} trials ({status}) {best}".rstrip())
+        lines.extend(_failure_lines(final))
     return "\n".join(lines) if lines else f"no studies in {storage}"
+
+
+def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
+    """`  <trial> failed: <Type: message>` for the first few failed trials, so `ls` says why."""
+    if not len(final) or "error" not in final:
+        return []
+    failed = final[final["status"] == "failed"].sort_values("trial_id")
+    lines = [f"  {r.trial_id} failed: {r.error}" for r in failed.head(shown).itertuples()]
+    if len(failed) > shown:
+        lines.append(f"  ... {len(failed) - shown} more failed")
+    return lines
 
 
 def _first_objective(fs, folder: str, yaml):
