@@ -119,3 +119,17 @@ def test_paper_study_validates_with_the_published_settings():
     bad["base"]["deq"]["skip_norm"] = "huber"
     with pytest.raises(StudyError, match="skip_norm"):
         parse_study(bad, "paper")
+
+
+@pytest.mark.parametrize("init", ["zeros", "skip", "skipreg"])
+@pytest.mark.parametrize("solver", ["newton_krylov", "continuous"])
+def test_seed_tutorial_study_runs_the_replicas_settings(init, solver):
+    """studies/seed_tutorial.yaml grids exactly the runs behind the tutorial table (the replica's configs)."""
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    from tutorial_replica import config
+
+    spec = load_study("studies/seed_tutorial.yaml")
+    (point,) = [p for p in spec.grid() if (p["deq.init"], p["deq.solver"], p["seed"]) == (init, solver, 1)]
+    assert spec.train_config(point) == config(init, solver, seed=1, subset=2000, test_subset=500)
