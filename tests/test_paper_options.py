@@ -84,6 +84,12 @@ def test_bad_settings_are_refused(bad, match):
         TrainConfig(**bad)
 
 
+def test_neural_ode_config_survives_its_own_dump():
+    """Ray Train workers rebuild the config from its dump, which spells out every deq default."""
+    cfg = TrainConfig(model={"name": "neural_ode", "options": {"width": 8}})
+    assert TrainConfig(**cfg.model_dump(mode="json")) == cfg
+
+
 def _params_after_one_epoch(batch, accumulate, n=32):
     cfg = TrainConfig(seed=0, data={"batch_size": batch}, optim={"accumulate": accumulate},
                       model={"name": "mlp", "options": {"width": 8, "inner": None}},
