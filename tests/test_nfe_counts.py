@@ -80,7 +80,7 @@ def relu_deq(**kw):
     return DEQ(Counting(cell), skip_net=skip, **{"solver": "broyden", "tol": 1e-6, "stop_mode": "batch", **kw})
 
 
-def step(deq, init_counts=True):
+def step(deq):
     x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(1))
     Counts.reset()
     z, info = deq(x)
