@@ -22,7 +22,15 @@ unrolled to depth k) and a tight tolerance, so the table shows how fast the
 trained layer actually converges, and also with the training solver.
 
     .venv/bin/python benchmarks/seed_mlp_mnist.py                      # 20,000 train images, 3 epochs (~1.5 min, 1 core)
-    .venv/bin/python benchmarks/seed_mlp_mnist.py --subset 0 --epochs 5 --out seed_mlp_out   # full MNIST, PNG plot
+    .venv/bin/python benchmarks/seed_mlp_mnist.py --subset 0 --epochs 5 --out seed_mlp_out   # full MNIST, PNG plots
+
+With --out the run also records `depth_states` (the hidden states after k =
+0..K plain applications of the cell from the model's z0, on the fixed test
+batch, each epoch) into a results folder the dashboard reads
+(`--out/results/seed_mlp_mnist`), and draws the seed article's picture from
+them: the states projected on two principal components (one basis for every
+depth, fitted on all of them), one panel per depth, coloured by digit class,
+the clusters forming as depth grows (`depth_states.png`).
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from unittest import mock
 
 import torch
 
+from deqlab.dashboard_data import pca_states
 from deqlab.data import DataError, fetch, load_dataset, make_loaders
+from deqlab.results import TrialWriter, load_states
 from deqlab.solvers import solver_options
 import deqlab.train as train_mod
-from deqlab.train import TrainConfig, build, residual_traces, train
+from deqlab.train import TrainConfig, build, provenance, residual_traces, select_device, train
 
 
 def load(subset: int | None, test_subset: int | None, seed: int):
@@ -103,6 +113,36 @@ def plot(path: Path, profiles: dict) -> None:
     plt.close(fig)
 
 
+def plot_states(path: Path, states) -> None:
+    """The seed article's picture: hidden states over depth on two shared principal components, by class.
+
+    Panels at depths 0, 1, 2, 4, 8, ... and the last: the clusters form in the first few applications.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    proj, ratio = pca_states(states)
+    steps = sorted(proj["step"].unique())
+    picks = sorted({k for k in [0] + [2 ** i for i in range(8)] if k < steps[-1]} | {steps[-1]})
+    fig, axes = plt.subplots(1, len(picks), figsize=(3 * len(picks), 3.2), sharex=True, sharey=True)
+    for ax, k in zip(list(axes) if len(picks) > 1 else [axes], picks):
+        rows = proj[proj["step"] == k]
+        for label in sorted(rows["label"].unique(), key=int):
+            sel = rows[rows["label"] == label]
+            ax.scatter(sel["pc1"], sel["pc2"], s=8, color=f"C{int(label)}", label=label, alpha=0.8)
+        ax.set_title(f"depth {k}" + (" (z0)" if k == 0 else ""))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes_list = list(axes) if len(picks) > 1 else [axes]
+    axes_list[-1].legend(title="digit", fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(f"Seed MLP DEQ hidden states over depth (PCA, {100 * ratio.sum():.0f}% of variance)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subset", type=int, default=20000, help="training images (0: all 60,000)")
@@ -122,13 +162,16 @@ def main(argv=None) -> int:
     p.add_argument("--profile-batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: leave the other cores alone)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="folder for depth_profile.png and depth_profile.csv")
+    p.add_argument("--depth-states", type=int, default=30, help="depths recorded for the PCA picture (with --out)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for depth_profile.png/.csv, depth_states.png and the run's results")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     splits = load(args.subset or None, args.test_subset or None, args.seed)
     cfg = TrainConfig(
         seed=args.seed, epochs=args.epochs, eval_batch=args.profile_batch,
+        depth_states=args.depth_states if args.out is not None else 0,
         data={"name": "mnist", "batch_size": args.batch_size}, optim={"lr": args.lr},
         model={"name": "mlp"},  # defaults: 784 -> 100, cell 100 -> 500 tanh -> 100, 100 -> 10
         deq={"init": args.init, "skip_weight": args.skip_weight, "solver": args.solver, "tol": args.tol,
@@ -156,8 +199,13 @@ def main(argv=None) -> int:
         model_box["model"] = _build(config, data)
         return model_box["model"]
 
+    writer = None
+    if args.out is not None:
+        trial = f"train-{cfg.config_hash()}"
+        writer = TrialWriter(str(args.out / "results"), "seed_mlp_mnist", trial, cfg.flat_params(),
+                             provenance(cfg, select_device(cfg.device)))
     with mock.patch.object(train_mod, "build", keep):
-        result = train(cfg, report, data=splits)
+        result = train(cfg, report, data=splits, writer=writer)
     wall = time.perf_counter() - t0
     print(f"\nstatus {result.status}; train + eval {wall:.0f} s")
     if result.status != "completed":
@@ -185,7 +233,9 @@ def main(argv=None) -> int:
                 for k, (a, b) in enumerate(zip(mxs, means)):
                     fh.write(f"\"{label}\",{k},{a:.6e},{b:.6e}\n")
         plot(args.out / "depth_profile.png", profiles)
-        print(f"wrote {args.out / 'depth_profile.png'} and {args.out / 'depth_profile.csv'}")
+        plot_states(args.out / "depth_states.png", load_states(writer.base, writer.trial_id))
+        print(f"wrote {args.out / 'depth_profile.png'}, {args.out / 'depth_profile.csv'}, "
+              f"{args.out / 'depth_states.png'} and the results in {writer.base}")
     return 0 if result.status == "completed" else 1
 
 

@@ -49,6 +49,19 @@ ADJOINTS = {
 }
 
 
+def config(init: str, solver: str, channels: int = 64, seed: int = 0, groups=None, adjoint: str = "gmres",
+           **data) -> TrainConfig:
+    """One run of the replica (studies/seed_tutorial.yaml grids the same settings)."""
+    options = {"channels": channels, **({"groups": groups} if groups is not None else {})}
+    return TrainConfig(
+        seed=seed, epochs=3, pretrain_epochs=2, pretrain_depth=5,
+        data={"name": "mnist", "batch_size": 32, **data}, optim={"lr": 5e-4},
+        model={"name": "conv", "options": options},
+        deq={"init": init, "solver": solver, "solver_options": SOLVERS[solver], "tol": 0.01,
+             "max_iter": 10, "skip_weight": 0.01, "backward_options": ADJOINTS[adjoint]},
+    )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--channels", type=int, default=16)
@@ -71,13 +84,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     for solver in args.solvers:
         for init in args.inits:
-            cfg = TrainConfig(
-                seed=args.seed, epochs=3, pretrain_epochs=2, pretrain_depth=5,
-                data={"name": "mnist", "batch_size": 32}, optim={"lr": 5e-4},
-                model={"name": "conv", "options": {"channels": args.channels, "groups": args.groups}},
-                deq={"init": init, "solver": solver, "solver_options": SOLVERS[solver], "tol": 0.01,
-                     "max_iter": 10, "skip_weight": 0.01, "backward_options": ADJOINTS[args.adjoint]},
-            )
+            cfg = config(init, solver, args.channels, args.seed, args.groups, args.adjoint)
             t0 = time.perf_counter()
             result = train(cfg, data=splits)
             wall = time.perf_counter() - t0

@@ -15,7 +15,10 @@ input; the modes differ only in what they do with it:
   (truncated backprop; phantom with damping 1).
 
 Backward NFE is counted where it happens: hooks on the tensors whose VJPs the
-backward pass computes increment `BackwardRecord.nfe`.
+backward pass computes increment `BackwardRecord.nfe`, and the implicit mode
+counts each adjoint VJP plus the final VJP that carries g to the parameters
+and input. The Jacobian penalty's VJPs (one per probe in the forward pass, one
+second-order pass per probe in the backward pass) go to `BackwardRecord.nfe_jac`.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class BackwardRecord:
     """Filled in while the backward pass runs (after loss.backward())."""
 
     nfe: int = 0
+    nfe_jac: int = 0  # the Jacobian penalty's VJPs: forward probes plus their backward passes
     residual: Optional[float] = None  # adjoint solve: max final residual over the batch
     converged_frac: Optional[float] = None
     trace: Optional[list] = None
@@ -96,11 +100,11 @@ class ForwardSolverConfig:
     options: dict
 
 
-def _count_backward(t: Tensor, record: BackwardRecord) -> None:
-    """Count one VJP when autograd pushes a gradient through t."""
+def count_backward(t: Tensor, record: BackwardRecord, field: str = "nfe") -> None:
+    """Count one VJP (in `record.<field>`) when autograd pushes a gradient through t."""
 
     def hook(grad):
-        record.nfe += 1
+        setattr(record, field, getattr(record, field) + 1)
         return grad
 
     t.register_hook(hook)
@@ -118,11 +122,11 @@ def attach(
     if isinstance(opts, ImplicitOptions):
         return _attach_implicit(z_in, fz, opts, fwd, record), 0
     damping = opts.damping if isinstance(opts, PhantomOptions) else 1.0
-    _count_backward(fz, record)
+    count_backward(fz, record)
     z = fz if damping == 1.0 else (1 - damping) * z_in + damping * fz
     for _ in range(opts.steps - 1):
         fz = f(z)
-        _count_backward(fz, record)
+        count_backward(fz, record)
         z = fz if damping == 1.0 else (1 - damping) * z + damping * fz
     return z, opts.steps - 1
 
@@ -172,7 +176,7 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
         # the adjoint map is affine, so its Jacobian-vector product is one VJP
         jvp = (lambda u, w: vjp(w)) if solver == "newton_krylov" else None
         res = solve(adjoint, v_hat, solver=solver, tol=tol, max_iter=max_iter, stop_mode="abs", jvp=jvp, **options)
-        record.nfe += res.nfe
+        record.nfe += res.nfe + 1  # + the VJP that carries g through fz to the parameters and input
         record.residual = float(res.residual.max())
         record.converged_frac = res.converged_frac
         record.trace = res.trace
@@ -182,11 +186,14 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
     return _AdjointGradient.apply(fz, solve_adjoint)
 
 
-def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1) -> tuple[Tensor, int]:
+def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1,
+                     record: Optional[BackwardRecord] = None) -> tuple[Tensor, int]:
     """Hutchinson estimate of ||df/dz||_F^2 / dim, averaged over the batch (Bai et al. 2021).
 
-    Returns (penalty, VJPs spent). The penalty is differentiable (create_graph),
-    so its own backward costs a second-order pass per probe.
+    Returns (penalty, VJPs spent now). The penalty is differentiable
+    (create_graph), so its own backward costs a second-order pass per probe;
+    with a record, each probe's VJP is added to `record.nfe_jac` now and its
+    backward pass when autograd runs it.
     """
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
@@ -194,5 +201,9 @@ def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1) -> tuple[Tensor,
     for _ in range(probes):
         eps = torch.randn_like(fz)
         (vjp,) = torch.autograd.grad(fz, z_in, eps, create_graph=True, retain_graph=True)
+        if record is not None:
+            record.nfe_jac += 1
+            if vjp.requires_grad:
+                count_backward(vjp, record, "nfe_jac")
         total = total + vjp.pow(2).flatten(1).sum(dim=1).mean() / vjp[0].numel()
     return total / probes, probes

@@ -38,6 +38,7 @@ STATUSES = ("running", "completed", "pruned", "diverged", "failed")
 METRICS = (
     "train_loss", "test_loss", "test_acc", "nfe_fwd", "nfe_bwd", "fwd_time_s", "bwd_time_s",
     "epoch_time_s", "converged_frac", "residual", "infer_time_s",
+    "nfe_jac", "nfe_train_total", "nfe_test_total", "nfe_fwd_paper",  # docs/reproductions.md: NFE columns
 )
 PROVENANCE = (
     "seed", "config_hash", "deqlab_version", "torch_version", "ray_version", "device", "num_workers", "started_at",

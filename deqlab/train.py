@@ -30,6 +30,7 @@ from . import __version__
 from .data import DATASETS, load_dataset, make_loaders
 from .backward import backward_options as validate_backward_options
 from .models import DEQ_MODELS, MODELS, build_model
+from .models.zoo import MLP_CELLS, WEIGHT_INITS
 from .parallel import Replicas
 from .solvers import solver_options as validate_solver_options
 
@@ -71,6 +72,9 @@ class ModelSpec(_Spec):
         unknown = sorted(set(self.options) - allowed)
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for model {self.name!r}; valid: {', '.join(sorted(allowed))}")
+        for key, valid in (("cell", MLP_CELLS), ("weight_init", WEIGHT_INITS)):
+            if key in self.options and self.options[key] not in valid:
+                raise ValueError(f"model.options.{key}: {self.options[key]!r} is not one of {', '.join(valid)}")
         return self
 
 
@@ -84,6 +88,9 @@ class DEQSpec(_Spec):
     backward: str = "implicit"
     backward_options: dict = Field(default_factory=dict)
     skip_weight: float = Field(0.01, ge=0)
+    skip_norm: Literal["mse", "l1"] = Field("mse", description="skip term: mean squared or mean absolute z0 - z*")
+    skip_grad: Literal["z0", "both"] = Field("z0", description="skip term differentiated through z0 only "
+                                                               "(z* detached) or through z* as well")
     jac_weight: float = Field(0.0, ge=0)
     jac_probes: int = Field(1, ge=1)
 
@@ -101,6 +108,8 @@ class OptimSpec(_Spec):
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr: float = Field(0.0, ge=0)
     grad_clip: Optional[float] = Field(None, gt=0)
+    accumulate: int = Field(1, ge=1, description="micro-batches (of data.batch_size) whose gradients are averaged "
+                                                 "per optimiser step: effective batch = batch_size x accumulate")
 
 
 class TrainConfig(_Spec):
@@ -122,6 +131,22 @@ class TrainConfig(_Spec):
     model: ModelSpec = Field(default_factory=ModelSpec)
     deq: DEQSpec = Field(default_factory=DEQSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
+
+    @model_validator(mode="after")
+    def _honoured(self):
+        """A model without a DEQ layer cannot honour deq.* (or pretraining) settings: refuse, never drop them."""
+        if self.model.name in DEQ_MODELS:
+            return self
+        # compared with the defaults, not `model_fields_set`: a dumped config (Ray Train workers) sets every field
+        defaults = DEQSpec().model_dump()
+        ignored = [f"deq.{k}" for k, v in self.deq.model_dump().items() if v != defaults[k]]
+        ignored += [k for k in ("pretrain_epochs", "pretrain_depth", "depth_states") if k in self.model_fields_set
+                    and getattr(self, k) != type(self).model_fields[k].default]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)}: set, but model {self.model.name!r} has no DEQ layer, so "
+                             f"{'they' if len(ignored) > 1 else 'it'} would be ignored; remove "
+                             f"{'them' if len(ignored) > 1 else 'it'} (its own settings go in model.options)")
+        return self
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
@@ -224,7 +249,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     if replicas is not None:
         replicas.broadcast_parameters(model)
     total_epochs = config.pretrain_epochs + config.epochs
-    opt, sched = _make_optimizer(config, model, total_epochs * len(train_loader))
+    steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
+    opt, sched = _make_optimizer(config, model, total_epochs * steps_per_epoch)
     eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
     eval_x, eval_y = eval_x.to(device), eval_y.to(device)
     result = TrainResult(status="running")
@@ -242,7 +268,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
             result.status, result.error = "diverged", str(exc)
             break
         if replicas is not None:
-            metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd")}))
+            metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd", "nfe_jac",
+                                                                  "nfe_train_total")}))
             metrics["replica_weight_spread"] = replicas.weight_spread(model)
         metrics["phase"] = "pretrain" if pretraining else "deq"
         metrics["lr"] = opt.param_groups[0]["lr"]
@@ -285,13 +312,17 @@ def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional
 
 
 def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None) -> dict:
+    """One pass over the training data; NFE columns are means per micro-batch (per sample, see evaluate)."""
     model.train()
-    clip = config.optim.grad_clip
+    accumulate = config.optim.accumulate
     loss_sum = n = 0
-    nfe_fwd = nfe_bwd = fwd_t = bwd_t = 0.0
+    nfe = {"train_nfe_fwd": 0.0, "nfe_bwd": 0.0, "nfe_jac": 0.0}
+    fwd_t = bwd_t = 0.0
     batches = 0
+    n_batches = len(loader)
     _sync(device)
     t_epoch = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
     for xb, yb in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         _sync(device)
@@ -303,41 +334,57 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
         t1 = time.perf_counter()
         if replicas is None and not torch.isfinite(loss):
             raise FloatingPointError("non-finite training loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if replicas is not None and not math.isfinite(replicas.average_gradients(model, loss)):
-            raise FloatingPointError("non-finite training loss")  # on some replica: all stop together
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        if sched is not None:
-            sched.step()
+        batches += 1
+        # the last group of an epoch may be short: average over the micro-batches it has
+        group = min(accumulate, n_batches - (batches - 1) // accumulate * accumulate)
+        (loss / group if group > 1 else loss).backward()
+        if batches % accumulate == 0 or batches == n_batches:
+            _step(model, opt, sched, config, replicas, loss)
         _sync(device)
         t2 = time.perf_counter()
         fwd_t += t1 - t0
         bwd_t += t2 - t1
         loss_sum += float(task.detach()) * len(yb)
         n += len(yb)
-        nfe_fwd += info.nfe_fwd_per_sample
-        nfe_bwd += info.nfe_bwd
-        batches += 1
+        nfe["train_nfe_fwd"] += info.nfe_fwd_per_sample
+        nfe["nfe_bwd"] += info.nfe_bwd
+        nfe["nfe_jac"] += info.nfe_jac
     _sync(device)
+    out = {k: v / max(batches, 1) for k, v in nfe.items()}
+    out["nfe_train_total"] = sum(out.values())
     return {
-        "train_loss": loss_sum / max(n, 1),
-        "train_nfe_fwd": nfe_fwd / max(batches, 1),
-        "nfe_bwd": nfe_bwd / max(batches, 1),
+        "train_loss": loss_sum / max(n, 1), **out,
         "fwd_time_s": fwd_t,
         "bwd_time_s": bwd_t,
         "epoch_time_s": time.perf_counter() - t_epoch,
     }
 
 
+def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
+    """Average the replicas' gradients (if any), clip, step the optimiser and the schedule."""
+    if replicas is not None and not math.isfinite(replicas.average_gradients(model, loss)):
+        raise FloatingPointError("non-finite training loss")  # on some replica: all stop together
+    if config.optim.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def evaluate(model, loader, device) -> dict:
-    """Test loss/accuracy, per-sample forward NFE, convergence and inference time per sample."""
+    """Test loss/accuracy, per-sample forward NFE, convergence and inference time per sample.
+
+    `nfe_test_total` is everything a prediction costs per sample (forward only:
+    no backward, no regulariser at test time). `nfe_fwd_paper` is the published
+    code's convention: the solver's batched calls plus one residual call and one
+    final call (minimum 4 for Broyden: initial evaluation, one update, residual,
+    final); it leaves out skipreg's f(0, x), as that code did not count it.
+    """
     model.eval()
     loss_sum = correct = n = 0
-    nfe = conv = res = 0.0
+    nfe = conv = res = paper = 0.0
     _sync(device)
     t0 = time.perf_counter()
     for xb, yb in loader:
@@ -348,14 +395,17 @@ def evaluate(model, loader, device) -> dict:
         k = len(yb)
         n += k
         nfe += info.nfe_fwd_per_sample * k
+        solver = info.nfe_solver_per_sample
+        paper += (solver + 2 if solver is not None else math.nan) * k
         conv += info.converged_frac * k
         res += float(info.residual.mean()) * k  # inf if a sample never got a finite iterate; NaN: no solver
     _sync(device)
     elapsed = time.perf_counter() - t0
     model.train()
     n = max(n, 1)
-    return {"test_loss": loss_sum / n, "test_acc": correct / n, "nfe_fwd": nfe / n, "converged_frac": conv / n,
-            "residual": res / n, "infer_time_s": elapsed / n}
+    return {"test_loss": loss_sum / n, "test_acc": correct / n, "nfe_fwd": nfe / n, "nfe_test_total": nfe / n,
+            "nfe_fwd_paper": paper / n, "converged_frac": conv / n, "residual": res / n,
+            "infer_time_s": elapsed / n}
 
 
 def residual_traces(model, x, y):

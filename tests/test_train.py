@@ -125,3 +125,5 @@ def test_neural_ode_rejects_deq_settings():
 
     with pytest.raises(TypeError):
         build_model("neural_ode", in_dim=4, solver="anderson")
+    with pytest.raises(ValueError, match="deq.solver: set, but model .neural_ode. has no DEQ layer"):
+        TrainConfig(model={"name": "neural_ode"}, deq={"solver": "broyden"})

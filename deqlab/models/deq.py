@@ -35,10 +35,12 @@ InitMode = Literal["zeros", "skip", "skipreg"]
 class DEQInfo:
     """What one forward pass cost and reached; `backward` fills in after loss.backward().
 
-    NFE counts are batched calls of f. `nfe_fwd_per_sample` is the mean over the
-    batch of the evaluations each sample took part in (a frozen sample stops
-    counting), plus the calls outside the solver (skipreg's f(0, x), the
-    application that carries the gradient).
+    NFE counts are batched calls of f (a JVP or VJP counts as one).
+    `nfe_fwd_per_sample` is the mean over the batch of the evaluations each
+    sample took part in (a frozen sample stops counting), plus the calls outside
+    the solver (skipreg's f(0, x), the application that carries the gradient).
+    `nfe_solver_per_sample` is the solver's share alone (the paper's convention
+    adds its residual call and final call to it).
     """
 
     nfe_fwd: int
@@ -49,13 +51,22 @@ class DEQInfo:
     skip_mse: Tensor
     jac_loss: Tensor
     reg_loss: Tensor
-    nfe_jac: int = 0
     trace_mean: list = field(default_factory=list)
     backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
+    nfe_solver_per_sample: Optional[float] = None
 
     @property
     def nfe_bwd(self) -> int:
         return self.backward.nfe
+
+    @property
+    def nfe_jac(self) -> int:
+        """The Jacobian penalty's VJPs: its forward probes, and their backward passes once run."""
+        return self.backward.nfe_jac
+
+
+SKIP_NORMS = ("mse", "l1")
+SKIP_GRADS = ("z0", "both")
 
 
 class DEQ(nn.Module):
@@ -63,8 +74,12 @@ class DEQ(nn.Module):
 
     init: "zeros" (DEQ), "skip" (SkipDEQ: `skip_net(x)` predicts z0), "skipreg"
     (SkipRegDEQ: z0 = f(0, x), no extra network). Skip modes add
-    `skip_weight * mse(z0, z*)` to `info.reg_loss` with z* detached, so z0 is
-    pulled toward the equilibrium, not the reverse. `jac_weight > 0` adds the
+    `skip_weight * d(z0, z*)` to `info.reg_loss`, d the mean squared (`skip_norm
+    ="mse"`) or absolute (`"l1"`, the published code's) difference. With
+    `skip_grad="z0"` z* is detached, so only z0 is pulled toward the
+    equilibrium; `"both"` also differentiates through z* (by the backward mode),
+    pulling the equilibrium toward the explicit guess, which is what makes the
+    published SkipDEQ cheap to solve. `jac_weight > 0` adds the
     Hutchinson Jacobian penalty. `fixed_depth=k` replaces the solve by k
     explicit applications (pretraining); set it to None to switch to solving.
     """
@@ -83,6 +98,8 @@ class DEQ(nn.Module):
         backward_options: Optional[dict] = None,
         skip_net: Optional[nn.Module] = None,
         skip_weight: float = 0.01,
+        skip_norm: str = "mse",
+        skip_grad: str = "z0",
         jac_weight: float = 0.0,
         jac_probes: int = 1,
         fixed_depth: Optional[int] = None,
@@ -97,6 +114,10 @@ class DEQ(nn.Module):
             raise ValueError(f"skip_net is only used with init='skip', not {init!r}")
         if stop_mode not in STOP_MODES:
             raise ValueError(f"unknown stop_mode {stop_mode!r}; valid: {', '.join(STOP_MODES)}")
+        if skip_norm not in SKIP_NORMS:
+            raise ValueError(f"unknown skip_norm {skip_norm!r}; valid: {', '.join(SKIP_NORMS)}")
+        if skip_grad not in SKIP_GRADS:
+            raise ValueError(f"unknown skip_grad {skip_grad!r}; valid: {', '.join(SKIP_GRADS)}")
         if fixed_depth is not None and fixed_depth < 1:
             raise ValueError(f"fixed_depth must be >= 1 or None, got {fixed_depth}")
         if not tol > 0:
@@ -120,6 +141,8 @@ class DEQ(nn.Module):
         if isinstance(adjoint, bw.ImplicitOptions) and adjoint.solver is None and adjoint.solver_options:
             validate_solver_options(solver, adjoint.solver_options)  # adjoint inherits the forward solver
         self.skip_weight = skip_weight
+        self.skip_norm = skip_norm
+        self.skip_grad = skip_grad
         self.jac_weight = jac_weight
         self.jac_probes = jac_probes
         self.fixed_depth = fixed_depth
@@ -144,55 +167,67 @@ class DEQ(nn.Module):
         def fx(z):
             return self.f(z, x)
 
+        record = bw.BackwardRecord()
         z0 = self.initial_state(x, count)
-        zero = x.new_zeros(())
+        if self.init == "skipreg" and z0.requires_grad:
+            bw.count_backward(z0, record)  # the skip term's (or pretraining's) VJP through f(0, x)
         if self.fixed_depth is not None:
-            z = z0
-            for _ in range(self.fixed_depth):
-                z = fx(z)
-            calls[0] += self.fixed_depth
-            skip_mse = self._skip_mse(z0, z)
-            with torch.no_grad():  # one counted evaluation to report how far from equilibrium
-                res = residual_norms(z, fx(z), self.stop_mode)
-            calls[0] += 1
-            return z, DEQInfo(
-                nfe_fwd=calls[0], nfe_fwd_per_sample=float(calls[0]), residual=res,
-                converged_frac=float((res <= self.tol).float().mean()), trace=[], skip_mse=skip_mse,
-                jac_loss=zero, reg_loss=self.skip_weight * skip_mse,
-            )
+            return self._fixed_depth(fx, z0, calls[0], record)
 
         result = solve(fx, z0.detach(), solver=self.solver, tol=self.tol, max_iter=self.max_iter,
                        stop_mode=self.stop_mode, **self.solver_kwargs)
         z_star = result.z
-        record = bw.BackwardRecord()
-        jac_loss, nfe_jac = zero, 0
+        jac_loss = x.new_zeros(())
         if torch.is_grad_enabled():
             z_in = z_star.detach().requires_grad_()
             fz = fx(z_in)
             calls[0] += 1
             if self.jac_weight > 0:
-                jac_loss, nfe_jac = bw.jacobian_penalty(fz, z_in, self.jac_probes)
+                jac_loss, _ = bw.jacobian_penalty(fz, z_in, self.jac_probes, record)
             fwd = bw.ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.solver_kwargs)
             z, extra = bw.attach(fx, z_in, fz, self.backward_opts, fwd, record)
             calls[0] += extra
         else:
             z = z_star
-        skip_mse = self._skip_mse(z0, z_star)
+        skip_mse = self._skip_distance(z0, z if self.skip_grad == "both" else z_star)
+        solver_per_sample = float(result.sample_nfe.float().mean())
         return z, DEQInfo(
             nfe_fwd=result.nfe + calls[0],
-            nfe_fwd_per_sample=float(result.sample_nfe.float().mean()) + calls[0],
+            nfe_fwd_per_sample=solver_per_sample + calls[0],
             residual=result.residual,
             converged_frac=result.converged_frac,
             trace=result.trace,
             skip_mse=skip_mse,
             jac_loss=jac_loss,
             reg_loss=self.skip_weight * skip_mse + self.jac_weight * jac_loss,
-            nfe_jac=nfe_jac,
             trace_mean=result.trace_mean,
             backward=record,
+            nfe_solver_per_sample=solver_per_sample,
         )
 
-    def _skip_mse(self, z0: Tensor, z_star: Tensor) -> Tensor:
+    def _fixed_depth(self, fx, z0: Tensor, calls: int, record: bw.BackwardRecord) -> tuple[Tensor, DEQInfo]:
+        """Pretraining: k explicit applications, each VJP counted by a hook when backward runs."""
+        z = z0
+        for _ in range(self.fixed_depth):
+            z = fx(z)
+            if z.requires_grad:
+                bw.count_backward(z, record)
+        calls += self.fixed_depth
+        skip_mse = self._skip_distance(z0, z)
+        with torch.no_grad():  # one counted evaluation to report how far from equilibrium
+            res = residual_norms(z, fx(z), self.stop_mode)
+        calls += 1
+        return z, DEQInfo(
+            nfe_fwd=calls, nfe_fwd_per_sample=float(calls), residual=res,
+            converged_frac=float((res <= self.tol).float().mean()), trace=[], skip_mse=skip_mse,
+            jac_loss=z.new_zeros(()), reg_loss=self.skip_weight * skip_mse, backward=record,
+            nfe_solver_per_sample=float(self.fixed_depth),
+        )
+
+    def _skip_distance(self, z0: Tensor, z_star: Tensor) -> Tensor:
+        """d(z0, z*): mean squared or mean absolute difference; z* detached unless skip_grad='both'."""
         if self.init == "zeros":
             return z0.new_zeros(())
-        return (z0 - z_star.detach()).pow(2).mean()
+        target = z_star if self.skip_grad == "both" else z_star.detach()
+        diff = z0 - target
+        return diff.abs().mean() if self.skip_norm == "l1" else diff.pow(2).mean()

@@ -31,19 +31,59 @@ class MLPCell(nn.Module):
         return torch.tanh(out) if self.squash else out
 
 
+class ReluSumCell(nn.Module):
+    """f(z, x) = relu(W z) + relu(U x), no biases: the published SkipDEQ MNIST-dense cell.
+
+    (DeepEquilibriumNetworks.jl's `Parallel(+, Dense(w, w, relu; bias=false), Dense(w, w, relu; bias=false))`.)
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.W = nn.Linear(width, width, bias=False)
+        self.U = nn.Linear(width, width, bias=False)
+
+    def forward(self, z, x):
+        return torch.relu(self.W(z)) + torch.relu(self.U(x))
+
+
+MLP_CELLS = ("tanh", "relu_sum")
+
+
 class MLPDEQ(nn.Module):
     """The seed MLP: Dense(in->width), DEQ over the cell with input injection, Dense(width->classes).
 
     Defaults are the seed article's (784->100, cell 100->500 tanh->100, 100->10);
     `inner=None` gives the paper's single-layer tanh cell (784->128, 128->128).
+    `cell="relu_sum"` is the published code's instead: encoder Dense(in, width,
+    relu), cell relu(W z) + relu(U x) without bias, skip net Dense(width, width,
+    relu) (`inner` must then be None). `weight_init="glorot"` draws every layer
+    as Lux does (Glorot-uniform, zero biases), as the published models were.
     """
 
-    def __init__(self, in_dim: int = 784, width: int = 100, inner: Optional[int] = 500, num_classes: int = 10, **deq):
+    def __init__(self, in_dim: int = 784, width: int = 100, inner: Optional[int] = 500, num_classes: int = 10,
+                 cell: str = "tanh", weight_init: str = "torch", **deq):
         super().__init__()
-        self.encoder = nn.Linear(in_dim, width)
-        skip = nn.Sequential(nn.Linear(width, width), nn.Tanh()) if deq.get("init") == "skip" else None
-        self.deq = DEQ(MLPCell(width, inner), skip_net=skip, **deq)
+        if cell not in MLP_CELLS:
+            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(MLP_CELLS)}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {weight_init!r}")
+        skip = None
+        if cell == "relu_sum":
+            if inner:
+                raise ValueError("cell 'relu_sum' is single-layer: set inner: null")
+            self.encoder = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU())
+            f = ReluSumCell(width)
+            if deq.get("init") == "skip":
+                skip = nn.Sequential(nn.Linear(width, width), nn.ReLU())
+        else:
+            self.encoder = nn.Linear(in_dim, width)
+            f = MLPCell(width, inner)
+            if deq.get("init") == "skip":
+                skip = nn.Sequential(nn.Linear(width, width), nn.Tanh())
+        self.deq = DEQ(f, skip_net=skip, **deq)
         self.head = nn.Linear(width, num_classes)
+        if weight_init == "glorot":
+            _glorot_init([self])
 
     def forward(self, x):
         z, info = self.deq(self.encoder(x.flatten(1)))
@@ -236,4 +276,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MLPDEQ", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]
+__all__ = ["MLPDEQ", "ReluSumCell", "MLP_CELLS", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]

@@ -1,0 +1,148 @@
+"""Every NFE column against an independent count: a counting autograd.Function inside the cell.
+
+The counter sees each batched forward call of f, each first-order VJP (a gradient pushed into
+f's output) and each second-order pass (the Jacobian penalty's backward through its own VJP,
+seen at f's input side). deqlab's columns must equal these counts exactly.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from deqlab.data import load_dataset
+from deqlab.models import DEQ
+from deqlab.models.zoo import ReluSumCell
+from deqlab.train import TrainConfig, _train_epoch, build, evaluate
+
+F64 = torch.float64
+
+
+class Counts:
+    fwd = vjp = second = 0
+
+    @classmethod
+    def reset(cls):
+        cls.fwd = cls.vjp = cls.second = 0
+
+
+class _Out(torch.autograd.Function):
+    """Identity on f's output: forward counts a call of f, backward a VJP of f."""
+
+    @staticmethod
+    def forward(ctx, t):
+        Counts.fwd += 1
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        Counts.vjp += 1
+        return g
+
+
+class _Second(torch.autograd.Function):
+    """Identity on a VJP's result: its backward runs only when that VJP is itself differentiated."""
+
+    @staticmethod
+    def forward(ctx, g):
+        return g.view_as(g)
+
+    @staticmethod
+    def backward(ctx, gg):
+        Counts.second += 1
+        return gg
+
+
+class _In(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _Second.apply(g)
+
+
+class Counting(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, z, x):
+        return _Out.apply(self.cell(_In.apply(z), x))
+
+
+def relu_deq(**kw):
+    torch.manual_seed(0)
+    cell = ReluSumCell(8).double()
+    with torch.no_grad():
+        cell.W.weight.mul_(0.5)
+    skip = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).double() if kw.get("init") == "skip" else None
+    return DEQ(Counting(cell), skip_net=skip, **{"solver": "broyden", "tol": 1e-6, "stop_mode": "batch", **kw})
+
+
+def step(deq):
+    x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(1))
+    Counts.reset()
+    z, info = deq(x)
+    fwd_calls = Counts.fwd
+    ((z ** 2).sum() + info.reg_loss).backward()
+    return info, fwd_calls
+
+
+@pytest.mark.parametrize("mode,options", [("implicit", {}), ("implicit", {"solver": "newton_krylov", "max_iter": 2}),
+                                          ("phantom", {"steps": 4}), ("unrolled", {"steps": 3})])
+@pytest.mark.parametrize("init", ["zeros", "skipreg"])
+def test_forward_and_backward_nfe_equal_the_cells_own_count(mode, options, init):
+    info, fwd_calls = step(relu_deq(init=init, backward=mode, backward_options=options, skip_weight=1.0))
+    assert fwd_calls == info.nfe_fwd
+    assert info.nfe_fwd_per_sample == info.nfe_fwd  # batch stop mode: every sample takes part in every call
+    # implicit: adjoint VJPs + the final VJP to the parameters; skipreg adds the skip term's VJP through f(0, x)
+    assert Counts.vjp == info.nfe_bwd
+    assert Counts.second == 0 and info.nfe_jac == 0
+    if mode != "implicit":
+        assert info.nfe_bwd == options["steps"] + (init == "skipreg")
+
+
+@pytest.mark.parametrize("init", ["zeros", "skipreg"])
+def test_pretraining_counts_one_vjp_per_application(init):
+    deq = relu_deq(init=init, fixed_depth=5, skip_weight=1.0)
+    info, fwd_calls = step(deq)
+    assert fwd_calls == info.nfe_fwd == 5 + 1 + (init == "skipreg")  # applications, residual report, f(0, x)
+    assert Counts.vjp == info.nfe_bwd == 5 + (init == "skipreg")
+
+
+@pytest.mark.parametrize("probes", [1, 3])
+def test_jacobian_penalty_counts_its_vjps_and_their_backward(probes):
+    info, fwd_calls = step(relu_deq(jac_weight=1.0, jac_probes=probes))
+    assert fwd_calls == info.nfe_fwd
+    assert Counts.vjp == info.nfe_bwd + probes  # the probes' VJPs run in the forward pass
+    assert Counts.second == probes  # and each is differentiated once in the backward pass
+    assert info.nfe_jac == 2 * probes
+
+
+def test_epoch_columns_equal_the_counts():
+    """The per-epoch columns of a real training run (pretraining and DEQ epochs, jac reg on)."""
+    cfg = TrainConfig(seed=0, epochs=1, data={"name": "digits", "subset": 96, "test_subset": 40, "batch_size": 32},
+                      model={"name": "mlp", "options": {"width": 16, "inner": None, "cell": "relu_sum"}},
+                      deq={"solver": "broyden", "tol": 1e-3, "stop_mode": "batch", "jac_weight": 1.0,
+                           "init": "skipreg", "skip_weight": 1.0, "skip_grad": "both"})
+    splits = load_dataset("digits", subset=96, test_subset=40, seed=0, flatten=True)
+    model = build(cfg, splits)
+    model.deq.f = Counting(model.deq.f)
+    train_loader = torch.utils.data.DataLoader(splits.train, batch_size=32)
+    test_loader = torch.utils.data.DataLoader(splits.test, batch_size=40)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for depth in (4, None):  # a pretraining epoch, then a DEQ epoch
+        model.deq.fixed_depth = depth
+        Counts.reset()
+        m = _train_epoch(model, train_loader, opt, None, cfg, torch.device("cpu"))
+        jac = 0 if depth else 2 * 3  # one probe per batch: its VJP and its backward
+        assert m["train_nfe_fwd"] * 3 == Counts.fwd
+        assert m["nfe_bwd"] * 3 == Counts.vjp - jac / 2
+        assert m["nfe_jac"] * 3 == jac and Counts.second == jac / 2
+        assert m["nfe_train_total"] * 3 == Counts.fwd + Counts.vjp + Counts.second
+        Counts.reset()
+        t = evaluate(model, test_loader, torch.device("cpu"))
+        assert t["nfe_test_total"] == t["nfe_fwd"] == Counts.fwd  # one test batch: prediction is forward only
+        solver_calls = Counts.fwd - 1  # all but skipreg's f(0, x)
+        assert t["nfe_fwd_paper"] == (depth if depth else solver_calls) + 2
