@@ -305,17 +305,22 @@ register_command("data", "fetch and list data sets", _configure_data, _run_data)
 
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
-    from .export import FORMATS
-
     p.add_argument("dirs", nargs="+", metavar="DIR", help="study directories, or results roots holding studies")
     p.add_argument("--by", type=_csv, default=("init", "solver"),
-                   help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init")
+                   help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init; "
+                        "a continuous one in bins: tol:4; several studies apart: study,init,solver")
     p.add_argument("--metrics", type=_csv, default=("test_acc", "nfe_fwd", "epoch_time_s"),
                    help="metrics at the final epoch of completed trials (default: test_acc,nfe_fwd,epoch_time_s)")
-    p.add_argument("--format", choices=FORMATS, default="markdown", help="table format (default: markdown)")
+    p.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown",
+                   help="table format (default: markdown); latex needs booktabs and siunitx")
+    p.add_argument("--caption", default="", help="LaTeX: caption text, followed by how the numbers were computed")
+    p.add_argument("--label", default="", help="LaTeX: \\label of the table, e.g. tab:solvers")
+    p.add_argument("--tabular-only", action="store_true",
+                   help="LaTeX: only the tabular (the caption's note becomes a %% comment above it)")
     p.add_argument("-o", "--output", default=None, help="write the table to this file (default: stdout)")
     p.add_argument("--baseline", default=None,
-                   help="add a ratio column against this row, e.g. init=zeros (matched on the other group columns)")
+                   help="add a ratio column against this row, e.g. init=zeros (matched on the other group columns), "
+                        "with a 95%% bootstrap interval over seeds")
     p.add_argument("--ratio-of", default=None, help="metric of the ratio column (default: the first *_time_s metric)")
 
 
@@ -348,7 +353,9 @@ def _run_export(args: argparse.Namespace) -> int:
             print(f"warning: {exc}", file=sys.stderr)
     table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
                              ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
-    text = export.render(table, args.format)
+    for warning in table.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = export.render(table, args.format, caption=args.caption, label=args.label, tabular_only=args.tabular_only)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
