@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 
 from ..export import aggregate, final_epochs, render
 from ..results import STATUSES, _filesystem, load
+from .space import walk
 from .spec import StudySpec
 
 GROUP_BY = ("init", "solver")
@@ -41,6 +42,25 @@ def comparison_table(path: str, spec: StudySpec) -> str:
     except ValueError as exc:  # nothing completed: say so instead of failing the run's summary
         return f"(no comparison: {exc})"
     return render(table, "markdown")
+
+
+def untried_choices(path: str, spec: StudySpec) -> list[str]:
+    """`choice`/`grid` values of the space no trial ran (TPE may never sample one): one line per parameter."""
+    final = final_rows(load(path, traces=False).trials)
+    lines = []
+    for p in walk(spec.params):
+        if p.kind not in ("choice", "grid") or len(p.values) < 2:
+            continue
+        rows = final
+        if p.condition:  # a conditional parameter counts only trials on its branch
+            parent, _, value = p.condition.partition("=")
+            column = f"param.{parent}"
+            rows = rows[rows[column].astype(str) == value] if column in rows else rows.iloc[0:0]
+        seen = set(rows[f"param.{p.path}"].astype(str)) if f"param.{p.path}" in rows else set()
+        missing = [str(v) for v in p.values if str(v) not in seen]
+        if missing:
+            lines.append(f"{p.name}: never tried {', '.join(missing)} (of {len(p.values)} choices)")
+    return lines
 
 
 def list_studies(storage: str) -> str:
