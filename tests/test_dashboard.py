@@ -418,8 +418,8 @@ def test_browser_compare_page_and_filter(study, tmp_path):
                 page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
 
                 sidebar = page.locator("[data-testid='stSidebar']")
-                init_filter = sidebar.locator("[data-testid='stMultiSelect']").filter(has_text="deq.init")
-                init_filter.get_by_role("button", name="Remove skip").click()
+                init_filter = sidebar.locator("[data-testid='stMultiSelect']").filter(has_text="Init")
+                init_filter.get_by_role("button", name="Remove SkipDEQ").click()
                 page.wait_for_function(f"({SCATTER_POINTS})() === 5", timeout=30_000)  # the zeros trials only
                 page.wait_for_selector(DONE, timeout=30_000)
                 assert page.evaluate(SCATTER_POINTS) == 5
