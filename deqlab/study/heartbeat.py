@@ -65,5 +65,5 @@ class Heartbeat:
         left += max(0, self.total - len(self.epochs)) * mean_len
         elapsed = now - self.t0
         eta = f"ETA ~{_eta(left * elapsed / done)} (no pruning assumed)" if done and elapsed > 0 else "ETA unknown"
-        return (f"[running {_clock(elapsed)}] {shown or 'no trial mid-way'}; "
+        return (f"[running {_clock(elapsed)}] {shown or 'waiting for the first epoch of the running trials'}; "
                 f"{len(self.epochs)} of {self.total} trials started; {eta}")
