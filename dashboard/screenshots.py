@@ -4,7 +4,7 @@
 
 Starts `deqlab dashboard` on a free localhost port, opens every page, waits
 until Streamlit has finished running the script and every chart is drawn, and
-writes `<page>.png` (full page, 1400 px wide). Needs Playwright and
+writes `<page>.png` (1400 px wide, as tall as the page). Needs Playwright and
 /usr/bin/chromium (`.ci/run` installs it).
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 
 PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+# Streamlit scrolls inside its own frame, so a full-page shot is the viewport: make it as tall as the page
+HEIGHT = {"Compare": 4300, "Trial detail": 2300}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
@@ -53,13 +55,14 @@ def shoot(dirs: list[str], out: Path, chromium: str = "/usr/bin/chromium") -> li
         _wait_healthy(port)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name in PAGES:
+                page = browser.new_page(viewport={"width": 1400, "height": HEIGHT.get(name, 1400)})
                 page.goto(f"http://127.0.0.1:{port}/?page={name.replace(' ', '+')}")
                 page.wait_for_selector(DONE, timeout=120_000)
                 page.wait_for_timeout(3000)  # plotly draws after the script run ends
                 path = out / f"{name.lower().replace(' ', '_')}.png"
                 page.screenshot(path=str(path), full_page=True)
+                page.close()
                 written.append(path)
             browser.close()
     finally:

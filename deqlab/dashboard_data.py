@@ -97,6 +97,7 @@ def short_name(column: str) -> str:
 
 
 MAX_CHOICES = 12  # a numeric hyperparameter with more distinct values is filtered by a range, not a list
+MAX_FLOAT_CHOICES = 6  # a float with more is sampled (a log-uniform tolerance): a range even with 7 trials
 # Settings that are not compared hyperparameters (how long to train, what to record): no filter, colour or facet.
 NOT_HYPERPARAMETERS = {"param.epochs", "param.pretrain_epochs", "param.depth_states"}
 
@@ -114,7 +115,8 @@ def filter_options(summary: pd.DataFrame) -> tuple[dict[str, list], dict[str, tu
         if len(values) <= 1:
             continue
         numeric = pd.api.types.is_numeric_dtype(summary[col]) and not pd.api.types.is_bool_dtype(summary[col])
-        if numeric and len(values) > MAX_CHOICES:
+        sampled = pd.api.types.is_float_dtype(summary[col]) and len(values) > MAX_FLOAT_CHOICES
+        if numeric and (len(values) > MAX_CHOICES or sampled):
             ranges[col] = (float(min(values)), float(max(values)))
         else:
             choices[col] = sorted(values, key=sort_key)

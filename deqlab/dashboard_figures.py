@@ -112,7 +112,7 @@ def residual_figure(traces: pd.DataFrame, tol: Optional[float]) -> go.Figure:
                   category_orders={"phase": ["fwd", "bwd"], "epoch": order},
                   labels={"residual_max": "max relative residual", "step": "solver step", "epoch": "epoch"})
     if tol is not None and math.isfinite(tol) and tol > 0:
-        fig.add_hline(y=tol, line=dict(color="black", dash="dot"), annotation_text=f"tol {tol:g}",
+        fig.add_hline(y=tol, line=dict(color="black", dash="dot"), annotation_text=f"tol {tol:.2g}",
                       annotation_position="bottom right", row=1, col=1)  # the forward solve's tolerance
     fig.for_each_annotation(lambda a: a.update(text=a.text.replace("phase=fwd", "forward").replace("phase=bwd",
                                                                                                     "backward")))

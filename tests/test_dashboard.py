@@ -297,6 +297,10 @@ def test_range_filter_stops_are_log_spaced_and_filter():
     assert dd.apply_filters(frame, {}, ranges={"param.deq.tol": (low, stops[-1])})["param.deq.tol"].tolist() == [
         5e-4, 2e-3, 8e-3]
     assert "param.epochs" not in dd.filter_options(pd.DataFrame({"param.epochs": [2, 3], "param.x": [1, 2]}))[0]
+    # seven sampled tolerances are a range, seven seeds a list
+    choices, ranges = dd.filter_options(pd.DataFrame({"param.deq.tol": np.geomspace(1e-4, 1e-2, 7),
+                                                      "param.seed": np.arange(7)}))
+    assert list(ranges) == ["param.deq.tol"] and list(choices) == ["param.seed"]
 
 
 def test_pages_render_an_empty_directory(tmp_path, monkeypatch):
