@@ -12,6 +12,7 @@ What a reviewer sees, the same in every format:
   never mixed scientific and plain notation;
 - the best mean of each column in bold, among rows with at least `min_n`
   trials (three, or fewer when no row has three); rows with fewer are marked †;
+  no bold when fewer than two rows qualify, or when they all tie;
 - a note (the LaTeX caption, lines under the Markdown table) that says all of this.
 
 LaTeX is a `table` float with `\\caption`/`\\label` (or the bare `tabular`
@@ -97,6 +98,8 @@ def columns(table: ComparisonTable) -> dict[str, Column]:
 def best_rows(table: ComparisonTable) -> dict[str, set[int]]:
     """Rows holding each column's best mean, among rows with at least `table.min_n` trials."""
     eligible = table.frame["n"].to_numpy() >= table.min_n
+    if eligible.sum() < 2:  # best of one row says nothing
+        eligible[:] = False
     best = {}
     for m in table.metrics:
         mode = table.info[m].mode

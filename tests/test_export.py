@@ -251,6 +251,10 @@ def test_small_n_rows_are_marked_and_never_best(tmp_path):
     assert md[4] == "| SkipRegDEQ | Newton-Krylov | 1† | 99.0 | 1.0 |"
     assert md[2] == "| SkipDEQ | Anderson | 2 | **94.0 ± 1.4** | 6.5 ± 0.7 |"
     assert "among rows with n ≥ 2; † marks rows with fewer trials" in md[-1]
+    # one row with enough trials is not "best" of anything
+    alone = export.aggregate(load(root).trials[lambda t: t["trial_id"].isin(["lucky", "skip-anderson-0",
+                                                                            "skip-anderson-1"])], BY, ["test_acc"])
+    assert "**" not in export.render(alone, "markdown")
 
 
 def test_continuous_group_is_refused_with_a_hint_or_binned(tmp_path):
