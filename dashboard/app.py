@@ -29,7 +29,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 import yaml
-from plotly.subplots import make_subplots
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # this folder's modules, under `streamlit run` and AppTest alike
+    sys.path.insert(0, HERE)
+import compare_sections as sections  # noqa: E402
 
 from deqlab import dashboard_data as dd
 from deqlab import dashboard_figures as figs
@@ -175,15 +179,11 @@ def _pareto_trace(frame, x, y, x_mode, y_mode):
 
 
 def _mode(metric, specs):
-    return objectives(specs).get(metric) or export.metric_info(metric).mode or "max"
+    return sections.mode_of(metric, objectives(specs))
 
 
 def varying_params(summary) -> list[str]:
     return [c for c in dd.hyperparameters(summary) if summary[c].nunique(dropna=False) > 1]
-
-
-def _default(options, wanted, fallback=0):
-    return next((options.index(w) for w in wanted if w in options), fallback)
 
 
 def page_compare(summary, specs, params, trials, cmap):
@@ -198,9 +198,9 @@ def page_compare(summary, specs, params, trials, cmap):
         return
     c1, c2, c3, c4 = st.columns(4)
     # NFE by default: the study's objectives and the CLI's Pareto front count solver steps, not seconds
-    x = c1.selectbox("x", metrics, index=_default(metrics, ["nfe_fwd", "total_time_s"]), format_func=figs.axis_title,
+    x = c1.selectbox("x", metrics, index=sections.default_index(metrics, ["nfe_fwd", "total_time_s"]), format_func=figs.axis_title,
                      key="cmp_x")
-    y = c2.selectbox("y", metrics, index=_default(metrics, ["test_acc"]), format_func=figs.axis_title, key="cmp_y")
+    y = c2.selectbox("y", metrics, index=sections.default_index(metrics, ["test_acc"]), format_func=figs.axis_title, key="cmp_y")
     groups = ["(none)", "study", *params]
     default_colour = next((i for i, c in enumerate(groups) if c.endswith(".init")), 0)
     colour = c3.selectbox("colour", groups, index=default_colour, format_func=_group_name, key="cmp_colour")
@@ -228,114 +228,16 @@ def page_compare(summary, specs, params, trials, cmap):
     st.plotly_chart(fig, key="compare_scatter")
 
     if params:
-        _by_hyperparameter(summary, frame, metrics, y, params, colour, cmap)
+        sections.by_hyperparameter(summary, frame, metrics, y, params, colour, cmap)
     else:
         st.info("All trials share the same hyperparameters.")
-    _learning_curves(trials, summary, colour, cmap)
-    _search_analysis(summary, specs, params)
-    _baseline_intervals(trials, summary, specs, params)
+    sections.learning_curves(trials, summary, colour, cmap)
+    sections.search_analysis(summary, objectives(specs), params)
+    sections.baseline_intervals(trials, summary, objectives(specs), params)
 
 
 def _group_name(column: str) -> str:
     return "(none)" if column == "(none)" else column_name(column)
-
-
-def _by_hyperparameter(summary, frame, metrics, y, params, colour, cmap):
-    st.subheader("By hyperparameter")
-    b1, b2, b3 = st.columns(3)
-    metric = b1.selectbox("metric", metrics, index=metrics.index(y), format_func=figs.axis_title, key="box_metric")
-    by = b2.selectbox("group by", params, format_func=column_name, key="box_by",
-                      index=next((i for i, c in enumerate(params) if c.endswith(".solver")), 0))
-    kind = b3.radio("plot", ("box", "mean ± std"), horizontal=True, key="box_kind")
-    frame = figs.with_display_values(figs.in_display_units(summary), {by, colour} - {"(none)"})
-    split = None if colour in ("(none)", by) else colour
-    order = {c: figs.category_order(frame, summary, c) for c in (by, split) if c}
-    common = dict(color=split, category_orders=order, labels=figs.labels(frame.columns),
-                  color_discrete_map=cmap.of(split) if split else cmap.of(by))
-    if kind == "box":
-        fig = px.box(frame, x=by, y=metric, points="all", **{**common, "color": split or by})
-    else:
-        # points with error bars, not bars from 0: a 0.85 vs 0.95 gap stays visible
-        means = frame.groupby([by] + ([split] if split else []))[metric].agg(["mean", "std", "size"]).reset_index()
-        fig = px.scatter(means, x=by, y="mean", error_y="std", hover_data=["size"],
-                         **{**common, "color": split or by, "labels": {**common["labels"], "mean": figs.axis_title(metric)}})
-        fig.update_traces(marker=dict(size=11))
-    st.plotly_chart(fig, key="compare_box")
-
-
-def _learning_curves(trials, summary, colour, cmap):
-    st.subheader("Learning curves")
-    metric_options = [m for m in ("test_acc", "test_loss", "train_loss", "nfe_fwd") if m in trials.columns]
-    if trials.empty or not metric_options:
-        return
-    metric = st.selectbox("curve", metric_options, format_func=figs.axis_title, key="curve_metric")
-    rows = trials.merge(summary[["study", "trial_id"]], on=["study", "trial_id"])
-    st.caption("Every trial, one line each: completed solid, pruned and other statuses dashed.")
-    st.plotly_chart(figs.learning_curves(rows, metric, None if colour == "(none)" else colour, cmap), key="curves_all")
-
-
-def _search_analysis(summary, specs, params):
-    st.subheader("Search: parallel coordinates, importance, slices")
-    metrics = [m for m in objectives(specs) if m in summary.columns] or dd.numeric_metrics(summary)[:1]
-    if not metrics or not params:
-        st.info("Needs a searched hyperparameter and an objective.")
-        return
-    metric = st.selectbox("objective", metrics, format_func=figs.axis_title, key="search_metric")
-    study = figs.optuna_study(summary, params, metric, _mode(metric, specs))
-    if study is None:
-        st.info("Needs at least two completed trials with every searched value recorded.")
-        return
-    import optuna.visualization as ov
-
-    tabs = st.tabs(["parallel coordinates", "importance", "slice"])
-    tabs[0].plotly_chart(ov.plot_parallel_coordinate(study, target_name=figs.axis_title(metric)), key="opt_par")
-    try:
-        tabs[1].plotly_chart(ov.plot_param_importances(study, target_name=figs.axis_title(metric)), key="opt_imp")
-    except (ValueError, RuntimeError) as exc:  # fANOVA needs some spread in values
-        tabs[1].info(f"No importance: {exc}")
-    tabs[2].plotly_chart(ov.plot_slice(study, target_name=figs.axis_title(metric)), key="opt_slice")
-    st.caption(f"Optuna's own plots over the {len(study.trials)} completed trials shown (an in-memory study "
-               "rebuilt from the results files).")
-
-
-def _baseline_intervals(trials, summary, specs, params):
-    st.subheader("Against a baseline")
-    groups = [p for p in params if p.endswith(("init", "solver"))] or params[:1]
-    times = [m for m in dd.numeric_metrics(summary) if m.endswith("_time_s") or m.startswith("nfe")]
-    if not groups or not times:
-        return
-    c1, c2, c3 = st.columns(3)
-    col = c1.selectbox("baseline column", groups, format_func=column_name, key="ci_col")
-    values = sorted(summary[col].dropna().unique().tolist(), key=dd.sort_key)
-    base = c2.selectbox("baseline", values, index=_default(values, ["zeros"]), format_func=lambda v: value_name(col, v),
-                        key="ci_value")
-    metric = c3.selectbox("ratio of", times, index=_default(times, ["epoch_time_s"]), format_func=figs.axis_title,
-                          key="ci_metric")
-    by = [g[len("param."):] for g in groups]
-    rows = trials.merge(summary[["study", "trial_id"]], on=["study", "trial_id"])
-    try:
-        table = export.aggregate(rows, by, [metric], baseline={col[len("param."):]: str(base)}, modes=objectives(specs))
-    except ValueError as exc:
-        st.info(str(exc))
-        return
-    fig = figs.interval_bars(table)
-    if fig is None:
-        st.info("No interval: each side needs at least two trials (seeds).")
-    else:
-        st.plotly_chart(fig, key="ci_plot")
-    st.caption(" ".join(export_notes(table)))
-
-
-def export_notes(table):
-    from deqlab.export_render import notes
-
-    return notes(table)
-
-
-SERIES = {"test_acc": ("test acc.", "#1f77b4"), "train_loss": ("train loss", "#ff7f0e"),
-          "test_loss": ("test loss", "#2ca02c"), "nfe_fwd": ("NFE forward", "#d62728"),
-          "nfe_bwd": ("NFE backward", "#9467bd"), "epoch_time_s": ("epoch", "#8c564b"),
-          "fwd_time_s": ("forward pass", "#e377c2"), "bwd_time_s": ("backward pass", "#17becf")}
 
 
 def page_trial(dirs, trials, summary):
@@ -357,21 +259,7 @@ def page_trial(dirs, trials, summary):
     if hist.empty:
         st.info("This trial ended before its first epoch.")
     else:
-        titles = ("test accuracy (%)", "loss", "NFE per sample", "time per epoch (s)")
-        fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
-        panels = [(1, 1, ["test_acc"]), (1, 2, ["train_loss", "test_loss"]), (2, 1, ["nfe_fwd", "nfe_bwd"]),
-                  (2, 2, ["epoch_time_s", "fwd_time_s", "bwd_time_s"])]
-        for r, c, cols in panels:
-            for col in cols:
-                if col in hist.columns and hist[col].notna().any():
-                    name, colour = SERIES[col]
-                    fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=name,
-                                             line=dict(color=colour), legendgroup=titles[(r - 1) * 2 + c - 1],
-                                             legendgrouptitle_text=titles[(r - 1) * 2 + c - 1]), row=r, col=c)
-        fig.update_xaxes(**figs.EPOCH_AXIS)
-        for (r, c, _), title in zip(panels, titles):
-            fig.update_yaxes(title_text=title, row=r, col=c)
-        fig.update_layout(height=600, legend=dict(groupclick="toggleitem"))
+        fig = figs.trial_curves(hist)
         st.plotly_chart(fig, key="curves")
 
     st.subheader("Convergence traces")

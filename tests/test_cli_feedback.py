@@ -57,3 +57,20 @@ def test_untried_choice_is_reported(tmp_path, capsys):
         w.set_status("completed")
         w.flush()
     assert untried_choices(str(tmp_path / "s"), spec) == ["deq.solver: never tried broyden (of 3 choices)"]
+
+
+def test_pareto_table_uses_the_display_names_and_units(tmp_path):
+    spec = parse_study({"name": "s", "base": {"epochs": 1}, "space": {"deq.init": {"choice": ["zeros", "skipreg"]}},
+                        "objectives": [{"metric": "test_acc", "mode": "max"}, {"metric": "nfe_fwd", "mode": "min"}]})
+    for trial, init, acc, nfe in (("a", "skipreg", 0.9512, 6.0), ("b", "zeros", 0.93, 9.0), ("c", "zeros", 0.96, 12.0)):
+        w = TrialWriter(str(tmp_path), "s", trial, {"deq.init": init, "deq.solver": "anderson"}, {"seed": 0})
+        w.add_epoch(0, {"test_acc": acc, "nfe_fwd": nfe})
+        w.set_status("completed")
+        w.flush()
+    from deqlab.study.summary import pareto_table
+
+    assert pareto_table(str(tmp_path / "s"), spec).splitlines() == [
+        "trial       Init   Solver  Test acc. (%)  NFE fwd",
+        "    c        DEQ Anderson             96       12",  # 4 significant digits
+        "    a SkipRegDEQ Anderson          95.12        6",
+    ]

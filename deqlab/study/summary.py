@@ -11,7 +11,8 @@ from collections import Counter
 import pandas as pd
 import pyarrow.fs as pafs
 
-from ..export import aggregate, final_epochs, render
+from ..display import column_name, value_name
+from ..export import aggregate, final_epochs, metric_info, render
 from ..results import STATUSES, _filesystem, load
 from .space import walk
 from .spec import StudySpec
@@ -123,6 +124,13 @@ def pareto_table(path: str, spec: StudySpec) -> str:
     front = pareto_front(final_rows(load(path).trials), spec.objectives)
     if front.empty:
         return "(no completed trials)"
-    cols = ["trial_id", *[f"param.deq.{c}" for c in GROUP_BY if f"param.deq.{c}" in front], *spec.metrics]
+    groups = [f"param.deq.{c}" for c in GROUP_BY if f"param.deq.{c}" in front]
     ordered = front.sort_values(spec.metrics[0], ascending=spec.modes[0] == "min")
-    return ordered[cols].rename(columns=lambda c: c.removeprefix("param.")).to_string(index=False)
+    # the comparison table's names and units: SkipDEQ, Broyden, Test acc. (%)
+    shown = pd.DataFrame({"trial": ordered["trial_id"]})
+    for c in groups:
+        shown[column_name(c)] = [value_name(c, v) for v in ordered[c]]
+    for m in spec.metrics:
+        info = metric_info(m)
+        shown[f"{info.label} ({info.unit})" if info.unit else info.label] = ordered[m].to_numpy() * info.scale
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
