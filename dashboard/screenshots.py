@@ -20,6 +20,8 @@ from pathlib import Path
 
 PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+SETTLED = "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0 " \
+          "&& document.querySelector('h1, h2') !== null"
 # Streamlit scrolls inside its own frame, so a full-page shot is the viewport: make it as tall as the page
 HEIGHT = {"Compare": 4300, "Trial detail": 2300}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -60,6 +62,7 @@ def shoot(dirs: list[str], out: Path, chromium: str = "/usr/bin/chromium") -> li
                 page = browser.new_page(viewport={"width": 1400, "height": HEIGHT.get(name, 1400)})
                 page.goto(f"http://127.0.0.1:{port}/?page={name.replace(' ', '+')}")
                 page.wait_for_selector(DONE, timeout=120_000)
+                page.wait_for_function(SETTLED, timeout=120_000)  # placeholders replaced by the real elements
                 page.wait_for_timeout(3000)  # plotly draws after the script run ends
                 path = out / f"{name.lower().replace(' ', '_')}.png"
                 page.screenshot(path=str(path), full_page=True)
