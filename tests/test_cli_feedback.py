@@ -21,6 +21,12 @@ def test_help_loads_no_torch_ray_or_streamlit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+    # the export's formats are spelled in cli.py (no pandas import for --help): the same as deqlab.export's
+    from deqlab import export
+    from deqlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["export"]
+    assert next(a for a in sub._actions if a.dest == "format").choices == export.FORMATS
 
 
 def test_validate_accepts_every_file_in_studies(capsys):
