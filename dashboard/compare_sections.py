@@ -3,6 +3,8 @@ Optuna's search views and the baseline comparison with its bootstrap intervals."
 
 from __future__ import annotations
 
+import warnings
+
 import plotly.express as px
 import streamlit as st
 
@@ -72,8 +74,13 @@ def search_analysis(summary, goals, params):
     tabs = st.tabs(["parallel coordinates", "importance", "slice"])
     tabs[0].plotly_chart(ov.plot_parallel_coordinate(study, target_name=figs.axis_title(metric)), key="opt_par")
     try:
-        tabs[1].plotly_chart(ov.plot_param_importances(study, target_name=figs.axis_title(metric)), key="opt_imp")
-    except (ValueError, RuntimeError) as exc:  # fANOVA needs some spread in values
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "importances will be equal": say it on the page
+            warnings.simplefilter("always")
+            importance = ov.plot_param_importances(study, target_name=figs.axis_title(metric))
+        tabs[1].plotly_chart(importance, key="opt_imp")
+        for w in caught:
+            tabs[1].caption(str(w.message))
+    except (ValueError, RuntimeError) as exc:  # the evaluator needs some spread in values
         tabs[1].info(f"No importance: {exc}")
     tabs[2].plotly_chart(ov.plot_slice(study, target_name=figs.axis_title(metric)), key="opt_slice")
     st.caption(f"Optuna's own plots over the {len(study.trials)} completed trials shown (an in-memory study "

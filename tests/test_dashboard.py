@@ -438,3 +438,20 @@ def test_browser_compare_page_and_filter(study, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_tolerance_range_filter_filters_in_the_app(tmp_path, monkeypatch):
+    tols = np.geomspace(1.2e-4, 8e-3, 8)  # a sampled log-uniform tolerance: a range filter, log-spaced stops
+    for i, tol in enumerate(tols):
+        write_trial(tmp_path, "tpe", f"t{i}", params("zeros", "anderson", i, **{"deq.tol": float(tol)}),
+                    [metrics(0.9, 10.0, 1.0)], "completed")
+    at = _app(monkeypatch, tmp_path / "tpe")
+    at.run()
+    at.sidebar.radio(key="page").set_value("Compare").run()
+    slider = at.sidebar.select_slider(key="filter:param.deq.tol")
+    assert slider.label == "Tolerance" and slider.value == (tols[0], tols[-1])
+    low = next(s for s in slider.options if float(s) >= 1e-3)
+    slider.set_value((float(low), float(tols[-1]))).run()
+    counts = _points(at.get("plotly_chart")[0])
+    counts.pop(FRONT, None)
+    assert sum(counts.values()) == int((tols >= float(low)).sum()) == 4
