@@ -41,7 +41,7 @@ from deqlab import export
 from deqlab.display import column_name, value_name
 from deqlab.results import PROVENANCE, STATUSES, TableCache, load, load_spec, load_states, load_trial_traces
 
-PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
+PAGES = ("Overview", "Compare", "Search", "Trial detail", "Depth view", "Export")
 FRONT = "Pareto front"
 DEFAULT_OBJECTIVES = {"test_acc": "max"}
 
@@ -236,7 +236,6 @@ def page_compare(summary, specs, params, trials, cmap):
     else:
         st.info("All trials share the same hyperparameters.")
     sections.learning_curves(trials, summary, colour, cmap)
-    sections.search_analysis(summary, objectives(specs), params)
     sections.baseline_intervals(trials, summary, objectives(specs), params)
 
 
@@ -409,6 +408,8 @@ def main() -> None:
         page_overview(dirs, summary, specs)
     elif page == "Compare":
         page_compare(shown, specs, varying_params(summary), trials, cmap)
+    elif page == "Search":  # its own page: Optuna takes seconds to import, Compare stays quick
+        sections.search_analysis(shown, objectives(specs), varying_params(summary))
     elif page == "Trial detail":
         page_trial(dirs, trials, shown)
     elif page == "Depth view":

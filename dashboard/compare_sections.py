@@ -59,10 +59,11 @@ def learning_curves(trials, summary, colour, cmap):
 
 
 def search_analysis(summary, goals, params):
-    st.subheader("Search: parallel coordinates, importance, slices")
+    st.header("Search")
+    st.caption("How the searched hyperparameters relate to an objective: parallel coordinates, importance, slices.")
     metrics = [m for m in goals if m in summary.columns] or dd.numeric_metrics(summary)[:1]
-    if not metrics or not params:
-        st.info("Needs a searched hyperparameter and an objective.")
+    if summary.empty or not metrics or not params:
+        st.info("Needs trials with a searched hyperparameter and an objective.")
         return
     metric = st.selectbox("objective", metrics, format_func=figs.axis_title, key="search_metric")
     study = figs.optuna_study(summary, params, metric, mode_of(metric, goals))

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
+PAGES = ("Overview", "Compare", "Search", "Trial detail", "Depth view", "Export")
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 SETTLED = "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0 " \
           "&& document.querySelector('h1, h2') !== null"

@@ -158,7 +158,7 @@ def optuna_study(summary: pd.DataFrame, params: Sequence[str], metric: str, mode
     """An in-memory Optuna study of the completed trials: `params` as distributions, `metric` as the value.
 
     Numbers become float (or int) ranges, log-scaled when positive and spanning
-    more than 10x; anything else a categorical of its text values. Rows with a
+    more than 10x; anything else a categorical of its display names (SkipDEQ). Rows with a
     missing value are left out. Returns None with fewer than two trials.
     """
     import optuna
@@ -176,14 +176,14 @@ def optuna_study(summary: pd.DataFrame, params: Sequence[str], metric: str, mode
             is_int = pd.api.types.is_integer_dtype(values)
             dists[col] = IntDistribution(int(lo), int(hi), log=log) if is_int else FloatDistribution(lo, hi, log=log)
         else:
-            dists[col] = CategoricalDistribution(sorted(values.astype(str).unique(), key=sort_key))
+            dists[col] = CategoricalDistribution([value_name(col, v) for v in sorted(values.unique(), key=sort_key)])
     done = done.dropna(subset=list(dists))
     if len(done) < 2 or not dists:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for _, row in done.iterrows():
-        values = {column_name(c): (str(row[c]) if isinstance(d, CategoricalDistribution) else
+        values = {column_name(c): (value_name(c, row[c]) if isinstance(d, CategoricalDistribution) else
                                    int(row[c]) if isinstance(d, IntDistribution) else float(row[c]))
                   for c, d in dists.items()}
         study.add_trial(optuna.trial.create_trial(

@@ -31,7 +31,7 @@ from deqlab.cli import build_parser, dashboard_command, main
 from deqlab.results import TableCache, load, load_spec, load_states, load_trial_traces
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
+PAGES = ("Overview", "Compare", "Search", "Trial detail", "Depth view", "Export")
 FRONT = "Pareto front"  # the scatter's front overlay, not a trial
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -261,16 +261,19 @@ def test_one_colour_per_value_units_on_axes_and_optuna_views(study, monkeypatch)
     assert {"DEQ", "SkipDEQ"} <= set(seen) and all(len(c) == 1 for n, c in seen.items() if n in ("DEQ", "SkipDEQ"))
     assert seen["DEQ"] != seen["SkipDEQ"]
     assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "Test acc. (%)"
-    # Optuna's own views of the same trials
-    titles = [f.layout.title.text for f in figures]
-    assert {"Parallel Coordinate Plot", "Hyperparameter Importances", "Slice Plot"} <= set(titles)
-    slice_plot = figures[titles.index("Slice Plot")]
-    assert slice_plot.layout.yaxis.title.text == "Test acc. (%)"
     # the baseline comparison: speed-up against DEQ with its bootstrap interval
     ci = figures[-1]
     assert ci.layout.xaxis.title.text == "Speedup vs DEQ (×, 95% bootstrap interval over seeds)"
     assert list(ci.data[0].y[:2]) == ["SkipDEQ / Anderson", "SkipDEQ / Broyden"]
     assert _array(ci.data[0].x)[:2] == pytest.approx([2.1 / 1.1, 3.2 / 1.6])
+    # Optuna's own views of the same trials, on the Search page
+    at.sidebar.radio(key="page").set_value("Search").run()
+    assert not at.exception
+    figures = _figures(at)
+    titles = [f.layout.title.text for f in figures]
+    assert {"Parallel Coordinate Plot", "Hyperparameter Importances", "Slice Plot"} <= set(titles)
+    slice_plot = figures[titles.index("Slice Plot")]
+    assert slice_plot.layout.yaxis.title.text == "Test acc. (%)"
 
 
 def test_trial_detail_labels_ticks_and_tolerance(study, monkeypatch):
