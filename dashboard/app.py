@@ -29,13 +29,19 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 import yaml
-from plotly.subplots import make_subplots
+
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # this folder's modules, under `streamlit run` and AppTest alike
+    sys.path.insert(0, HERE)
+import compare_sections as sections  # noqa: E402
 
 from deqlab import dashboard_data as dd
+from deqlab import dashboard_figures as figs
 from deqlab import export
+from deqlab.display import column_name, value_name
 from deqlab.results import PROVENANCE, STATUSES, TableCache, load, load_spec, load_states, load_trial_traces
 
-PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
+PAGES = ("Overview", "Compare", "Search", "Trial detail", "Depth view", "Export")
 FRONT = "Pareto front"
 DEFAULT_OBJECTIVES = {"test_acc": "max"}
 
@@ -97,13 +103,19 @@ def sidebar_filters(summary: pd.DataFrame):
     present = [s for s in STATUSES if s in set(summary["status"])] if not summary.empty else []
     statuses = st.sidebar.multiselect("status", present, default=present, key="filter:status")
     choices, ranges = dd.filter_options(summary)
+    if not summary.empty and summary["study"].nunique() > 1:
+        choices = {"study": sorted(summary["study"].unique()), **choices}
     selected, chosen_ranges = {}, {}
     for col, values in choices.items():
-        picked = st.sidebar.multiselect(dd.short_name(col), values, default=values, key=f"filter:{col}")
+        picked = st.sidebar.multiselect(column_name(col), values, default=values, key=f"filter:{col}",
+                                        format_func=lambda v, c=col: value_name(c, v))
         if len(picked) < len(values):
             selected[col] = picked
     for col, (low, high) in ranges.items():
-        value = st.sidebar.slider(dd.short_name(col), low, high, (low, high), format="%.3g", key=f"filter:{col}")
+        # stops log-spaced over a log-uniform range (a tolerance), and every stop a real filter value
+        stops = dd.range_steps(low, high)
+        value = st.sidebar.select_slider(column_name(col), stops, value=(stops[0], stops[-1]),
+                                         format_func=lambda v: f"{v:.3g}", key=f"filter:{col}")
         if tuple(value) != (low, high):
             chosen_ranges[col] = value
     return selected, statuses, chosen_ranges
@@ -136,19 +148,24 @@ def page_overview(dirs, summary, specs):
         table = counts.assign(trials=counts.sum(axis=1), epochs=summary.groupby("study")["epochs"].max())
         if "test_acc" in summary.columns:
             done = summary[summary["status"] == "completed"]
-            table["best test_acc"] = done.groupby("study")["test_acc"].max()
+            table["best test acc. (%)"] = (100 * done.groupby("study")["test_acc"].max()).round(1)
         st.subheader("Studies")
         st.dataframe(table.reset_index(), hide_index=True)
         st.subheader("Trials by status")
         fig = px.bar(summary.groupby(["study", "status"]).size().reset_index(name="trials"),
-                     x="study", y="trials", color="status", category_orders={"status": list(STATUSES)})
+                     x="study", y="trials", color="status", category_orders={"status": list(STATUSES)},
+                     color_discrete_map=figs.STATUS_COLOURS, labels={"study": "Study", "trials": "trials (count)"})
         st.plotly_chart(fig, key="status_bar")
         st.subheader("Best trials per objective")
-        best = dd.best_trials(summary, objectives(specs))
+        goals = objectives(specs)
+        best = dd.best_trials(summary, goals)
         if best.empty:
             st.info("No completed trials yet.")
-        else:
-            st.dataframe(best, hide_index=True)
+        else:  # the tables' names and units: Test acc. (%) 95.8, not test_acc 0.958
+            metric = best["objective"].str.rsplit(" (", n=1).str[0]
+            best["value"] = [v * export.metric_info(m).scale for m, v in zip(metric, best["value"])]
+            best["objective"] = [f"{figs.axis_title(m)} {'↑' if goals.get(m) == 'max' else '↓'}" for m in metric]
+            st.dataframe(best, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.4g")})
         failed = dd.failed_trials(summary)
         if len(failed):
             st.subheader("Failed trials")
@@ -170,14 +187,14 @@ def _pareto_trace(frame, x, y, x_mode, y_mode):
 
 
 def _mode(metric, specs):
-    return objectives(specs).get(metric) or export.metric_info(metric).mode or "max"
+    return sections.mode_of(metric, objectives(specs))
 
 
 def varying_params(summary) -> list[str]:
-    return [c for c in dd.param_columns(summary) if summary[c].nunique(dropna=False) > 1]
+    return [c for c in dd.hyperparameters(summary) if summary[c].nunique(dropna=False) > 1]
 
 
-def page_compare(summary, specs, params):
+def page_compare(summary, specs, params, trials, cmap):
     """`params`: the hyperparameters that vary over all trials, so colour and facet keep their choice under filters."""
     st.header("Compare")
     if summary.empty:
@@ -188,53 +205,46 @@ def page_compare(summary, specs, params):
         st.info("The trials have no metrics yet.")
         return
     c1, c2, c3, c4 = st.columns(4)
-    x = c1.selectbox("x", metrics, index=metrics.index("total_time_s") if "total_time_s" in metrics else 0, key="cmp_x")
-    y = c2.selectbox("y", metrics, index=metrics.index("test_acc") if "test_acc" in metrics else 0, key="cmp_y")
-    groups = ["(none)"] + params
+    # NFE by default: the study's objectives and the CLI's Pareto front count solver steps, not seconds
+    x = c1.selectbox("x", metrics, index=sections.default_index(metrics, ["nfe_fwd", "total_time_s"]), format_func=figs.axis_title,
+                     key="cmp_x")
+    y = c2.selectbox("y", metrics, index=sections.default_index(metrics, ["test_acc"]), format_func=figs.axis_title, key="cmp_y")
+    groups = ["(none)", "study", *params]
     default_colour = next((i for i, c in enumerate(groups) if c.endswith(".init")), 0)
-    colour = c3.selectbox("colour", groups, index=default_colour, format_func=dd.short_name, key="cmp_colour")
-    facet = c4.selectbox("facet", groups, index=0, format_func=dd.short_name, key="cmp_facet")
+    colour = c3.selectbox("colour", groups, index=default_colour, format_func=_group_name, key="cmp_colour")
+    facet = c4.selectbox("facet", groups, index=0, format_func=_group_name, key="cmp_facet")
     log_x = st.checkbox("log x", value=False, key="cmp_logx")
 
-    frame = summary.copy()
-    for col in {colour, facet} - {"(none)"}:
-        frame[col] = frame[col].astype(str)
-    facet_values = sorted(frame[facet].unique(), key=dd.sort_key) if facet != "(none)" else [None]
+    split = [c for c in {colour, facet} - {"(none)"}]
+    frame = figs.with_display_values(figs.in_display_units(summary), split)
+    facet_values = figs.category_order(frame, summary, facet) if facet != "(none)" else [None]
     hover = ["study", "trial_id", "status", "epochs", *[p for p in params if p not in (colour, facet)][:6]]
     fig = px.scatter(frame, x=x, y=y, color=None if colour == "(none)" else colour,
+                     color_discrete_map=cmap.of(colour),
+                     category_orders={c: figs.category_order(frame, summary, c) for c in split},
                      facet_col=None if facet == "(none)" else facet,
-                     category_orders={facet: facet_values} if facet != "(none)" else None,
                      hover_data=hover, log_x=log_x, render_mode="svg" if len(frame) <= 2000 else "webgl",
-                     labels={c: dd.short_name(c) for c in frame.columns})
+                     labels=figs.labels(frame.columns))
+    fig.update_xaxes(matches=None, showticklabels=True)  # each facet its own x range: one outlier squeezes none
     x_mode, y_mode = _mode(x, specs), _mode(y, specs)
     for k, value in enumerate(facet_values, 1):
         part = frame if value is None else frame[frame[facet] == value]
         trace = _pareto_trace(part, x, y, x_mode, y_mode)
         trace.showlegend = k == 1
         fig.add_trace(trace, row=1, col=k)
-    st.caption(f"{len(frame)} trials; Pareto front: {y} {y_mode}, {x} {x_mode}")
+    st.caption(f"{len(frame)} trials; Pareto front: {figs.axis_title(y)} {y_mode}, {figs.axis_title(x)} {x_mode}")
     st.plotly_chart(fig, key="compare_scatter")
 
-    st.subheader("By hyperparameter")
-    if not params:
-        st.info("All trials share the same hyperparameters.")
-        return
-    b1, b2, b3 = st.columns(3)
-    metric = b1.selectbox("metric", metrics, index=metrics.index(y), key="box_metric")
-    by = b2.selectbox("group by", params, format_func=dd.short_name, key="box_by",
-                      index=next((i for i, c in enumerate(params) if c.endswith(".solver")), 0))
-    kind = b3.radio("plot", ("box", "bar (mean)"), horizontal=True, key="box_kind")
-    frame[by] = frame[by].astype(str)
-    order = {by: sorted(frame[by].unique(), key=dd.sort_key)}
-    split = None if colour in ("(none)", by) else colour
-    if kind == "box":
-        fig2 = px.box(frame, x=by, y=metric, color=split, points="all", category_orders=order,
-                      labels={c: dd.short_name(c) for c in frame.columns})
+    if params:
+        sections.by_hyperparameter(summary, frame, metrics, y, params, colour, cmap)
     else:
-        means = frame.groupby([by] + ([split] if split else []))[metric].agg(["mean", "std", "size"]).reset_index()
-        fig2 = px.bar(means, x=by, y="mean", error_y="std", color=split, barmode="group", category_orders=order,
-                      hover_data=["size"], labels={"mean": metric, **{c: dd.short_name(c) for c in means.columns}})
-    st.plotly_chart(fig2, key="compare_box")
+        st.info("All trials share the same hyperparameters.")
+    sections.learning_curves(trials, summary, colour, cmap)
+    sections.baseline_intervals(trials, summary, objectives(specs), params)
+
+
+def _group_name(column: str) -> str:
+    return "(none)" if column == "(none)" else column_name(column)
 
 
 def page_trial(dirs, trials, summary):
@@ -245,26 +255,18 @@ def page_trial(dirs, trials, summary):
     ordered = summary.sort_values(["study", "trial_id"])
     keys = list(zip(ordered["study"], ordered["trial_id"]))
     status = dict(zip(keys, ordered["status"]))
-    pick = st.selectbox("trial", keys, format_func=lambda k: f"{k[0]} / {k[1]} ({status[k]})", key="trial_pick")
+    label = {k: figs.trial_label(r) for k, (_, r) in zip(keys, ordered.iterrows())}
+    pick = st.selectbox("trial", keys, format_func=label.get, key="trial_pick")
     study, trial_id = pick
     hist = dd.trial_history(trials, study, trial_id)
     row = hist.iloc[-1]
     if isinstance(row.get("error"), str) and row["error"]:
         st.error(f"{status[pick]}: {row['error']}")
-    hist = hist[hist["epoch"] >= 0]
+    hist = figs.in_display_units(hist[hist["epoch"] >= 0])
     if hist.empty:
         st.info("This trial ended before its first epoch.")
     else:
-        fig = make_subplots(rows=2, cols=2, subplot_titles=("accuracy", "loss", "NFE per sample", "time per epoch (s)"))
-        panels = [(1, 1, ["test_acc"]), (1, 2, ["train_loss", "test_loss"]), (2, 1, ["nfe_fwd", "nfe_bwd"]),
-                  (2, 2, ["epoch_time_s", "fwd_time_s", "bwd_time_s"])]
-        for r, c, cols in panels:
-            for col in cols:
-                if col in hist.columns and hist[col].notna().any():
-                    fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=col),
-                                  row=r, col=c)
-        fig.update_xaxes(title_text="epoch")
-        fig.update_layout(height=560)
+        fig = figs.trial_curves(hist)
         st.plotly_chart(fig, key="curves")
 
     st.subheader("Convergence traces")
@@ -277,18 +279,19 @@ def page_trial(dirs, trials, summary):
     if traces.empty:
         st.info("No residual traces for this trial.")
     else:
-        traces = traces.assign(epoch=traces["epoch"].astype(str))
-        fig = px.line(traces, x="step", y="residual_max", color="epoch", facet_col="phase", log_y=True, markers=True,
-                      category_orders={"phase": ["fwd", "bwd"]}, labels={"residual_max": "max relative residual"})
-        st.plotly_chart(fig, key="traces")
+        tol = pd.to_numeric(pd.Series([row.get("param.deq.tol")]), errors="coerce").iloc[0]
+        st.plotly_chart(figs.residual_figure(traces, tol), key="traces")
+        st.caption("Dotted line: the trial's stopping tolerance (deq.tol); the forward solve stops below it.")
 
     left, right = st.columns(2)
-    params = {dd.short_name(c): row[c] for c in dd.param_columns(hist if not hist.empty else summary) if c in row}
+    params = {dd.short_name(c): row[c] for c in dd.param_columns(summary) if c in row}
     left.subheader("Hyperparameters")
-    left.dataframe(pd.DataFrame({"name": list(params), "value": [str(v) for v in params.values()]}), hide_index=True)
+    left.dataframe(pd.DataFrame({"name": list(params), "value": [value_name(k, v) for k, v in params.items()]}),
+                   hide_index=True)
     right.subheader("Provenance")
     prov = {k: row[k] for k in ("study", "trial_id", "status", *PROVENANCE) if k in row}
-    right.dataframe(pd.DataFrame({"field": list(prov), "value": [str(v) for v in prov.values()]}), hide_index=True)
+    right.dataframe(pd.DataFrame({"field": list(prov), "value": [value_name(k, v) for k, v in prov.items()]}),
+                    hide_index=True)
 
 
 def page_depth(dirs, summary):
@@ -342,20 +345,28 @@ def page_export(trials, summary, specs, everything):
     wanted = [*objectives(specs), "nfe_fwd", "epoch_time_s"]
     default_metrics = [m for m in dict.fromkeys(wanted) if m in metrics] or metrics[:1]
     c1, c2 = st.columns(2)
-    by = c1.multiselect("group by", groups, default=default_by, key="exp_by")
-    chosen = c2.multiselect("metrics", metrics, default=default_metrics, key="exp_metrics")
+    by = c1.multiselect("group by", groups, default=default_by, key="exp_by", format_func=column_name)
+    chosen = c2.multiselect("metrics", metrics, default=default_metrics, key="exp_metrics", format_func=figs.axis_title)
     baseline, ratio_of = None, None
     if by:
         b1, b2, b3 = st.columns(3)
-        base_col = b1.selectbox("baseline column", ["(none)", *by], key="exp_base_col")
+        base_col = b1.selectbox("baseline column", ["(none)", *by], key="exp_base_col", format_func=column_name)
         if base_col != "(none)":
             col = export.resolve_column(summary, base_col)
             values = sorted(summary[col].astype(str).unique(), key=dd.sort_key)
-            baseline = {base_col: b2.selectbox("baseline value", values, key="exp_base_value")}
+            baseline = {base_col: b2.selectbox("baseline value", values, key="exp_base_value",
+                                               format_func=lambda v: value_name(base_col, v))}
             times = [i for i, m in enumerate(chosen) if m.endswith("_time_s")]
             ratio_of = b3.selectbox("ratio of", chosen, index=times[0] if times else 0,
-                                    key="exp_ratio_of") if chosen else None
+                                    key="exp_ratio_of", format_func=figs.axis_title) if chosen else None
     fmt = st.radio("format", export.FORMATS, horizontal=True, key="exp_fmt")
+    latex = {}
+    if fmt == "latex":
+        l1, l2, l3 = st.columns([3, 1, 1])
+        latex = dict(caption=l1.text_input("caption", key="exp_caption"), label=l2.text_input("label", key="exp_label"),
+                     tabular_only=l3.checkbox("tabular only", key="exp_tabular"))
+        st.caption("Preamble: \\usepackage{booktabs} \\usepackage{siunitx}. Group a continuous parameter in "
+                   "bins by writing it as tol:4 in `deqlab export --by`.")
     if not by or not chosen:
         st.info("Choose at least one column to group by and one metric.")
         return
@@ -364,7 +375,9 @@ def page_export(trials, summary, specs, everything):
     except ValueError as exc:
         st.warning(str(exc))
         return
-    texts = {f: export.render(table, f) for f in export.FORMATS}
+    for warning in table.warnings:
+        st.warning(warning)
+    texts = {f: export.render(table, f, **(latex if f == "latex" else {})) for f in export.FORMATS}
     st.code(texts[fmt], language={"latex": "latex", "markdown": "markdown", "csv": "text"}[fmt])
     if fmt == "markdown":
         with st.expander("preview"):
@@ -389,10 +402,13 @@ def main() -> None:
         st.warning(problem)
     selected, statuses, ranges = sidebar_filters(summary)
     shown = dd.apply_filters(summary, selected, statuses, ranges)
+    cmap = figs.ColourMap(summary, ["study", *dd.hyperparameters(summary)])  # all trials: colours survive filters
     if page == "Overview":
         page_overview(dirs, summary, specs)
     elif page == "Compare":
-        page_compare(shown, specs, varying_params(summary))
+        page_compare(shown, specs, varying_params(summary), trials, cmap)
+    elif page == "Search":  # its own page: Optuna takes seconds to import, Compare stays quick
+        sections.search_analysis(shown, objectives(specs), varying_params(summary))
     elif page == "Trial detail":
         page_trial(dirs, trials, shown)
     elif page == "Depth view":

@@ -68,11 +68,10 @@ def _positive_int(text: str) -> int:
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:
-    from .seed_check import DEFAULT_STEPS
-
+    # no deqlab.seed_check import here: it loads torch, and `deqlab --help` must stay fast
     p.add_argument("--out", default="demo_out", help="folder for the trajectory figure (default: demo_out)")
-    p.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
-                   help=f"full-batch Adam steps per model (default: {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="full-batch Adam steps per model (default: seed_check.DEFAULT_STEPS, as in the article)")
     p.add_argument("--seed", type=int, default=0, help="torch seed for every model (default: 0)")
     p.add_argument("--workers", type=_positive_int, default=_default_workers(),
                    help="models trained in parallel processes (default: %(default)s, at most 2)")
@@ -89,6 +88,7 @@ def _default_workers() -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from . import seed_check as sc
 
+    args.steps = args.steps or sc.DEFAULT_STEPS
     inits, solvers = sc.check_inputs(args.inits, args.solvers, args.steps, args.seed)
     print(f"seed check: learn y = 2x on x = 1..10, then predict x = {sc.PROBE_X:g} "
           f"({len(inits) * len(solvers)} models, {args.steps} Adam steps each, seed {args.seed})", flush=True)
@@ -169,16 +169,14 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    """One configuration without Ray, writing the same Parquet files a study trial writes."""
+def _read_train_config(path: Path):
+    """A single-run training config from YAML, with one-line errors."""
     import yaml
     from pydantic import ValidationError
 
-    from .results import TrialWriter, check_name, write_text_atomic
     from .solvers.base import describe_validation_error
-    from .train import TrainConfig, provenance, select_device, train
+    from .train import TrainConfig
 
-    path = Path(args.config)
     if not path.is_file():
         raise ValueError(f"no such config file: {path}")
     try:
@@ -188,9 +186,20 @@ def _run_train(args: argparse.Namespace) -> int:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top level")
     try:
-        config = TrainConfig(**raw)
+        return TrainConfig(**raw)
     except ValidationError as exc:
         raise ValueError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    """One configuration without Ray, writing the same Parquet files a study trial writes."""
+    import yaml
+
+    from .results import TrialWriter, check_name, write_text_atomic
+    from .train import provenance, select_device, train
+
+    path = Path(args.config)
+    config = _read_train_config(path)
     study = check_name("study", args.name or path.stem)
     trial = f"train-{config.config_hash()}"
     writer = TrialWriter(args.storage, study, trial, config.flat_params(),
@@ -200,7 +209,7 @@ def _run_train(args: argparse.Namespace) -> int:
     final = result.final
     print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
     if final:
-        print(f"  test acc {final['test_acc']:.4f}  test NFE {final['nfe_fwd']:.2f}  backward NFE {final['nfe_bwd']:.2f}"
+        print(f"  test acc {100 * final['test_acc']:.1f}%  NFE fwd {final['nfe_fwd']:.2f}  NFE bwd {final['nfe_bwd']:.2f}"
               f"  epoch time {final['epoch_time_s']:.1f} s")
     print(f"  results: {writer.base}/trials/{trial}.parquet")
     return EXIT_OK if result.status == "completed" else EXIT_FAILED
@@ -239,11 +248,13 @@ def _say(line: str) -> None:
 
 
 def _finish(outcome) -> int:
-    from .study.summary import comparison_table, pareto_table, status_counts
+    from .study.summary import comparison_table, pareto_table, status_counts, untried_choices
 
     counts = status_counts(outcome.path)
     print(f"\n{outcome.spec.name}: {sum(counts.values())} trials in {outcome.seconds:.0f} s ("
           + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+    for line in untried_choices(outcome.path, outcome.spec):
+        print(f"warning: {line}; for a head-to-head comparison use `search: {{algorithm: grid}}`")
     print(comparison_table(outcome.path, outcome.spec))
     if len(outcome.spec.objectives) > 1:
         print(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in outcome.spec.objectives)}):")
@@ -269,14 +280,33 @@ def _run_resume(args: argparse.Namespace) -> int:
 
 
 def _configure_validate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("studies", nargs="+", help="study YAML file(s)")
+    p.add_argument("studies", nargs="+", help="study YAML file(s), or single-run training configs (deqlab train)")
+
+
+def _is_train_config(path: Path) -> bool:
+    """A mapping of TrainConfig's own keys and no `objectives` (the rule `parse_study` refuses it by)."""
+    import yaml
+
+    from .train import TrainConfig
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # load_study says what is wrong
+    return isinstance(raw, dict) and bool(raw) and "objectives" not in raw and set(raw) <= set(TrainConfig.model_fields)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from .study import describe, load_study
 
     for path in args.studies:
-        print(f"{path}: ok\n{describe(load_study(path))}")
+        if _is_train_config(Path(path)):
+            c = _read_train_config(Path(path))
+            print(f"{path}: ok (a single-run training config: deqlab train {path})\n"
+                  f"  {c.data.name} / {c.model.name}, {c.deq.init} init, {c.deq.solver}, "
+                  f"{c.pretrain_epochs}+{c.epochs} epochs")
+        else:
+            print(f"{path}: ok\n{describe(load_study(path))}")
     return EXIT_OK
 
 
@@ -312,17 +342,22 @@ register_command("data", "fetch and list data sets", _configure_data, _run_data)
 
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
-    from .export import FORMATS
-
     p.add_argument("dirs", nargs="+", metavar="DIR", help="study directories, or results roots holding studies")
     p.add_argument("--by", type=_csv, default=("init", "solver"),
-                   help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init")
+                   help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init; "
+                        "a continuous one in bins: tol:4; several studies apart: study,init,solver")
     p.add_argument("--metrics", type=_csv, default=("test_acc", "nfe_fwd", "epoch_time_s"),
                    help="metrics at the final epoch of completed trials (default: test_acc,nfe_fwd,epoch_time_s)")
-    p.add_argument("--format", choices=FORMATS, default="markdown", help="table format (default: markdown)")
+    p.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown",
+                   help="table format (default: markdown); latex needs booktabs and siunitx")
+    p.add_argument("--caption", default="", help="LaTeX: caption text, followed by how the numbers were computed")
+    p.add_argument("--label", default="", help="LaTeX: \\label of the table, e.g. tab:solvers")
+    p.add_argument("--tabular-only", action="store_true",
+                   help="LaTeX: only the tabular (the caption's note becomes a %% comment above it)")
     p.add_argument("-o", "--output", default=None, help="write the table to this file (default: stdout)")
     p.add_argument("--baseline", default=None,
-                   help="add a ratio column against this row, e.g. init=zeros (matched on the other group columns)")
+                   help="add a ratio column against this row, e.g. init=zeros (matched on the other group columns), "
+                        "with a 95%% bootstrap interval over seeds")
     p.add_argument("--ratio-of", default=None, help="metric of the ratio column (default: the first *_time_s metric)")
 
 
@@ -359,7 +394,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
     for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
         print(f"warning: {line}", file=sys.stderr)
-    text = export.render(table, args.format)
+    for warning in table.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    text = export.render(table, args.format, caption=args.caption, label=args.label, tabular_only=args.tabular_only)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -449,16 +486,20 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _input_errors() -> tuple[type, ...]:
+    """ValueError, and DataError once deqlab.data is loaded (importing it would load torch for `--help`)."""
+    data = sys.modules.get(f"{__package__}.data")
+    return (ValueError, data.DataError) if data is not None else (ValueError,)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse argv (default: sys.argv[1:]), run the command, return its exit status."""
-    from .data import DataError
-
     args = build_parser().parse_args(argv)
     try:
         code = COMMANDS[args.command].run(args)
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
         return code
-    except (DataError, ValueError) as exc:
+    except _input_errors() as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # a study says how to continue it (`deqlab resume NAME`)

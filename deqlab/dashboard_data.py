@@ -100,12 +100,33 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("param.")]
 
 
+def hyperparameters(frame: pd.DataFrame) -> list[str]:
+    """`param.*` columns that are compared hyperparameters (not epochs or what to record)."""
+    return [c for c in param_columns(frame) if c not in NOT_HYPERPARAMETERS]
+
+
+def range_steps(low: float, high: float, count: int = 41) -> list[float]:
+    """Slider stops from low to high: log-spaced for positive values spanning more than 10x (a tolerance from
+    1e-4 to 1e-2 gets as many stops per decade), else evenly; the ends are exact so the full range keeps every row."""
+    if high <= low:
+        return [low]
+    if low > 0 and high > 10 * low:
+        inner = np.geomspace(low, high, count)
+    else:
+        inner = np.linspace(low, high, count)
+    stops = [float(f"{v:.3g}") for v in inner[1:-1]]
+    return [low, *sorted(set(s for s in stops if low < s < high)), high]
+
+
 def short_name(column: str) -> str:
     """`param.deq.init` -> `deq.init` for labels; other columns unchanged."""
     return column[len("param."):] if column.startswith("param.") else column
 
 
 MAX_CHOICES = 12  # a numeric hyperparameter with more distinct values is filtered by a range, not a list
+MAX_FLOAT_CHOICES = 6  # a float with more is sampled (a log-uniform tolerance): a range even with 7 trials
+# Settings that are not compared hyperparameters (how long to train, what to record): no filter, colour or facet.
+NOT_HYPERPARAMETERS = {"param.epochs", "param.pretrain_epochs", "param.depth_states"}
 
 
 def filter_options(summary: pd.DataFrame) -> tuple[dict[str, list], dict[str, tuple[float, float]]]:
@@ -116,12 +137,13 @@ def filter_options(summary: pd.DataFrame) -> tuple[dict[str, list], dict[str, tu
     (min, max), so 10,000 trials do not mean a 10,000-option list.
     """
     choices, ranges = {}, {}
-    for col in param_columns(summary):
+    for col in hyperparameters(summary):
         values = summary[col].dropna().unique().tolist()
         if len(values) <= 1:
             continue
         numeric = pd.api.types.is_numeric_dtype(summary[col]) and not pd.api.types.is_bool_dtype(summary[col])
-        if numeric and len(values) > MAX_CHOICES:
+        sampled = pd.api.types.is_float_dtype(summary[col]) and len(values) > MAX_FLOAT_CHOICES
+        if numeric and (len(values) > MAX_CHOICES or sampled):
             ranges[col] = (float(min(values)), float(max(values)))
         else:
             choices[col] = sorted(values, key=sort_key)

@@ -5,23 +5,16 @@ and the end-of-study table of `deqlab run`:
 
     table = aggregate(trials, by=["init", "solver"], metrics=["test_acc", "nfe_fwd", "epoch_time_s"],
                       baseline={"init": "zeros"})
-    print(render(table, "markdown"))        # or "latex" (booktabs, via pandas Styler) or "csv"
+    print(render(table, "markdown"))        # or "latex" (table + booktabs + siunitx) or "csv"
 
-`aggregate` takes the trials frame of `deqlab.results.load` (one row per
-epoch), keeps the final epoch of every completed trial, groups by the chosen
-hyperparameters and returns a `ComparisonTable` (mean, std and n per group,
-plus an optional ratio against a baseline row). `render` formats it:
-
-- values are mean ± std (std only when n > 1), rounded to the std's first
-  significant digit (two when that digit is 1), or to three significant digits
-  when there is no spread; magnitudes below 1e-3 are written in scientific form;
-- the best mean of each column is bold (LaTeX and Markdown), "best" meaning
-  the metric's direction: `METRICS` knows the built-in ones, a study's
-  `objectives` (or the `modes` argument) give the others, and a column with
-  no known direction gets no bold;
-- headers carry units; accuracies and fractions are shown in percent;
-- CSV keeps every digit that matters (6 significant) in plain columns
-  (`test_acc_pct_mean`, `test_acc_pct_std`, ...) for further analysis.
+`aggregate` (this module) takes the trials frame of `deqlab.results.load` (one
+row per epoch), keeps the final epoch of every completed trial, groups by the
+chosen hyperparameters and returns a `ComparisonTable`: mean, std and n per
+group; with a baseline, a ratio and its bootstrap interval over seeds. A
+continuous parameter is grouped in bins (`tol:4`) or refused with that hint;
+pooling several studies in one row is reported in `table.warnings`.
+`render` (deqlab/export_render.py) formats it: display names, one precision
+per column, units, best in bold, a caption that says how it was computed.
 
 Names resolve to columns the same way everywhere (`resolve_column`): the exact
 column, else `param.<name>`, else the one `param.*` column ending in
@@ -31,14 +24,13 @@ ValueError that lists what is available.
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .export_ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline, ratio_interval  # noqa: F401
 from .results import PROVENANCE
 
 FORMATS = ("latex", "markdown", "csv")
@@ -84,8 +76,11 @@ class ComparisonTable:
     """The aggregated comparison, in raw units (accuracy as a fraction, times in seconds).
 
     `frame` has one row per group, in sorted group order, with the group
-    columns named as the user wrote them (`by`), `n`, then `<metric>_mean` and
-    `<metric>_std` for each metric, and `ratio` when a baseline was given.
+    columns named as the user wrote them (`by`, without a `:bins` suffix), `n`,
+    then `<metric>_mean` and `<metric>_std` for each metric, and with a
+    baseline `ratio`, `ratio_lo`, `ratio_hi` (the bootstrap interval).
+    `min_n` is the fewest trials a row needs to be called best; `binned`
+    names the group columns cut into bins; `warnings` are for the reader.
     """
 
     frame: pd.DataFrame
@@ -97,13 +92,18 @@ class ComparisonTable:
     baseline: Optional[Mapping[str, str]] = None
     ratio_metric: Optional[str] = None
     ratio_kind: Optional[str] = None  # "speedup" (times), "reduction" (other lower-is-better), "gain"
+    min_n: int = 1
+    binned: tuple[str, ...] = ()
+    paired: Optional[bool] = None  # the bootstrap paired trials by seed (None: no interval)
+    warnings: tuple[str, ...] = ()
 
     @property
     def ratio_header(self) -> Optional[str]:
         if not self.ratio_kind:
             return None
         what = "Speedup" if self.ratio_kind == "speedup" else f"{self.info[self.ratio_metric].label} {self.ratio_kind}"
-        return f"{what} vs {_describe(self.baseline)}"
+        return f"{what} vs {describe_baseline(self.baseline)}"
+
 
 
 # --------------------------------------------------------------------------- selecting rows and columns
@@ -196,22 +196,25 @@ def metric_info(name: str, modes: Optional[Mapping[str, str]] = None) -> MetricI
 
 # --------------------------------------------------------------------------- aggregation
 
+MAX_LEVELS = 8  # a float hyperparameter with more distinct values is continuous: bin it
+
 
 def aggregate(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *,
               baseline: Optional[Mapping[str, str]] = None, ratio_metric: Optional[str] = None,
               modes: Optional[Mapping[str, str]] = None) -> ComparisonTable:
     """Mean, std and n of each metric at the final epoch of completed trials, per hyperparameter group.
 
-    `baseline` fixes some group values (`{"init": "zeros"}`); every row is then
-    compared with the baseline row that shares its other group values (the
-    same solver), giving a ratio where > 1 means better than the baseline:
+    A group name may carry a bin count (`tol:4`): the parameter is cut into
+    that many bins (log-spaced when its values span more than 10x). `baseline`
+    fixes some group values (`{"init": "zeros"}`); every row is then compared
+    with the baseline row that shares its other group values (the same
+    solver), giving a ratio where > 1 means better than the baseline:
     baseline / row for lower-is-better metrics (for times: the speedup), row /
-    baseline for higher-is-better ones. `ratio_metric` defaults to the first
-    time metric (`*_time_s`) among `metrics`.
+    baseline for higher-is-better ones, with a bootstrap interval over seeds.
+    `ratio_metric` defaults to the first time metric (`*_time_s`) among `metrics`.
     """
-    by, metrics = list(by), list(metrics)
-    if not by:
-        raise ValueError("give at least one column to group by")
+    by, bins = _parse_by(by)
+    metrics = list(metrics)
     if not metrics:
         raise ValueError("give at least one metric")
     if trials.empty or "status" not in trials.columns:
@@ -231,8 +234,7 @@ def aggregate(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *
         found = ", ".join(f"{n} {s}" for s, n in last["status"].value_counts().items())
         raise ValueError(f"no completed trials to aggregate (found: {found})")
 
-    keys = final[group_cols].astype(object).where(final[group_cols].notna(), "none")
-    keys.columns = by
+    keys, ranks = _group_keys(final, by, group_cols, bins)
     values = final[metric_cols].astype(float)
     values.columns = metrics
     grouped = pd.concat([keys, values], axis=1).groupby(by, sort=False, dropna=False)
@@ -241,16 +243,80 @@ def aggregate(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *
     for m in metrics:
         out[f"{m}_mean"], out[f"{m}_std"] = mean[m], std[m]
     out = out.reset_index()
-    out = out.iloc[_natural_order(out, by)].reset_index(drop=True)
+    out = out.iloc[_natural_order(out, by, ranks)].reset_index(drop=True)
 
     info = {m: metric_info(col, modes) for m, col in zip(metrics, metric_cols)}
-    ratio_kind = None
+    ratio_kind = paired = None
     if baseline:
-        out, ratio_metric, ratio_kind = _add_ratio(out, by, metrics, info, dict(baseline), ratio_metric)
+        seeds = final["seed"] if "seed" in final.columns else pd.Series(np.arange(len(final)), index=final.index)
+        samples = pd.concat([keys, values, seeds.rename("_seed")], axis=1)
+        out, ratio_metric, ratio_kind, paired = add_ratio(out, by, info, dict(baseline), ratio_metric, samples,
+                                                           metrics)
     elif ratio_metric is not None:
         raise ValueError("ratio_metric needs a baseline (e.g. --baseline init=zeros)")
     return ComparisonTable(out, tuple(by), tuple(group_cols), tuple(metrics), tuple(metric_cols), info,
-                           dict(baseline) if baseline else None, ratio_metric, ratio_kind)
+                           dict(baseline) if baseline else None, ratio_metric, ratio_kind,
+                           min_n=min(3, int(out["n"].max())), binned=tuple(bins), paired=paired,
+                           warnings=tuple(_pooling_warnings(final, by)))
+
+
+def _parse_by(by: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """`["tol:4", "init"]` -> (["tol", "init"], {"tol": 4})."""
+    names, bins = [], {}
+    for item in by:
+        name, sep, count = str(item).partition(":")
+        if sep:
+            if not count.isdigit() or not 2 <= int(count) <= 20:
+                raise ValueError(f"bin count in {item!r} must be an integer from 2 to 20, e.g. {name}:4")
+            bins[name] = int(count)
+        names.append(name)
+    if not names:
+        raise ValueError("give at least one column to group by")
+    return names, bins
+
+
+def _group_keys(final, by, group_cols, bins):
+    """The group value of every trial (binned where asked), and the display order of binned labels."""
+    keys = final[group_cols].astype(object).where(final[group_cols].notna(), "none")
+    keys.columns = by
+    ranks = {}
+    for name, col in zip(by, group_cols):
+        column = final[col]
+        if name in bins:
+            if not pd.api.types.is_numeric_dtype(column):
+                raise ValueError(f"{name} is not numeric: group by it without a bin count")
+            keys[name], ranks[name] = bin_values(column.astype(float), bins[name])
+        elif pd.api.types.is_float_dtype(column) and column.nunique() > MAX_LEVELS:
+            raise ValueError(f"{name} has {column.nunique()} distinct values (a continuous parameter): "
+                             f"group it in bins, e.g. --by {name}:4 (log-spaced when it spans more than 10x)")
+    return keys, ranks
+
+
+def bin_values(values: pd.Series, count: int) -> tuple[pd.Series, dict[str, int]]:
+    """Cut numbers into `count` equal bins, log-spaced for positive values spanning more than 10x.
+
+    Returns the label of each value (`[0.0001, 0.00032)`, the last bin closed)
+    and each label's rank, so bins sort by value, not alphabetically.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    if hi == lo:
+        return pd.Series(f"{lo:g}", index=values.index, dtype=object), {f"{lo:g}": 0}
+    log = lo > 0 and hi > 10 * lo
+    edges = np.geomspace(lo, hi, count + 1) if log else np.linspace(lo, hi, count + 1)
+    index = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, count - 1)
+    labels = [f"[{edges[i]:.2g}, {edges[i + 1]:.2g}" + ("]" if i == count - 1 else ")") for i in range(count)]
+    return pd.Series([labels[i] for i in index], index=values.index, dtype=object), {t: i for i, t in
+                                                                                      enumerate(labels)}
+
+
+def _pooling_warnings(final: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    if "study" in by or "study" not in final.columns or final["study"].nunique() < 2:
+        return []
+    studies = sorted(final["study"].unique())
+    text = f"rows pool {len(studies)} studies ({', '.join(studies)})"
+    if "param.epochs" in final.columns and final["param.epochs"].nunique() > 1:
+        text += f" trained for different epochs ({', '.join(str(e) for e in sorted(final['param.epochs'].unique()))})"
+    return [text + "; add `study` to --by to keep them apart"]
 
 
 def sort_key(v):
@@ -261,45 +327,11 @@ def sort_key(v):
         return (1, 0.0, str(v))
 
 
-def _natural_order(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
-    rows = [tuple(sort_key(v) for v in row) for row in frame[list(by)].itertuples(index=False)]
+def _natural_order(frame: pd.DataFrame, by: Sequence[str], ranks: Mapping[str, Mapping[str, int]]) -> np.ndarray:
+    def key(name, v):
+        return (0, ranks[name][v], "") if name in ranks else sort_key(v)
+    rows = [tuple(key(b, v) for b, v in zip(by, row)) for row in frame[list(by)].itertuples(index=False)]
     return np.array(sorted(range(len(rows)), key=lambda i: rows[i]), dtype=int)
-
-
-def _add_ratio(out, by, metrics, info, baseline, ratio_metric):
-    unknown = sorted(set(baseline) - set(by))
-    if unknown:
-        raise ValueError(f"baseline names {', '.join(unknown)}, which is not a group column; "
-                         f"group columns: {', '.join(by)}")
-    if ratio_metric is None:
-        times = [m for m in metrics if info[m].unit == "s"]
-        if not times:
-            raise ValueError(f"choose the metric for the baseline ratio (--ratio-of); metrics: {', '.join(metrics)}")
-        ratio_metric = times[0]
-    if ratio_metric not in metrics:
-        raise ValueError(f"ratio metric {ratio_metric!r} is not among the metrics: {', '.join(metrics)}")
-    mode = info[ratio_metric].mode
-    if mode is None:
-        raise ValueError(f"metric {ratio_metric!r} has no known direction for a ratio; "
-                         f"name it in the study objectives")
-    as_text = out[list(by)].astype(str)
-    is_base = np.logical_and.reduce([as_text[k] == str(v) for k, v in baseline.items()])
-    if not is_base.any():
-        present = {k: sorted(set(as_text[k])) for k in baseline}
-        raise ValueError(f"no row matches the baseline {_describe(baseline)}; values present: "
-                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in present.items()))
-    rest = [k for k in by if k not in baseline]
-    base_means = {tuple(as_text.loc[i, rest]): out.loc[i, f"{ratio_metric}_mean"] for i in np.flatnonzero(is_base)}
-    ref = np.array([base_means.get(tuple(as_text.loc[i, rest]), np.nan) for i in range(len(out))], dtype=float)
-    mean = out[f"{ratio_metric}_mean"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["ratio"] = ref / mean if mode == "min" else mean / ref
-    kind = "gain" if mode == "max" else "speedup" if info[ratio_metric].unit == "s" else "reduction"
-    return out, ratio_metric, kind
-
-
-def _describe(baseline: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in baseline.items())
 
 
 def parse_baseline(text: Optional[str]) -> Optional[dict[str, str]]:
@@ -315,165 +347,8 @@ def parse_baseline(text: Optional[str]) -> Optional[dict[str, str]]:
     return out
 
 
-# --------------------------------------------------------------------------- number formatting
+def render(table: ComparisonTable, fmt: str, **options) -> str:
+    """The table as LaTeX (a `table` with booktabs and siunitx), Markdown or CSV (see deqlab/export_render.py)."""
+    from .export_render import render_table
 
-
-def format_value(mean: float, std: float = math.nan) -> tuple[str, str]:
-    """(mean, std) as text with sensible significant digits; std is "" when unknown (one trial).
-
-    The std keeps one significant digit (two when that digit is 1, as 0.12),
-    and the mean is rounded to the same decimal place; without a spread the
-    mean keeps three significant digits (and a zero std reads "0"). Nothing
-    is rounded left of the decimal point (1234 ± 56, not 1230 ± 60). Below
-    1e-3 (residuals) both go to scientific form.
-    """
-    if mean is None or not math.isfinite(mean):
-        return "–", ""
-    known = std is not None and math.isfinite(std)
-    has_std = known and std > 0
-    if mean != 0 and (abs(mean) < 1e-3 or abs(mean) >= 1e6):
-        return f"{mean:.2e}", (f"{std:.1e}" if has_std else "0" if known else "")
-    mag = math.floor(math.log10(abs(mean))) if mean != 0 else 0
-    if has_std:
-        lead = math.floor(math.log10(std))
-        digits = 2 if f"{std:.1e}".startswith("1") else 1
-        decimals = max(0, digits - 1 - lead)
-        decimals = min(decimals, max(0, 3 - mag))  # at most four significant digits of the mean
-        std_text = f"{std:.{decimals}f}"
-        if float(std_text) == 0:
-            std_text = f"{std:.1e}"
-    else:
-        decimals = max(0, 2 - mag)
-        std_text = "0" if known else ""
-    return f"{mean:.{decimals}f}", std_text
-
-
-def _best_rows(table: ComparisonTable) -> dict[str, set[int]]:
-    best = {}
-    for m in table.metrics:
-        mode = table.info[m].mode
-        means = table.frame[f"{m}_mean"].to_numpy(dtype=float)
-        if mode is None or not np.isfinite(means).any():
-            best[m] = set()
-            continue
-        target = np.nanmax(means) if mode == "max" else np.nanmin(means)
-        best[m] = set(np.flatnonzero(means == target).tolist())
-    return best
-
-
-def _header(info: MetricInfo, unit_fmt: str) -> str:
-    return f"{info.label} ({unit_fmt.format(info.unit)})" if info.unit else info.label
-
-
-def _cells(table: ComparisonTable, pm: str, sci) -> pd.DataFrame:
-    """Display strings per cell (no bolding yet), headers with units."""
-    f = table.frame
-    cols = {b: [_group_text(v) for v in f[b]] for b in table.by}
-    cols["n"] = [str(int(v)) for v in f["n"]]
-    for m in table.metrics:
-        info = table.info[m]
-        texts = []
-        for mean, std in zip(f[f"{m}_mean"], f[f"{m}_std"]):
-            a, b = format_value(mean * info.scale, std * info.scale)
-            texts.append(f"{sci(a)}{pm}{sci(b)}" if b else sci(a))
-        cols[m] = texts
-    if table.ratio_header:
-        cols["ratio"] = [f"{v:.2f}" if math.isfinite(v) else "–" for v in f["ratio"]]
-    return pd.DataFrame(cols)
-
-
-def _group_text(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def render(table: ComparisonTable, fmt: str) -> str:
-    """The table as LaTeX (booktabs), Markdown or CSV text."""
-    if fmt == "latex":
-        return _latex(table)
-    if fmt == "markdown":
-        return _markdown(table)
-    if fmt == "csv":
-        return _csv(table)
-    raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-
-
-def _markdown(table: ComparisonTable) -> str:
-    cells = _cells(table, " ± ", lambda s: s)
-    best = _best_rows(table)
-    for m in table.metrics:
-        cells[m] = [f"**{t}**" if i in best[m] else t for i, t in enumerate(cells[m])]
-    if table.ratio_header:
-        cells["ratio"] = [t if t == "–" else f"{t}×" for t in cells["ratio"]]
-    headers = [*table.by, "n", *(_header(table.info[m], "{}") for m in table.metrics)]
-    headers += [table.ratio_header] if table.ratio_header else []
-    numeric = [False] * len(table.by) + [True] * (len(headers) - len(table.by))
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if r else ":---" for r in numeric) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-                                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                                "\\": r"\textbackslash{}"})
-
-
-def _latex_escape(text: str) -> str:
-    return str(text).translate(_LATEX_SPECIAL)
-
-
-def _latex_sci(text: str) -> str:
-    """1.2e-05 -> $1.2\\times10^{-5}$ (plain numbers unchanged)."""
-    if "e" not in text:
-        return text
-    mant, exp = text.split("e")
-    return f"${mant}\\times10^{{{int(exp)}}}$"
-
-
-def _latex(table: ComparisonTable) -> str:
-    cells = _cells(table, r" $\pm$ ", _latex_sci)
-    for b in table.by:
-        cells[b] = [_latex_escape(t) for t in cells[b]]
-    if table.ratio_header:
-        cells["ratio"] = [t if t == "–" else f"{t}$\\times$" for t in cells["ratio"]]
-    cells = cells.replace("–", "--")
-    headers = [*(_latex_escape(b) for b in table.by), "$n$",
-               *(_latex_escape(_header(table.info[m], "{}")) for m in table.metrics)]
-    headers += [_latex_escape(table.ratio_header)] if table.ratio_header else []
-    cells.columns = headers
-    best = _best_rows(table)
-    metric_pos = {m: len(table.by) + 1 + j for j, m in enumerate(table.metrics)}
-
-    def bold(frame: pd.DataFrame) -> pd.DataFrame:
-        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
-        for m, rows in best.items():
-            for i in rows:
-                css.iat[i, metric_pos[m]] = "textbf:--rwrap;"
-        return css
-
-    styler = cells.style.apply(bold, axis=None).hide(axis="index")
-    column_format = "l" * len(table.by) + "r" * (len(headers) - len(table.by))
-    return styler.to_latex(hrules=True, column_format=column_format)
-
-
-def _csv(table: ComparisonTable) -> str:
-    f = table.frame
-    out = pd.DataFrame({b: [_group_text(v) for v in f[b]] for b in table.by})
-    out["n"] = f["n"].astype(int).to_numpy()
-    for m in table.metrics:
-        info = table.info[m]
-        suffix = _UNIT_SUFFIX.get(info.unit, info.unit)
-        stem = m + (f"_{suffix}" if info.unit and not m.endswith(f"_{info.unit}") else "")
-        out[f"{stem}_mean"] = f[f"{m}_mean"].to_numpy(dtype=float) * info.scale
-        out[f"{stem}_std"] = f[f"{m}_std"].to_numpy(dtype=float) * info.scale
-    if table.ratio_header:
-        base = "_".join(f"{k}={v}" for k, v in table.baseline.items())
-        out[f"{table.ratio_metric}_{table.ratio_kind}_vs_{base}"] = f["ratio"].to_numpy(dtype=float)
-    buf = io.StringIO()
-    out.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
-    return buf.getvalue()
+    return render_table(table, fmt, **options)

@@ -454,10 +454,13 @@ class _ProgressBar:
 
         self.p = Progress(transient=False)
         self.p.start()
+        self.total = total
         self.task = self.p.add_task("training", total=total)
 
     def update(self, epoch: int, m: dict) -> None:
-        desc = f"epoch {epoch + 1} acc {m['test_acc']:.3f} nfe {m['nfe_fwd']:.1f}/{m['nfe_bwd']:.1f}"
+        # labelled, and accuracy in % as in every table
+        desc = (f"epoch {epoch + 1}/{self.total}  test acc {100 * m['test_acc']:.1f}%  "
+                f"NFE fwd {m['nfe_fwd']:.1f}  NFE bwd {m['nfe_bwd']:.1f}")
         self.p.update(self.task, advance=1, description=desc)
 
     def close(self) -> None:

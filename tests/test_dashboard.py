@@ -31,7 +31,7 @@ from deqlab.cli import build_parser, dashboard_command, main
 from deqlab.results import TableCache, load, load_spec, load_states, load_trial_traces
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ("Overview", "Compare", "Trial detail", "Depth view", "Export")
+PAGES = ("Overview", "Compare", "Search", "Trial detail", "Depth view", "Export")
 FRONT = "Pareto front"  # the scatter's front overlay, not a trial
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -213,12 +213,97 @@ def test_every_page_renders_on_a_study(study, monkeypatch):
     assert at.code[0].value == export.render(table, "markdown").rstrip("\n")
     at.selectbox(key="exp_base_col").set_value("deq.init").run()
     at.selectbox(key="exp_base_value").set_value("zeros").run()
-    assert "Speedup vs deq.init=zeros" in at.code[0].value and "| 1.91× |" in at.code[0].value
+    assert "Speedup vs DEQ" in at.code[0].value and "| 1.91× [1.83, 2.00] |" in at.code[0].value
 
     at.sidebar.radio(key="page").set_value("Trial detail").run()
     at.selectbox(key="trial_pick").set_value(("cmp", "skip-anderson-0")).run()
     curves = _points(at.get("plotly_chart")[0])
-    assert curves["test_acc"] == 2 and curves["nfe_bwd"] == 2
+    assert curves["test acc."] == 2 and curves["NFE backward"] == 2
+
+
+def _array(values) -> np.ndarray:
+    """A plotly array, decoded when sent base64-encoded."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"]))
+    return np.asarray(values, dtype=float)
+
+
+def _figures(at) -> list:
+    return [pio.from_json(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _colours(fig) -> dict:
+    out = {}
+    for t in fig.data:
+        colour = (t.marker.color if t.type in ("scatter", "box") and isinstance(t.marker.color, str) else None) \
+            or (t.line.color if hasattr(t, "line") and t.line is not None else None)
+        if t.name and colour:
+            out.setdefault(t.name.split(" (")[0], set()).add(colour)
+    return out
+
+
+def test_one_colour_per_value_units_on_axes_and_optuna_views(study, monkeypatch):
+    at = _app(monkeypatch, study.parent)
+    at.run()
+    at.sidebar.radio(key="page").set_value("Compare").run()
+    assert not at.exception
+    figures = _figures(at)
+    scatter, box, curves = figures[:3]
+    # NFE on x by default (the objectives' axis); titles carry units; accuracy in percent
+    assert scatter.layout.xaxis.title.text == "NFE fwd" and scatter.layout.yaxis.title.text == "Test acc. (%)"
+    ys = np.concatenate([_array(t.y) for t in scatter.data if t.name != FRONT])
+    assert 88 <= min(ys) and max(ys) <= 99
+    # the same init value has one colour in the scatter, the grouped plot and the learning curves
+    seen = {}
+    for fig in (scatter, box, curves):
+        for name, colours in _colours(fig).items():
+            seen.setdefault(name, set()).update(colours)
+    assert {"DEQ", "SkipDEQ"} <= set(seen) and all(len(c) == 1 for n, c in seen.items() if n in ("DEQ", "SkipDEQ"))
+    assert seen["DEQ"] != seen["SkipDEQ"]
+    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "Test acc. (%)"
+    # the baseline comparison: speed-up against DEQ with its bootstrap interval
+    ci = figures[-1]
+    assert ci.layout.xaxis.title.text == "Speedup vs DEQ (×, 95% bootstrap interval over seeds)"
+    assert list(ci.data[0].y[:2]) == ["SkipDEQ / Anderson", "SkipDEQ / Broyden"]
+    assert _array(ci.data[0].x)[:2] == pytest.approx([2.1 / 1.1, 3.2 / 1.6])
+    # Optuna's own views of the same trials, on the Search page
+    at.sidebar.radio(key="page").set_value("Search").run()
+    assert not at.exception
+    figures = _figures(at)
+    titles = [f.layout.title.text for f in figures]
+    assert {"Parallel Coordinate Plot", "Hyperparameter Importances", "Slice Plot"} <= set(titles)
+    slice_plot = figures[titles.index("Slice Plot")]
+    assert slice_plot.layout.yaxis.title.text == "Test acc. (%)"
+
+
+def test_trial_detail_labels_ticks_and_tolerance(study, monkeypatch):
+    at = _app(monkeypatch, study.parent)
+    at.run()
+    at.sidebar.radio(key="page").set_value("Trial detail").run()
+    pick = at.selectbox(key="trial_pick")
+    assert pick.format_func(("cmp", "skip-anderson-0")) == "cmp / skip-anderson-0: SkipDEQ Anderson tol 0.001 (completed)"
+    pick.set_value(("cmp", "skip-anderson-0")).run()
+    curves, traces = _figures(at)[:2]
+    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "test accuracy (%)"
+    assert [s.y0 for s in traces.layout.shapes] == [1e-3]  # the trial's tolerance, drawn on the residuals
+    params = {r["name"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
+    assert params["seed"] == "0" and params["deq.init"] == "SkipDEQ"
+
+
+def test_range_filter_stops_are_log_spaced_and_filter():
+    stops = dd.range_steps(1.2e-4, 8e-3)
+    assert stops[0] == 1.2e-4 and stops[-1] == 8e-3 and len(stops) == 41
+    ratios = np.diff(np.log10(stops[1:-1]))
+    assert np.allclose(ratios, ratios[0], atol=0.01)  # as many stops per decade
+    frame = pd.DataFrame({"param.deq.tol": [1.2e-4, 5e-4, 2e-3, 8e-3]})
+    low = next(s for s in stops if s >= 4e-4)
+    assert dd.apply_filters(frame, {}, ranges={"param.deq.tol": (low, stops[-1])})["param.deq.tol"].tolist() == [
+        5e-4, 2e-3, 8e-3]
+    assert "param.epochs" not in dd.filter_options(pd.DataFrame({"param.epochs": [2, 3], "param.x": [1, 2]}))[0]
+    # seven sampled tolerances are a range, seven seeds a list
+    choices, ranges = dd.filter_options(pd.DataFrame({"param.deq.tol": np.geomspace(1e-4, 1e-2, 7),
+                                                      "param.seed": np.arange(7)}))
+    assert list(ranges) == ["param.deq.tol"] and list(choices) == ["param.seed"]
 
 
 def test_pages_render_an_empty_directory(tmp_path, monkeypatch):
@@ -340,8 +425,8 @@ def test_browser_compare_page_and_filter(study, tmp_path):
                 page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
 
                 sidebar = page.locator("[data-testid='stSidebar']")
-                init_filter = sidebar.locator("[data-testid='stMultiSelect']").filter(has_text="deq.init")
-                init_filter.get_by_role("button", name="Remove skip").click()
+                init_filter = sidebar.locator("[data-testid='stMultiSelect']").filter(has_text="Init")
+                init_filter.get_by_role("button", name="Remove SkipDEQ").click()
                 page.wait_for_function(f"({SCATTER_POINTS})() === 5", timeout=30_000)  # the zeros trials only
                 page.wait_for_selector(DONE, timeout=30_000)
                 assert page.evaluate(SCATTER_POINTS) == 5
@@ -356,3 +441,20 @@ def test_browser_compare_page_and_filter(study, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_tolerance_range_filter_filters_in_the_app(tmp_path, monkeypatch):
+    tols = np.geomspace(1.2e-4, 8e-3, 8)  # a sampled log-uniform tolerance: a range filter, log-spaced stops
+    for i, tol in enumerate(tols):
+        write_trial(tmp_path, "tpe", f"t{i}", params("zeros", "anderson", i, **{"deq.tol": float(tol)}),
+                    [metrics(0.9, 10.0, 1.0)], "completed")
+    at = _app(monkeypatch, tmp_path / "tpe")
+    at.run()
+    at.sidebar.radio(key="page").set_value("Compare").run()
+    slider = at.sidebar.select_slider(key="filter:param.deq.tol")
+    assert slider.label == "Tolerance" and slider.value == (tols[0], tols[-1])
+    low = next(s for s in slider.options if float(s) >= 1e-3)
+    slider.set_value((float(low), float(tols[-1]))).run()
+    counts = _points(at.get("plotly_chart")[0])
+    counts.pop(FRONT, None)
+    assert sum(counts.values()) == int((tols >= float(low)).sum()) == 4

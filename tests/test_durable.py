@@ -9,9 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
 
 from deqlab.cli import main
 from deqlab.results import load

@@ -1,7 +1,5 @@
 """Every registered solver against closed forms, with NFE counted independently."""
 
-import math
-
 import pytest
 import torch
 

@@ -25,6 +25,7 @@ from .cluster import code_path_for_workers, refuse_unshared_storage
 from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
                       is_disk_full, plan_resume)
 from .failures import trial_error
+from .heartbeat import Heartbeat
 from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import suggest, walk
@@ -362,13 +363,18 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
             self.p = Progress()
             self.t0 = time.perf_counter()
             self.compaction = CompactionSchedule()
+            self.beat, self.lengths = Heartbeat(total), {}
 
         def setup(self, **info):
             # a restored study brings this object back from Tune's saved state: its clocks are another process's
             self.t0 = time.perf_counter()
             self.compaction.restart()
+            self.beat.restart()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            line = self.beat.update(trial.trial_id, result.get("epoch"), self._length(trial))
+            if line:
+                say(line)
             value = result.get(metric)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):
                 return
@@ -377,11 +383,13 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
                 self.p.best, self.p.best_trial = value, trial.trial_id
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self.beat.finish(trial.trial_id)
             status = settle_trial(storage, spec, trial.trial_id, self._config(trial))
             self._report(trials, trial, status)
             self._maybe_compact()
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            self.beat.finish(trial.trial_id)
             error = trial_error(trial)
             status = finalize_trial(storage, spec.name, trial.trial_id, "failed", error=error or "trial failed",
                                     params=self._params(trial))
@@ -398,6 +406,13 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
 
         def _config(self, trial):
             return _train_config(spec, trial.config)
+
+        def _length(self, trial) -> int:
+            """Epochs the trial runs if not pruned (read from its config once)."""
+            if trial.trial_id not in self.lengths:
+                config = self._config(trial)
+                self.lengths[trial.trial_id] = config.pretrain_epochs + config.epochs if config else 0
+            return self.lengths[trial.trial_id]
 
         def _params(self, trial) -> dict:
             config = self._config(trial)

@@ -11,8 +11,10 @@ from collections import Counter
 import pandas as pd
 import pyarrow.fs as pafs
 
-from ..export import aggregate, final_epochs, render
+from ..display import column_name, value_name
+from ..export import aggregate, final_epochs, metric_info, render
 from ..results import STATUSES, _filesystem, load
+from .space import walk
 from .spec import StudySpec
 
 GROUP_BY = ("init", "solver")
@@ -41,6 +43,25 @@ def comparison_table(path: str, spec: StudySpec) -> str:
     except ValueError as exc:  # nothing completed: say so instead of failing the run's summary
         return f"(no comparison: {exc})"
     return render(table, "markdown")
+
+
+def untried_choices(path: str, spec: StudySpec) -> list[str]:
+    """`choice`/`grid` values of the space no trial ran (TPE may never sample one): one line per parameter."""
+    final = final_rows(load(path, traces=False).trials)
+    lines = []
+    for p in walk(spec.params):
+        if p.kind not in ("choice", "grid") or len(p.values) < 2:
+            continue
+        rows = final
+        if p.condition:  # a conditional parameter counts only trials on its branch
+            parent, _, value = p.condition.partition("=")
+            column = f"param.{parent}"
+            rows = rows[rows[column].astype(str) == value] if column in rows else rows.iloc[0:0]
+        seen = set(rows[f"param.{p.path}"].astype(str)) if f"param.{p.path}" in rows else set()
+        missing = [str(v) for v in p.values if str(v) not in seen]
+        if missing:
+            lines.append(f"{p.name}: never tried {', '.join(missing)} (of {len(p.values)} choices)")
+    return lines
 
 
 def list_studies(storage: str) -> str:
@@ -115,6 +136,13 @@ def pareto_table(path: str, spec: StudySpec) -> str:
     front = pareto_front(final_rows(load(path).trials), spec.objectives)
     if front.empty:
         return "(no completed trials)"
-    cols = ["trial_id", *[f"param.deq.{c}" for c in GROUP_BY if f"param.deq.{c}" in front], *spec.metrics]
+    groups = [f"param.deq.{c}" for c in GROUP_BY if f"param.deq.{c}" in front]
     ordered = front.sort_values(spec.metrics[0], ascending=spec.modes[0] == "min")
-    return ordered[cols].rename(columns=lambda c: c.removeprefix("param.")).to_string(index=False)
+    # the comparison table's names and units: SkipDEQ, Broyden, Test acc. (%)
+    shown = pd.DataFrame({"trial": ordered["trial_id"]})
+    for c in groups:
+        shown[column_name(c)] = [value_name(c, v) for v in ordered[c]]
+    for m in spec.metrics:
+        info = metric_info(m)
+        shown[f"{info.label} ({info.unit})" if info.unit else info.label] = ordered[m].to_numpy() * info.scale
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
