@@ -171,18 +171,15 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 def _read_train_config(path: Path):
     """A single-run training config from YAML, with one-line errors."""
-    import yaml
     from pydantic import ValidationError
 
     from .solvers.base import describe_validation_error
+    from .study.spec import read_yaml
     from .train import TrainConfig
 
     if not path.is_file():
         raise ValueError(f"no such config file: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top level")
     try:
@@ -285,13 +282,12 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 
 def _is_train_config(path: Path) -> bool:
     """A mapping of TrainConfig's own keys and no `objectives` (the rule `parse_study` refuses it by)."""
-    import yaml
-
+    from .study.spec import StudyError, read_yaml
     from .train import TrainConfig
 
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = read_yaml(path)
+    except (OSError, StudyError):
         return False  # load_study says what is wrong
     return isinstance(raw, dict) and bool(raw) and "objectives" not in raw and set(raw) <= set(TrainConfig.model_fields)
 

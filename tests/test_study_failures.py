@@ -35,6 +35,20 @@ def test_describe_exception_unwraps_ray_and_drops_pydantic_links():
     assert describe_exception(KeyError("x")) == "KeyError: 'x'"
 
 
+def test_error_text_gives_the_last_exception_without_unpickling_anything():
+    from deqlab.study.failures import _last_error_line
+
+    ray_text = ("Failure # 1 (occurred at 2026-12-01_16-00-00)\nray::ImplicitFunc.train() (pid=1, ip=1)\n"
+                '  File "x.py", line 3, in f\n    raise ValueError(...)\n' + NO_CUDA + "\n")
+    assert _last_error_line(ray_text) == NO_CUDA
+    pydantic_text = ("Traceback (most recent call last):\n  File \"a\", line 1\n"
+                     "pydantic_core._pydantic_core.ValidationError: 1 validation error for TrainConfig\nepochs\n"
+                     "  Input should be greater than 0 [type=greater_than]\n"
+                     "    For further information visit https://errors.pydantic.dev/2.11/v/greater_than\n")
+    assert _last_error_line(pydantic_text) == ("ValidationError: 1 validation error for TrainConfig epochs "
+                                               "Input should be greater than 0 [type=greater_than]")
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA to fail")

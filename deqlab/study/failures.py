@@ -3,11 +3,15 @@
 Tune writes a failed trial's exception to its local trial folder before it
 calls the callbacks' `on_trial_error`, but `Trial.get_error()` reads the copy in
 the storage folder, which is synced later: read at that moment it is empty
-and every trial said only "trial failed". The local pickle holds the
-exception itself; Ray wraps it (`RayTaskError`), so the cause is unwrapped.
+and every trial said only "trial failed". So the local `error.txt` is read: its
+traceback ends with the trial's own exception (Ray's `RayTaskError` prints the
+cause last). Tune's pickled copy is never loaded: unpickling a file from a
+results folder would run whatever code it names.
 """
 
 from __future__ import annotations
+
+import re
 
 from typing import Optional
 
@@ -49,16 +53,7 @@ def _clip(text: str) -> str:
 
 
 def trial_error(trial) -> Optional[str]:
-    """The failed Tune trial's exception, from the files Tune has written locally by `on_trial_error`."""
-    import cloudpickle
-
-    path = getattr(trial, "pickled_error_file", None)
-    if path:
-        try:
-            with open(path, "rb") as f:
-                return describe_exception(cloudpickle.load(f))
-        except Exception:  # unpicklable or missing: fall back to the text Tune wrote
-            pass
+    """The failed Tune trial's exception, from the text Tune has written locally by `on_trial_error`."""
     path = getattr(trial, "error_file", None)
     if path:
         try:
@@ -69,10 +64,19 @@ def trial_error(trial) -> Optional[str]:
     return None
 
 
+_HEADER = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit|Warning))(?::\s*(.*))?$")
+
+
 def _last_error_line(text: str) -> Optional[str]:
-    """The last `Type: message` line of a traceback text."""
+    """`Type: message` of the last exception in a traceback text, its message's lines joined."""
     lines = [line.strip() for line in text.splitlines()
              if line.strip() and not line.strip().startswith(_NOISE)]
+    for i in range(len(lines) - 1, -1, -1):
+        match = _HEADER.match(lines[i])
+        if match and not lines[i].startswith("ray.exceptions.RayTaskError"):
+            name, first = match.groups()
+            message = " ".join([first or "", *lines[i + 1:]]).strip()
+            return _clip(f"{name}: {message}" if message else name)
     return _clip(lines[-1]) if lines else None
 
 

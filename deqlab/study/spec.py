@@ -373,6 +373,14 @@ def drop_inert(raw: dict) -> dict:
 
 def load_study(path) -> StudySpec:
     """Read a study YAML with the safe loader and validate it."""
+    raw = read_yaml(path)
+    if raw is None:
+        raise StudyError(f"{path}: the file is empty")
+    return parse_study(raw, str(path))
+
+
+def read_yaml(path):
+    """A study or train config file's document, through the safe loader, within size and nesting caps."""
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"no such study file: {path}")
@@ -386,9 +394,7 @@ def load_study(path) -> StudySpec:
         raise StudyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text file") from None
-    if raw is None:
-        raise StudyError(f"{path}: the file is empty")
-    return parse_study(raw, str(path))
+    return raw
 
 
 def _check_depth(text: str, path) -> None:
