@@ -122,8 +122,9 @@ def resolve_column(frame: pd.DataFrame, name: str, kind: str = "column",
     if f"param.{name}" in columns:
         return f"param.{name}"
     hits = [c for c in columns if c.startswith("param.") and c.endswith(f".{name}")]
-    if len(hits) == 1:
-        return hits[0]
+    shallowest = [c for c in hits if c.count(".") == min(h.count(".") for h in hits)] if hits else []
+    if len(shallowest) == 1:  # `solver` is deq.solver even when deq.backward_options.solver is set too
+        return shallowest[0]
     if len(hits) > 1:
         raise ValueError(f"{kind} {name!r} is ambiguous: it matches {', '.join(hits)}; write the full name")
     raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(available) or '(none)'}")

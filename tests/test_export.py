@@ -178,6 +178,9 @@ def test_resolve_column_exact_param_suffix_and_ambiguous():
     assert export.resolve_column(frame, "init") == "param.deq.init"
     with pytest.raises(ValueError, match="'tol' is ambiguous: it matches param.deq.tol, param.other.tol"):
         export.resolve_column(frame, "tol")
+    # the paper study sets deq.backward_options.solver as well: `solver` is still the forward solver
+    nested = pd.DataFrame(columns=["param.deq.solver", "param.deq.backward_options.solver"])
+    assert export.resolve_column(nested, "solver") == "param.deq.solver"
 
 
 def test_unknown_names_list_what_is_available(trials):
