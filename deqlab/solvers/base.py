@@ -266,6 +266,20 @@ def _row_norms(t: Tensor, dims: tuple) -> Tensor:
     return torch.linalg.vector_norm(t, dim=dims) if dims else t.abs()
 
 
+def shape_views(shape: torch.Size) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(to the solve's shape, to [B, D]) for solvers that work on flat rows; identities when z is [B, D].
+
+    A view is a ~1-2 us dispatch, and solvers take several per iteration.
+    """
+    if len(shape) == 2:
+        return _same, _same
+    return (lambda t: t.view(shape)), (lambda t: t.reshape(shape[0], -1))
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
 def coefficients(rows: Tensor, v: Tensor) -> Tensor:
     """[B, k] inner products of v [B, D] with each of rows [B, k, D].
 
