@@ -70,18 +70,20 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
             gram[:, :k, slot] = row
             gamma = _regularised_solve(gram if k == m else gram[:, :k, :k], c[:, 1], opts.lam, eye[:k, :k])
             hist = dF if k == m else dF[:, :k]
-            x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.to(x.dtype).unsqueeze(1), hist, alpha=-1).squeeze(1)
+            gamma = gamma.to(x.dtype, memory_format=torch.contiguous_format)  # LAPACK: column-major, 10x slower bmm
+            x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), hist, alpha=-1).squeeze(1)
         prev_g, prev_mixed = g, mixed
         x = flat(tracker.keep_frozen(xs, unflat(x_new)))
     return tracker.result(stored_vectors=2 * m)
 
 
 def _regularised_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, eye: torch.Tensor) -> torch.Tensor:
-    """(G + lam*scale*I)^-1 rhs per sample; a sample whose system fails gets gamma = 0 (a plain step).
+    """(G + (lam*scale + 1e-300) I)^-1 rhs per sample, scale = mean diag(G); a failed system gives gamma = 0.
 
-    A non-finite solution needs a non-finite g, and such a sample is frozen as
-    failed by the tracker, so only LAPACK's own failure flag is checked.
+    A zero pivot or an overflow shows as a non-finite solution, which becomes
+    0 (a plain step); the system is never singular since its diagonal is > 0.
     """
-    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
-    sol, info = torch.linalg.solve_ex(torch.addcmul(gram, (lam * scale + 1e-300)[:, None, None], eye), rhs)
-    return torch.where((info == 0)[:, None], sol, 0.0)
+    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).view(-1, 1, 1)
+    system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
+    sol = torch.linalg.solve_ex(system, rhs.unsqueeze(2))[0].squeeze(2)  # a [B, k, 1] rhs: the fast path
+    return torch.nan_to_num(sol, nan=0.0, posinf=0.0, neginf=0.0)
