@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import math
 import resource
 import statistics
 import subprocess
