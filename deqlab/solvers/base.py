@@ -8,7 +8,6 @@ place a residual is judged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -297,11 +296,6 @@ def combine(c: Tensor, rows: Tensor) -> Tensor:
     bmm on that layout was measured 10x slower (0.34 ms vs 0.03 ms).
     """
     return torch.bmm(c.contiguous().unsqueeze(1), rows).squeeze(1)
-
-
-def batched_dot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-sample inner product of two [B, D] tensors."""
-    return (a * b).sum(dim=1)
 
 
 def safe_divide(num: Tensor, den: Tensor, tiny: float | None = None) -> Tensor:
