@@ -239,3 +239,20 @@ def test_batch_stop_mode_judges_the_whole_batch_at_once(solver):
         assert float(per_sample[1]) > 10 * tol
         rel = solve(f, z0, solver=solver, tol=tol, max_iter=100, stop_mode="rel")
         assert rel.nfe > res.nfe
+
+
+@pytest.mark.parametrize("stop_mode", ["rel", "abs", "batch"])
+def test_host_side_residuals_match_residual_norms_on_image_shaped_states(stop_mode):
+    # the tracker judges on the host from per-sample norms; on [B, C, H, W] states and a sample
+    # that converges early (frozen) its residuals, trace and per-sample NFE must still be exact
+    g = torch.Generator().manual_seed(3)
+    scale = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64).view(3, 1, 1, 1)
+    b = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    f = Counted(lambda z: scale * z + b)
+    z0 = torch.zeros(3, 2, 3, 3, dtype=torch.float64)
+    res = solve(f, z0, solver="fixed_point", tol=1e-8, max_iter=200, stop_mode=stop_mode)
+    assert res.converged.all() and res.nfe == f.calls
+    assert torch.allclose(res.residual, residual_norms(res.z, f.f(res.z), stop_mode), rtol=1e-6, atol=1e-300)
+    if stop_mode != "batch":  # the contraction-0.1 sample freezes first and stops counting
+        assert int(res.sample_nfe[0]) < int(res.sample_nfe[2]) == res.nfe
+    assert res.trace[-1] <= 1e-8 and len(res.trace) == res.nfe

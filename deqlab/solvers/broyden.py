@@ -6,8 +6,7 @@ allocated once, so storage is 2 * memory vectors per sample however large
 max_iter is. When the buffer is full a sample's history restarts from H = -I:
 overwriting the oldest term instead (as TorchDEQ's ring buffer does when its
 memory is smaller than max_iter) leaves the later terms built on an H that no
-longer exists, and was measured to diverge on a hard float32 problem. A sample
-whose residual grows tenfold past its best also restarts.
+longer exists, and was measured to diverge on a hard float32 problem.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import SolverOptions, Tracker, batched_dot, coefficients, combine, safe_divide
+from .base import SolverOptions, Tracker, shape_views
 from .line_search import step_with_backtracking
 
 
@@ -26,53 +25,57 @@ class BroydenOptions(SolverOptions):
 
 
 def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
-    """Iterations <= max_iter; one evaluation each, plus backtracking trials if enabled."""
+    """Iterations <= max_iter; one evaluation each, plus backtracking trials if enabled.
+
+    Every sample writes its i-th rank-one term into slot i, a zero term where
+    its update is skipped (a degenerate denominator, a non-finite term, a
+    frozen sample): a zero term leaves H unchanged, and a shared slot keeps the
+    history length on the host, so no iteration waits on the device to learn
+    it (per-sample counts cost two host syncs and ~40 more torch ops per
+    iteration). A non-finite residual fails the sample in the tracker, so its
+    history no longer matters.
+    """
     shape = z.shape
     b = shape[0]
-    x = z.reshape(b, -1)
+    unflat, flat = shape_views(shape)
+    x = flat(z)
     d = x.shape[1]
     mem = opts.memory
     U = x.new_zeros(b, mem, d)
     V = x.new_zeros(b, mem, d)
-    count = torch.zeros(b, dtype=torch.long, device=x.device)  # terms in use per sample
-    rows = torch.arange(b, device=x.device)
     backtracks = opts.max_backtracks if opts.line_search else 0
-
-    def matvec(v, k):  # H v
-        return -v + combine(coefficients(V[:, :k], v), U[:, :k])
-
-    def rmatvec(v, k):  # v^T H
-        return -v + combine(coefficients(U[:, :k], v), V[:, :k])
-
-    fx = tracker.evaluate(x.view(shape)).reshape(b, -1)
+    tiny = torch.finfo(x.dtype).tiny ** 0.5
+    fx = flat(tracker.evaluate(unflat(x)))
     g = fx - x
-    best_norm = g.norm(dim=1)
+    k = 0  # rank-one terms in use, the same for every sample
     restarts = 0
     for it in range(max_iter):
-        k = int(count.max())
+        Uk, Vk = U[:, :k], V[:, :k]
         if it > 0:
-            x_new, fx = step_with_backtracking(tracker, x, g, -matvec(g, k), shape, backtracks)
+            x_new, fx = step_with_backtracking(tracker, x, g, -_product(g, Vk, Uk), shape, backtracks)
             g_new = fx - x_new
             dx, dg = x_new - x, g_new - g
             x, g = x_new, g_new
-        tracker.check(x.view(shape), fx.view(shape))
+        tracker.check(unflat(x), unflat(fx))
         if tracker.done or it == max_iter - 1:
             break
         if it > 0:
-            vT = rmatvec(dx, k)
-            u = safe_divide(dx - matvec(dg, k), batched_dot(vT, dg)[:, None])
-            ok = torch.isfinite(u).all(dim=1) & torch.isfinite(vT).all(dim=1) & tracker.active
-            slot = count.clamp_max(mem - 1)
-            U[rows, slot] = torch.where(ok[:, None], u, U[rows, slot])
-            V[rows, slot] = torch.where(ok[:, None], vT, V[rows, slot])
-            count = count + ok.long()
-        gnorm = g.norm(dim=1)
-        best_norm = torch.minimum(best_norm, gnorm)
-        reset = (count >= mem) | ~torch.isfinite(gnorm)
-        if bool(reset.any()):
-            restarts += int(reset.sum())
-            U[reset] = 0
-            V[reset] = 0
-            count = torch.where(reset, torch.zeros_like(count), count)
+            vT = _product(dx, Uk, Vk)  # dx^T H
+            den = torch.linalg.vecdot(vT, dg)
+            den = torch.where(den.abs() > tiny, den, torch.inf)  # degenerate: u = 0, no update
+            terms = torch.stack(((dx - _product(dg, Vk, Uk)) / den.unsqueeze(1), vT), dim=1)  # (u, v)
+            ok = torch.isfinite(terms.sum(dim=(1, 2))) & tracker.active
+            terms = torch.where(ok[:, None, None], terms, 0.0)
+            U[:, k] = terms[:, 0]
+            V[:, k] = terms[:, 1]
+            k += 1
+            if k == mem:  # history full: every sample restarts from H = -I
+                k = 0
+                restarts += tracker.n_active
     stored = (U.numel() + V.numel()) // (b * d)
     return tracker.result(stored_vectors=stored, restarts=restarts)
+
+
+def _product(v, A, B):
+    """-v + sum_i (v . a_i) b_i per sample: H v with (A, B) = (V, U), v^T H with (U, V)."""
+    return torch.bmm(v.unsqueeze(1) @ A.transpose(1, 2), B).squeeze(1) - v

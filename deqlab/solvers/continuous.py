@@ -15,6 +15,7 @@ returned, so a frozen sample never drifts.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional, get_args
 
 import torch
@@ -53,14 +54,19 @@ class _Dynamics(torch.nn.Module):
 
     def forward(self, t, z):
         fz = self.tracker.evaluate(z)
-        bad = ~torch.isfinite(fz.flatten(1)).all(dim=1) & self.tracker.active
-        if bad.any():
-            self.tracker.fail(bad)
-            if self.tracker.done:
-                raise _Stop
+        dz = fz - z
+        # one reduction and one host read judge finiteness (nan and inf propagate into the sum);
+        # only a non-finite sum (or an overflowing finite one) pays for the per-sample test
+        if not math.isfinite(dz.sum().item()):
+            bad = ~torch.isfinite(dz.flatten(1)).all(dim=1) & self.tracker.active
+            if bad.any():
+                self.tracker.fail(bad)
+                if self.tracker.done:
+                    raise _Stop
         self.cache = (self.cache + [(z, fz)])[-8:]
-        mask = self.tracker.active.view(-1, *([1] * (z.dim() - 1)))
-        return torch.where(mask, fz - z, torch.zeros_like(z))
+        if self.tracker.n_active == self.tracker.batch:
+            return dz
+        return torch.where(self.tracker.active_mask(z.dim()), dz, torch.zeros_like(z))
 
     def lookup(self, z):
         for zc, fc in reversed(self.cache):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Tracker
+from .base import Tracker, shape_views
 
 
 def step_with_backtracking(tracker: Tracker, x, g, p, shape, max_backtracks: int, shrink: float = 0.5, c: float = 1e-4):
@@ -17,6 +17,10 @@ def step_with_backtracking(tracker: Tracker, x, g, p, shape, max_backtracks: int
     this is a full step with one evaluation.
     """
     b = x.shape[0]
+    unflat, flat = shape_views(shape)
+    if max_backtracks == 0:  # a full step: no norms, no step sizes
+        x_try = flat(tracker.keep_frozen(unflat(x), unflat(x + p)))
+        return x_try, flat(tracker.evaluate(unflat(x_try)))
     s = torch.ones(b, 1, dtype=x.dtype, device=x.device)
     gnorm = g.norm(dim=1)
     for j in range(max_backtracks + 1):
