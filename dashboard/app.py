@@ -156,6 +156,10 @@ def page_overview(dirs, summary, specs):
                      x="study", y="trials", color="status", category_orders={"status": list(STATUSES)},
                      color_discrete_map=figs.STATUS_COLOURS, labels={"study": "Study", "trials": "trials (count)"})
         st.plotly_chart(fig, key="status_bar")
+        spans = dd.timeline(summary)
+        if len(spans):
+            st.subheader("Timeline")
+            st.plotly_chart(figs.timeline_figure(spans), key="timeline")
         st.subheader("Best trials per objective")
         goals = objectives(specs)
         best = dd.best_trials(summary, goals)

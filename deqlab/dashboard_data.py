@@ -225,6 +225,20 @@ def failed_trials(summary: pd.DataFrame) -> pd.DataFrame:
     return failed[cols].sort_values(["study", "trial_id"]).reset_index(drop=True)
 
 
+def timeline(summary: pd.DataFrame) -> pd.DataFrame:
+    """When each trial ran: study, trial_id, status, start (its `started_at`), finish (start + the wall time
+    of its epochs). Trials without a start time (a driver-written row for a trial that never trained) are left
+    out: a bar needs both ends."""
+    cols = ["study", "trial_id", "status", "start", "finish"]
+    need = {"study", "trial_id", "status", "started_at", "total_time_s"}
+    if summary.empty or not need <= set(summary.columns):
+        return pd.DataFrame(columns=cols)
+    start = pd.to_datetime(summary["started_at"], errors="coerce", utc=True, format="%Y-%m-%dT%H:%M:%S%z")
+    seconds = pd.to_numeric(summary["total_time_s"], errors="coerce")
+    frame = summary[["study", "trial_id", "status"]].assign(start=start, finish=start + pd.to_timedelta(seconds, "s"))
+    return frame.dropna(subset=["start", "finish"]).sort_values(["start", "study", "trial_id"]).reset_index(drop=True)
+
+
 def best_trials(summary: pd.DataFrame, objectives: Mapping[str, str], n: int = 3) -> pd.DataFrame:
     """The n best completed trials per objective metric (objective, rank, study, trial, value)."""
     done = summary[summary["status"] == "completed"] if "status" in summary.columns else summary

@@ -110,6 +110,17 @@ SERIES = {"test_acc": ("test acc.", "#1f77b4"), "train_loss": ("train loss", "#f
           "fwd_time_s": ("forward pass", "#e377c2"), "bwd_time_s": ("backward pass", "#17becf")}
 
 
+def timeline_figure(frame: pd.DataFrame) -> go.Figure:
+    """One bar per trial from its start to its last epoch, coloured by status: when trials overlapped,
+    waited for resources, or were cut short."""
+    frame = frame.assign(trial=frame["study"] + " / " + frame["trial_id"])
+    fig = px.timeline(frame, x_start="start", x_end="finish", y="trial", color="status",
+                      color_discrete_map=STATUS_COLOURS, labels={"trial": "Trial", "status": "Status"})
+    fig.update_yaxes(autorange="reversed", title="Trial")
+    fig.update_xaxes(title="Wall-clock time (UTC)")
+    return fig
+
+
 def trial_curves(hist: pd.DataFrame) -> go.Figure:
     """One trial by epoch in four panels (accuracy in %, loss, NFE, time), one legend group per panel."""
     from plotly.subplots import make_subplots  # noqa: PLC0415 (only this figure needs it)

@@ -26,6 +26,7 @@ from study_factory import add_depth_states, comparison_study, metrics, params, w
 
 import deqlab.results as results_module
 from deqlab import dashboard_data as dd
+from deqlab import dashboard_figures as figs
 from deqlab import export
 from deqlab.cli import build_parser, dashboard_command, main
 from deqlab.results import TableCache, load, load_spec, load_states, load_trial_traces
@@ -157,6 +158,25 @@ def test_best_trials_per_objective(study):
 
 
 # --------------------------------------------------------------------------- every page under AppTest
+
+
+def test_timeline_spans_each_trial_from_its_start_over_its_epochs():
+    from deqlab.dashboard_figures import timeline_figure
+
+    summary = pd.DataFrame({
+        "study": ["s", "s", "s"], "trial_id": ["a", "b", "never"], "status": ["completed", "pruned", "failed"],
+        "started_at": ["2026-12-01T10:00:00+0000", "2026-12-01T10:00:30+0000", None],
+        "total_time_s": [90.0, 15.5, None],
+    })
+    spans = dd.timeline(summary)
+    assert list(spans["trial_id"]) == ["a", "b"]  # a trial that never trained has no bar
+    assert (spans["finish"] - spans["start"]).dt.total_seconds().tolist() == [90.0, 15.5]
+    assert spans["start"].iloc[1] == pd.Timestamp("2026-12-01T10:00:30Z")
+    fig = timeline_figure(spans)
+    colours = {t.name: t.marker.color for t in fig.data}
+    assert colours == {"completed": figs.STATUS_COLOURS["completed"], "pruned": figs.STATUS_COLOURS["pruned"]}
+    assert fig.layout.xaxis.title.text == "Wall-clock time (UTC)"
+    assert dd.timeline(summary.drop(columns=["started_at"])).empty
 
 
 def _app(monkeypatch, *dirs):
