@@ -47,11 +47,13 @@ def two_node_cluster(env: dict, worker_prefix: tuple = ()):
         for p in nodes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.time() + 10  # `ray start --block` can take 30 s to wind down; the test is over
         for p in nodes:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from ray_cluster import two_node_cluster
 from study_factory import TINY
 
 from deqlab.results import FAULT_PAUSE_ENV, load
@@ -243,18 +242,3 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_wr
 # --------------------------------------------------------------------------- a two-node cluster on this machine
 
 
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    with two_node_cluster(env) as address:
-        raw = {"name": "cluster", "base": {**TINY, "epochs": 1},
-               "space": {"seed": {"grid": [0, 1, 2, 3]}}, "objectives": [{"metric": "test_acc", "mode": "max"}],
-               "search": {"algorithm": "grid"}}
-        file = _write(tmp_path / "cluster.yaml", raw)
-        storage = tmp_path / "shared"  # the "shared storage" both nodes write to
-        out = subprocess.run(_deqlab("run", str(file), "--storage", str(storage), "--address", address),
-                             env=env, capture_output=True, text=True, timeout=240)
-        assert out.returncode == 0, out.stdout + out.stderr
-        rows = load(storage / "cluster").trials
-        assert len(rows) == 4 and (rows.status == "completed").all()
-        assert rows.node_id.nunique() == 2  # both nodes trained
-        assert not list(storage.glob(".deqlab-shared-probe-*"))  # the shared-storage probe cleaned up

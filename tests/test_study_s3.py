@@ -102,6 +102,22 @@ def test_local_storage_not_shared_by_every_node_is_refused(cluster, tmp_path):
     assert not list((local / "res").glob(".deqlab-shared-probe-*"))
 
 
+def test_local_storage_every_node_shares_takes_trials_from_both_nodes(cluster, tmp_path):
+    # tmp_path is one folder for both nodes (only node_local is private): the NFS-like shared-disk layout
+    raw = {"name": "cluster", "base": {**TINY, "epochs": 1}, "space": {"seed": {"grid": [0, 1, 2, 3]}},
+           "objectives": [{"metric": "test_acc", "mode": "max"}], "search": {"algorithm": "grid"}}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "shared"
+    out = subprocess.run(_deqlab("run", str(tmp_path / "cluster.yaml"), "--storage", str(storage), "--address",
+                                 cluster["address"]), env=cluster["env"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = load(storage / "cluster").trials
+    assert len(rows) == 4 and (rows.status == "completed").all()
+    assert sorted(rows["param.seed"]) == [0, 1, 2, 3]
+    assert rows.node_id.nunique() == 2  # both nodes trained, and both wrote to the shared folder
+    assert not list(storage.glob(".deqlab-shared-probe-*"))  # the shared-storage probe cleaned up
+
+
 def test_dashboard_directory_list_keeps_uris_whole():
     joined = os.pathsep.join(["/data/a", "s3://bucket/deqlab", "gs://b/x", "rel/b"])
     assert dd.split_dirs(joined) == ["/data/a", "s3://bucket/deqlab", "gs://b/x", "rel/b"]
