@@ -289,7 +289,8 @@ def test_train_worker_killed_mid_trial(max_failures, expected, tmp_path):
 
     file = tmp_path / "study.yaml"
     file.write_text(yaml.safe_dump({
-        "name": "wk", "base": TINY, "space": {"seed": {"grid": [0, 1]}},
+        # a second trial proves the study goes on after a failed one; after a retried one it adds nothing
+        "name": "wk", "base": TINY, "space": {"seed": {"grid": [0, 1] if max_failures == 0 else [0]}},
         "objectives": [{"metric": "test_acc", "mode": "max"}],
         "search": {"algorithm": "grid", "max_concurrent_trials": 1},
         "trainer": {"num_workers": 2, "cpus_per_worker": 0.9, "max_failures": max_failures}}))
@@ -312,10 +313,10 @@ def test_train_worker_killed_mid_trial(max_failures, expected, tmp_path):
     log = stdout + stderr
     assert len(killed) == 1, "no Ray Train worker of the study was killed\n" + log
     final = load(storage / "wk").trials.sort_values("epoch").groupby("trial_id").tail(1).set_index("param.seed")
-    assert len(final) == 2, log
+    assert len(final) == (2 if max_failures == 0 else 1), log
     assert final.loc[0, "status"] == expected, log
-    assert final.loc[1, "status"] == "completed"  # the study went on
     if expected == "failed":
+        assert final.loc[1, "status"] == "completed"  # the study went on
         assert isinstance(final.loc[0, "error"], str) and final.loc[0, "error"]
         assert proc.returncode == 0 and "failed" in stdout
     else:
