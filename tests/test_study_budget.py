@@ -193,3 +193,9 @@ def test_gpu_study_on_a_cluster_without_gpus_yet_gets_one_trial_and_a_hint(monke
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
     explicit = parse_study({**raw, "search": {**raw["search"], "max_concurrent_trials": 4}}, "gpu_cluster.yaml")
     assert not runner._waiting_for_gpus(explicit)  # set explicitly: nothing to hint
+
+
+def test_progress_shows_the_best_value_in_the_tables_units():
+    assert runner._shown("test_acc", 0.9639) == "Test acc. (%) 96.39"  # as the closing table: %, not 0.9639
+    assert runner._shown("nfe_fwd", 7.264) == "NFE fwd 7.264"
+    assert runner._shown("my_metric", 3.0) == "my_metric 3"  # a metric without display info: as recorded

@@ -423,11 +423,19 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
             others = [t for t in trials if t is not trial]
             done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in others)
             running = sum(t.status == "RUNNING" for t in others)
-            best = f"best {metric} {self.p.best:.4g} ({self.p.best_trial})" if self.p.best is not None else ""
+            best = f"best {_shown(metric, self.p.best)} ({self.p.best_trial})" if self.p.best is not None else ""
             say(f"[{done}/{total} done, {running} running, {time.perf_counter() - self.t0:.0f} s] "
                 f"{trial.trial_id} {status}  {best}")
 
     return StudyCallback()
+
+
+def _shown(metric: str, value: float) -> str:
+    """A metric as the tables show it: `Test acc. (%) 96.39`, not `test_acc 0.9639`."""
+    from ..export import metric_info
+
+    info = metric_info(metric)
+    return f"{info.label}{f' ({info.unit})' if info.unit else ''} {value * info.scale:.4g}"
 
 
 # --------------------------------------------------------------------------- entry points
