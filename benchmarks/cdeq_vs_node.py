@@ -1,6 +1,6 @@
 """Continuous DEQ vs neural ODE, side by side: training, backward and prediction time, NFE.
 
-The paper's headline (Pal et al.; ../shared/REFERENCE_RESULTS.md): continuous
+The paper's headline (Pal, Edelman, Rackauckas, arXiv 2201.12240; figures in docs/reproductions.md): continuous
 DEQs train 2-4x cheaper than neural ODEs, the backward pass 4.2-8.7x. Here both
 models share everything but how the cell's flow dz/dt = f(z, x) - z is used, on
 MNIST dense (Dense 784->128, tanh cell 128->128, Dense 128->10), batch 32, Adam

@@ -1,6 +1,6 @@
 """DEQ vs SkipDEQ vs SkipRegDEQ side by side: training time, prediction time and NFE ratios.
 
-The paper's MNIST fully connected experiment (Pal et al.; ../shared/REFERENCE_RESULTS.md),
+The paper's MNIST fully connected experiment (Pal, Edelman, Rackauckas, arXiv 2201.12240; figures in docs/reproductions.md),
 shortened for a 2-core machine: Dense 784->128, a tanh DEQ cell 128->128, linear
 128->10, skip weight 0.01, batch 32, continuous solver (dopri5, steady-state
 tolerance 0.005), Adam 1e-3. All three variants train on the same data with the

@@ -16,7 +16,7 @@ GMRES(10) solve) for both solvers. The steady-state test is deqlab's relative
 residual 0.01 (the library stops on max |f(z) - z| <= 1e-3). The model
 normalises each channel (`GroupNorm(C, C)`), as the tutorial does.
 
-Reference (../shared/REFERENCE_RESULTS.md): conv SkipRegDEQ with Newton-Krylov
+Reference (the DeepEquilibriumNetworks.jl CPU tutorial; docs/reproductions.md): conv SkipRegDEQ with Newton-Krylov
 reached 73.8% in ~4,760 s on a CPU; the goal is at least that accuracy in a
 tenth of the time on 2 cores.
 
