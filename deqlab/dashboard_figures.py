@@ -50,8 +50,7 @@ def axis_title(column: str) -> str:
     """`test_acc` -> `Test acc. (%)`, `epoch_time_s` -> `Epoch time (s)`, `param.deq.tol` -> `Tolerance`."""
     if column.startswith("param.") or column == "study":
         return column_name(column)
-    info = metric_info(column)
-    return f"{info.label} ({info.unit})" if info.unit else info.label
+    return metric_info(column).title
 
 
 def in_display_units(frame: pd.DataFrame) -> pd.DataFrame:

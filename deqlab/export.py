@@ -46,6 +46,11 @@ class MetricInfo:
     scale: float = 1.0
     mode: Optional[str] = None  # "max", "min", or None when no direction is known
 
+    @property
+    def title(self) -> str:
+        """`Test acc. (%)`: the label with its unit, as axes, progress lines and plain tables show it."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
 
 METRICS: dict[str, MetricInfo] = {
     "test_acc": MetricInfo("Test acc.", "%", 100.0, "max"),

@@ -435,7 +435,7 @@ def _shown(metric: str, value: float) -> str:
     from ..export import metric_info
 
     info = metric_info(metric)
-    return f"{info.label}{f' ({info.unit})' if info.unit else ''} {value * info.scale:.4g}"
+    return f"{info.title} {value * info.scale:.4g}"
 
 
 # --------------------------------------------------------------------------- entry points

@@ -144,5 +144,5 @@ def pareto_table(path: str, spec: StudySpec) -> str:
         shown[column_name(c)] = [value_name(c, v) for v in ordered[c]]
     for m in spec.metrics:
         info = metric_info(m)
-        shown[f"{info.label} ({info.unit})" if info.unit else info.label] = ordered[m].to_numpy() * info.scale
+        shown[info.title] = ordered[m].to_numpy() * info.scale
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
