@@ -121,30 +121,6 @@ def _configure_data(p: argparse.ArgumentParser) -> None:
     lst.add_argument("--data-dir", default=None, help="data folder (default: $DEQLAB_DATA or ~/.cache/deqlab/data)")
 
 
-def _dataset_status(name: str, root: Path) -> tuple[str, str]:
-    """(status, how to get it) from the files on disk; checksums are verified by `data get`, not here."""
-    from . import data
-
-    if name in ("digits", "y2x"):
-        return "built in", "-"
-    if name == "cifar10":
-        folder = root / "cifar10" / "cifar-10-batches-py"
-        wanted = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        have = sum((folder / w).is_file() for w in wanted)
-        how = f"manual download into {root / 'cifar10'}"
-    else:
-        folder = root / name
-        stems = [f[:-3] if f.endswith(".gz") else f for f in data.CHECKSUMS.get(name, {})]
-        have = sum((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in stems)
-        wanted = stems
-        how = f"deqlab data get {name}"
-    if have == len(wanted):
-        return "present", "-"
-    if have == 0:
-        return "missing", how
-    return f"partial ({have}/{len(wanted)} files)", how
-
-
 def _run_data(args: argparse.Namespace) -> int:
     from . import data
 
@@ -153,7 +129,7 @@ def _run_data(args: argparse.Namespace) -> int:
         print(f"{args.name}: ready in {path}")
         return EXIT_OK
     root = data.resolve_data_dir(args.data_dir)
-    rows = [(name, *_dataset_status(name, root)) for name in data.DATASETS]
+    rows = [(name, *data.status(name, root)) for name in data.DATASETS]
     header = ("name", "status", "how to get it")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     print(f"data folder: {root}")

