@@ -29,7 +29,6 @@ from ..train import TrainConfig
 from .space import Param, SpaceError, apply, grid_points, parse_space, walk
 
 OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)
-ALGORITHMS = ("tpe", "gp", "cmaes", "nsga2", "random", "grid")
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_GRID_POINTS = 10_000
 MAX_STUDY_BYTES, MAX_YAML_DEPTH = 1 << 20, 32
@@ -429,4 +428,4 @@ def describe(spec: StudySpec) -> str:
 
 
 __all__ = ["StudySpec", "StudyError", "Objective", "load_study", "parse_study", "describe", "drop_inert",
-           "ALGORITHMS", "OBJECTIVE_METRICS"]
+           "OBJECTIVE_METRICS"]
