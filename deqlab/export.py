@@ -71,7 +71,6 @@ METRICS: dict[str, MetricInfo] = {
     "converged_frac": MetricInfo("Converged", "%", 100.0, "max"),
     "residual": MetricInfo("Residual", "", 1.0, "min"),
 }
-_UNIT_SUFFIX = {"%": "pct", "s": "s"}
 # Columns that are never metrics: identity, bookkeeping and provenance.
 _NOT_METRICS = {"study", "trial_id", "epoch", "epochs", "status", "phase", *PROVENANCE}
 
