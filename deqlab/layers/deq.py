@@ -16,19 +16,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from .. import backward as bw
 from ..solvers import residual_norms, solve
-from ..solvers import solver_options as validate_solver_options
-from ..solvers.base import STOP_MODES
+from . import backward as bw
+from .config import DEQConfig
 
 Tensor = torch.Tensor
-INIT_MODES = ("zeros", "skip", "skipreg")
-InitMode = Literal["zeros", "skip", "skipreg"]
 
 
 @dataclass
@@ -65,98 +62,60 @@ class DEQInfo:
         return self.backward.nfe_jac
 
 
-SKIP_NORMS = ("mse", "l1")
-SKIP_GRADS = ("z0", "both")
-
-
 class DEQ(nn.Module):
-    """Deep equilibrium layer over any cell f(z, x) (an nn.Module).
+    """Deep equilibrium layer over any cell f(z, x) (an nn.Module), configured by a DEQConfig.
 
-    init: "zeros" (DEQ), "skip" (SkipDEQ: `skip_net(x)` predicts z0), "skipreg"
-    (SkipRegDEQ: z0 = f(0, x), no extra network). Skip modes add
-    `skip_weight * d(z0, z*)` to `info.reg_loss`, d the mean squared (`skip_norm
-    ="mse"`) or absolute (`"l1"`, the published code's) difference. With
-    `skip_grad="z0"` z* is detached, so only z0 is pulled toward the
-    equilibrium; `"both"` also differentiates through z* (by the backward mode),
-    pulling the equilibrium toward the explicit guess, which is what makes the
-    published SkipDEQ cheap to solve. `jac_weight > 0` adds the
-    Hutchinson Jacobian penalty. `fixed_depth=k` replaces the solve by k
-    explicit applications (pretraining); set it to None to switch to solving.
+    `DEQ(cell, cfg)`, or `DEQ(cell, solver=..., tol=...)` which builds the
+    DEQConfig from its keywords (the settings and their meaning: DEQConfig).
+    init "skip" needs `skip_net`, the explicit network that predicts z0 from x.
+    The forward pass hands `cfg.forward`, validated once, to the solver.
+    `fixed_depth=k` (or `set_fixed_depth(k)`) replaces the solve by k explicit
+    applications (pretraining); `None` switches back to solving. `z_shape(x)` gives the state's shape when
+    it differs from the injection's.
     """
 
-    def __init__(
-        self,
-        f: nn.Module,
-        *,
-        init: InitMode = "zeros",
-        solver: str = "anderson",
-        tol: float = 1e-4,
-        max_iter: int = 50,
-        stop_mode: str = "rel",
-        solver_options: Optional[dict] = None,
-        backward: str = "implicit",
-        backward_options: Optional[dict] = None,
-        skip_net: Optional[nn.Module] = None,
-        skip_weight: float = 0.01,
-        skip_norm: str = "mse",
-        skip_grad: str = "z0",
-        jac_weight: float = 0.0,
-        jac_probes: int = 1,
-        fixed_depth: Optional[int] = None,
-        z_shape: Optional[Callable[[Tensor], tuple]] = None,
-    ):
+    def __init__(self, f: nn.Module, cfg: Optional[DEQConfig] = None, *, skip_net: Optional[nn.Module] = None,
+                 fixed_depth: Optional[int] = None, z_shape: Optional[Callable[[Tensor], tuple]] = None,
+                 **settings):
         super().__init__()
-        if init not in INIT_MODES:
-            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INIT_MODES)}")
-        if init == "skip" and skip_net is None:
+        if cfg is not None and settings:
+            raise ValueError(f"{', '.join(sorted(settings))}: set in the DEQConfig, not next to it")
+        cfg = cfg if cfg is not None else DEQConfig(**settings)
+        if cfg.init == "skip" and skip_net is None:
             raise ValueError("init='skip' needs skip_net, the explicit network that predicts z0 from x")
-        if init != "skip" and skip_net is not None:
-            raise ValueError(f"skip_net is only used with init='skip', not {init!r}")
-        if stop_mode not in STOP_MODES:
-            raise ValueError(f"unknown stop_mode {stop_mode!r}; valid: {', '.join(STOP_MODES)}")
-        if skip_norm not in SKIP_NORMS:
-            raise ValueError(f"unknown skip_norm {skip_norm!r}; valid: {', '.join(SKIP_NORMS)}")
-        if skip_grad not in SKIP_GRADS:
-            raise ValueError(f"unknown skip_grad {skip_grad!r}; valid: {', '.join(SKIP_GRADS)}")
-        if fixed_depth is not None and fixed_depth < 1:
-            raise ValueError(f"fixed_depth must be >= 1 or None, got {fixed_depth}")
-        if not tol > 0:
-            raise ValueError(f"tol must be positive, got {tol}")
-        for name, value in (("skip_weight", skip_weight), ("jac_weight", jac_weight)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not (isinstance(max_iter, int) and max_iter >= 1):
-            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+        if cfg.init != "skip" and skip_net is not None:
+            raise ValueError(f"skip_net is only used with init='skip', not {cfg.init!r}")
         self.f = f
         self.skip_net = skip_net
-        self.init = init
-        self.solver = solver
-        self.solver_opts = validate_solver_options(solver, solver_options)  # validates now, not mid-study
-        self.solver_kwargs = self.solver_opts.model_dump(exclude_unset=True)
-        self.tol = tol
-        self.max_iter = max_iter
-        self.stop_mode = stop_mode
-        self.backward_opts = bw.backward_options(backward, backward_options)
-        adjoint = self.backward_opts
-        if isinstance(adjoint, bw.ImplicitOptions) and adjoint.solver is None and adjoint.solver_options:
-            validate_solver_options(solver, adjoint.solver_options)  # adjoint inherits the forward solver
-        self.skip_weight = skip_weight
-        self.skip_norm = skip_norm
-        self.skip_grad = skip_grad
-        self.jac_weight = jac_weight
-        self.jac_probes = jac_probes
-        self.fixed_depth = fixed_depth
+        self.cfg = cfg
+        self.set_fixed_depth(fixed_depth)
         self.z_shape = z_shape
+
+    def set_fixed_depth(self, depth: Optional[int]) -> None:
+        """Unroll `depth` explicit applications instead of solving (pretraining); None: solve."""
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"fixed_depth must be an integer >= 1 or None, got {depth!r}")
+        self.fixed_depth = depth
 
     def initial_state(self, x: Tensor, count: Callable[[], None]) -> Tensor:
         shape = tuple(self.z_shape(x)) if self.z_shape is not None else tuple(x.shape)
         zeros = x.new_zeros(shape)
-        if self.init == "zeros":
+        if self.cfg.init == "zeros":
             return zeros
-        if self.init == "skip":
+        if self.cfg.init == "skip":
             return self.skip_net(x)
         count()
         return self.f(zeros, x)
+
+    @torch.no_grad()
+    def unrolled_states(self, x: Tensor, k_max: int) -> list[Tensor]:
+        """States after k = 0..k_max plain applications of the cell from z0 (the depth view), not counted."""
+        z = self.initial_state(x, lambda: None)
+        states = [z]
+        for _ in range(k_max):
+            z = self.f(z, x)
+            states.append(z)
+        return states
 
     def forward(self, x: Tensor) -> tuple[Tensor, DEQInfo]:
         calls = [0]
@@ -169,27 +128,26 @@ class DEQ(nn.Module):
 
         record = bw.BackwardRecord()
         z0 = self.initial_state(x, count)
-        if self.init == "skipreg" and z0.requires_grad:
+        if self.cfg.init == "skipreg" and z0.requires_grad:
             bw.count_backward(z0, record)  # the skip term's (or pretraining's) VJP through f(0, x)
         if self.fixed_depth is not None:
             return self._fixed_depth(fx, z0, calls[0], record)
 
-        result = solve(fx, z0.detach(), solver=self.solver, tol=self.tol, max_iter=self.max_iter,
-                       stop_mode=self.stop_mode, **self.solver_kwargs)
+        cfg = self.cfg
+        result = solve(fx, z0.detach(), cfg.forward)
         z_star = result.z
         jac_loss = x.new_zeros(())
         if torch.is_grad_enabled():
             z_in = z_star.detach().requires_grad_()
             fz = fx(z_in)
             calls[0] += 1
-            if self.jac_weight > 0:
-                jac_loss, _ = bw.jacobian_penalty(fz, z_in, self.jac_probes, record)
-            fwd = bw.ForwardSolverConfig(self.solver, self.tol, self.max_iter, self.solver_kwargs)
-            z, extra = bw.attach(fx, z_in, fz, self.backward_opts, fwd, record)
+            if cfg.jac_weight > 0:
+                jac_loss, _ = bw.jacobian_penalty(fz, z_in, cfg.jac_probes, record)
+            z, extra = bw.attach(fx, z_in, fz, cfg, record)
             calls[0] += extra
         else:
             z = z_star
-        skip_mse = self._skip_distance(z0, z if self.skip_grad == "both" else z_star)
+        skip_mse = self._skip_distance(z0, z if cfg.skip_grad == "both" else z_star)
         solver_per_sample = float(result.sample_nfe.float().mean())
         return z, DEQInfo(
             nfe_fwd=result.nfe + calls[0],
@@ -199,7 +157,7 @@ class DEQ(nn.Module):
             trace=result.trace,
             skip_mse=skip_mse,
             jac_loss=jac_loss,
-            reg_loss=self.skip_weight * skip_mse + self.jac_weight * jac_loss,
+            reg_loss=cfg.skip_weight * skip_mse + cfg.jac_weight * jac_loss,
             trace_mean=result.trace_mean,
             backward=record,
             nfe_solver_per_sample=solver_per_sample,
@@ -215,19 +173,19 @@ class DEQ(nn.Module):
         calls += self.fixed_depth
         skip_mse = self._skip_distance(z0, z)
         with torch.no_grad():  # one counted evaluation to report how far from equilibrium
-            res = residual_norms(z, fx(z), self.stop_mode)
+            res = residual_norms(z, fx(z), self.cfg.stop_mode)
         calls += 1
         return z, DEQInfo(
             nfe_fwd=calls, nfe_fwd_per_sample=float(calls), residual=res,
-            converged_frac=float((res <= self.tol).float().mean()), trace=[], skip_mse=skip_mse,
-            jac_loss=z.new_zeros(()), reg_loss=self.skip_weight * skip_mse, backward=record,
+            converged_frac=float((res <= self.cfg.tol).float().mean()), trace=[], skip_mse=skip_mse,
+            jac_loss=z.new_zeros(()), reg_loss=self.cfg.skip_weight * skip_mse, backward=record,
             nfe_solver_per_sample=float(self.fixed_depth),
         )
 
     def _skip_distance(self, z0: Tensor, z_star: Tensor) -> Tensor:
         """d(z0, z*): mean squared or mean absolute difference; z* detached unless skip_grad='both'."""
-        if self.init == "zeros":
+        if self.cfg.init == "zeros":
             return z0.new_zeros(())
-        target = z_star if self.skip_grad == "both" else z_star.detach()
+        target = z_star if self.cfg.skip_grad == "both" else z_star.detach()
         diff = z0 - target
-        return diff.abs().mean() if self.skip_norm == "l1" else diff.pow(2).mean()
+        return diff.abs().mean() if self.cfg.skip_norm == "l1" else diff.pow(2).mean()
