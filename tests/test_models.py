@@ -204,6 +204,8 @@ def test_catalog_names_what_each_constructor_takes():
 
 def test_a_configs_tolerance_reaches_the_solver_unchanged_and_options_are_validated_once(monkeypatch):
     """DEQConfig validates the solver settings once; a forward and backward pass re-validate nothing."""
+    from pydantic import BaseModel
+
     import deqlab.solvers.base as base
     import deqlab.solvers.options as options
     import deqlab.solvers.registry as registry
@@ -221,16 +223,14 @@ def test_a_configs_tolerance_reaches_the_solver_unchanged_and_options_are_valida
                             _real(*a, **k))
     monkeypatch.setattr(registry, "solve_spec", options.solve_spec)
     for model in options.SOLVER_OPTIONS.values():
-        monkeypatch.setattr(model, "__init__", lambda self, **k: validations.append("init") or BaseInit(self, **k))
+        monkeypatch.setattr(model, "__init__", lambda self, **k: validations.append("init") or
+                            BaseModel.__init__(self, **k))
     z, info = deq(torch.randn(4, 8))
     (z.pow(2).sum() + info.reg_loss).backward()
     assert tols == [(3.7e-6, "abs"), (2.5e-5, "abs")]  # forward, then the adjoint (its own "abs" test)
     assert validations == []
     assert deq.cfg.forward.options.memory == 7 and deq.cfg.forward.max_iter == 41
     assert deq.cfg.adjoint.options.m == 3
-
-
-BaseInit = __import__("pydantic").BaseModel.__init__
 
 
 def test_models_switch_pretraining_and_give_states_over_depth():
