@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from deqlab.train import TrainConfig, train
+from deqlab.run import TrainConfig, train
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from skipdeq_speedup import pick_data, small  # noqa: E402  (same data choice as the SkipDEQ benchmark)

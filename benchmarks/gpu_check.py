@@ -98,7 +98,7 @@ def solver_rows(gpu: torch.device, **layer) -> list[dict]:
 
 def epoch_times(device: torch.device, epochs: int, base: dict = TINY) -> list[float]:
     """Per-epoch training time of the MLP DEQ on `device` (the first epoch included: it pays the warm-up)."""
-    from deqlab.train import TrainConfig, train
+    from deqlab.run import TrainConfig, train
 
     result = train(TrainConfig(**{**base, "epochs": epochs}), device=device)
     return [m["epoch_time_s"] for m in result.history]

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import solvers as bench_solvers  # noqa: E402  (benchmarks/solvers.py: the TorchDEQ driver)
 
-from deqlab.models.zoo import MLPDEQ  # noqa: E402
+from deqlab.layers import DEQConfig  # noqa: E402
+from deqlab.models import MLPDEQ  # noqa: E402
 
 SIZES = ((32, 128), (128, 256))
 TOL = 1e-6
@@ -132,7 +133,7 @@ def mlp_deq(width: int, device, norm: float = 0.9, slow: bool = False, **deq) ->
     linear and the contraction near `norm`: many iterations, for the memory table.
     """
     torch.manual_seed(0)
-    model = MLPDEQ(width=width, inner=None, **deq).to(device)
+    model = MLPDEQ(width=width, inner=None, deq=DEQConfig(**deq)).to(device)
     with torch.no_grad():
         W = model.deq.f.net.weight
         if slow:

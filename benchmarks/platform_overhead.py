@@ -3,7 +3,7 @@
 Three runs of the same N configurations (digits, MLP DEQ, sized to ~20 s each
 on 2 cores at the default 20 epochs), one after another so nothing competes:
 
-1. bare: `deqlab.train.train(config)` in a plain loop, no Ray, no Parquet;
+1. bare: `deqlab.run.train(config)` in a plain loop, no Ray, no Parquet;
 2. study, num_workers 0: trials train inside Ray Tune trials (Parquet, traces, Optuna bookkeeping);
 3. study, num_workers 1: each trial fits a Ray Train TorchTrainer with one worker.
 
@@ -27,7 +27,7 @@ import torch
 
 from deqlab.study import parse_study
 from deqlab.study.runner import run_study, start_ray
-from deqlab.train import TrainConfig, train
+from deqlab.run import TrainConfig, train
 
 
 def base(epochs: int) -> dict:

@@ -16,7 +16,7 @@ z* + x, i.e. the seed's head plus a linear skip from the encoded input.
 
 The depth profile is the forward relative residual ||f(z_k) - z_k|| / ||f(z_k)||
 after each solver step on a fixed test batch (the first --profile-batch test
-images), taken from `deqlab.train.residual_traces`; by default with plain
+images), taken from `deqlab.run.diagnostics.residual_traces`; by default with plain
 fixed-point iteration (step k = k applications of the cell: the network
 unrolled to depth k) and a tight tolerance, so the table shows how fast the
 trained layer actually converges, and also with the training solver.
@@ -48,9 +48,11 @@ import torch
 from deqlab.dashboard_data import pca_states
 from deqlab.data import DataError, fetch, load_dataset, make_loaders
 from deqlab.results import TrialWriter, load_states
-from deqlab.solvers import solver_options
-import deqlab.train as train_mod
-from deqlab.train import TrainConfig, build, provenance, residual_traces, select_device, train
+import deqlab.run.loop as loop
+from deqlab.layers import DEQConfig
+from deqlab.run import TrainConfig, provenance, select_device, train
+from deqlab.run.diagnostics import residual_traces
+from deqlab.run.loop import model_for
 
 
 def load(subset: int | None, test_subset: int | None, seed: int):
@@ -65,14 +67,13 @@ def load(subset: int | None, test_subset: int | None, seed: int):
 @contextlib.contextmanager
 def solver_swapped(deq, solver: str, tol: float, max_iter: int, options: dict | None = None):
     """Temporarily run the trained DEQ layer with another forward solver (for the profile)."""
-    saved = (deq.solver, deq.solver_opts, deq.solver_kwargs, deq.tol, deq.max_iter)
-    opts = solver_options(solver, options or {})
-    deq.solver, deq.solver_opts, deq.solver_kwargs = solver, opts, opts.model_dump(exclude_unset=True)
-    deq.tol, deq.max_iter = tol, max_iter
+    saved = deq.cfg
+    deq.cfg = DEQConfig(**{**saved.model_dump(), "solver": solver, "solver_options": options or {}, "tol": tol,
+                           "max_iter": max_iter})
     try:
         yield deq
     finally:
-        deq.solver, deq.solver_opts, deq.solver_kwargs, deq.tol, deq.max_iter = saved
+        deq.cfg = saved
 
 
 def depth_profile(model, x, y, solver: str | None = None, tol: float | None = None, max_iter: int | None = None):
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
              # the continuous solver's adjoint as a linear steady-state problem, as DeepEquilibriumNetworks.jl does
              "backward_options": {"solver": "anderson"} if args.solver == "continuous" else {}},
     )
-    params = sum(q.numel() for q in build(cfg, splits).parameters())
+    params = sum(q.numel() for q in model_for(cfg, splits).parameters())
     print(f"MNIST {len(splits.train)} train / {len(splits.test)} test; seed MLP DEQ ({params:,} parameters), "
           f"{args.solver} tol {args.tol}, init {args.init}, Adam {args.lr}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
@@ -195,7 +196,7 @@ def main(argv=None) -> int:
 
     # train() builds the model and does not return it: wrap its builder to keep a handle on the
     # trained model for the profile (same build, same seed, nothing else changes)
-    def keep(config, data, _build=train_mod.build):
+    def keep(config, data, _build=loop.model_for):
         model_box["model"] = _build(config, data)
         return model_box["model"]
 
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
         trial = f"train-{cfg.config_hash()}"
         writer = TrialWriter(str(args.out / "results"), "seed_mlp_mnist", trial, cfg.flat_params(),
                              provenance(cfg, select_device(cfg.device)))
-    with mock.patch.object(train_mod, "build", keep):
+    with mock.patch.object(loop, "model_for", keep):
         result = train(cfg, report, data=splits, writer=writer)
     wall = time.perf_counter() - t0
     print(f"\nstatus {result.status}; train + eval {wall:.0f} s")

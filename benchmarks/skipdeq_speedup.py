@@ -21,7 +21,7 @@ import time
 import torch
 
 from deqlab.data import DataError, fetch, load_dataset
-from deqlab.train import TrainConfig, train
+from deqlab.run import TrainConfig, train
 
 INITS = ("zeros", "skip", "skipreg")
 LABEL = {"zeros": "DEQ", "skip": "SkipDEQ", "skipreg": "SkipRegDEQ"}

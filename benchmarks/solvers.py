@@ -41,7 +41,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deqlab.models.deq import DEQ  # noqa: E402
+from deqlab.layers import DEQ  # noqa: E402
 from deqlab.solvers import solve  # noqa: E402
 
 try:

@@ -33,7 +33,7 @@ import time
 import torch
 
 from deqlab.data import DataError, fetch, load_dataset
-from deqlab.train import TrainConfig, train
+from deqlab.run import TrainConfig, train
 
 LABEL = {"zeros": "DEQ", "skip": "SkipDEQ", "skipreg": "SkipRegDEQ"}
 SOLVERS = {

@@ -139,7 +139,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML file with one training configuration (see deqlab.train.TrainConfig)")
+    p.add_argument("config", help="YAML file with one training configuration (see deqlab.run.TrainConfig)")
     p.add_argument("--storage", default="results", help="results root (local path or s3://, gs:// URI)")
     p.add_argument("--name", default=None, help="study name (default: the config file's stem)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -149,9 +149,9 @@ def _read_train_config(path: Path):
     """A single-run training config from YAML, with one-line errors."""
     from pydantic import ValidationError
 
-    from .solvers.base import describe_validation_error
+    from .solvers.options import describe_validation_error
     from .study.spec import read_yaml
-    from .train import TrainConfig
+    from .run.config import TrainConfig
 
     if not path.is_file():
         raise ValueError(f"no such config file: {path}")
@@ -169,7 +169,7 @@ def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
     from .results import TrialWriter, check_name, write_text_atomic
-    from .train import provenance, select_device, train
+    from .run import provenance, select_device, train
 
     path = Path(args.config)
     config = _read_train_config(path)
@@ -259,7 +259,7 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 def _is_train_config(path: Path) -> bool:
     """A mapping of TrainConfig's own keys and no `objectives` (the rule `parse_study` refuses it by)."""
     from .study.spec import StudyError, read_yaml
-    from .train import TrainConfig
+    from .run.config import TrainConfig
 
     try:
         raw = read_yaml(path)

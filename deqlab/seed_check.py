@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from .data import load_dataset
-from .models import DEQ, INIT_MODES
+from .layers import INIT_MODES, DEQConfig
+from .layers.deq import DEQ
 
 #: The probe the article prints and its expected answer.
 PROBE_X = -5.0
@@ -175,7 +176,7 @@ def check_inputs(inits: Sequence[str], solvers: Sequence[str], steps: int, seed:
     return inits, solvers
 
 
-def build_model(init: str, solver: str, seed: int = 0) -> DEQ:
+def seed_deq(init: str, solver: str, seed: int = 0) -> DEQ:
     """The seed-check DEQ for one init mode and solver, initialised from `seed`.
 
     The cell is drawn first, so every init mode and solver starts from the same
@@ -189,17 +190,10 @@ def build_model(init: str, solver: str, seed: int = 0) -> DEQ:
     cell.limit_gain()
     skip_net = nn.Linear(1, 1) if init == "skip" else None
     settings = SOLVER_SETTINGS[solver]
-    return DEQ(
-        cell,
-        init=init,
-        solver=solver,
-        tol=settings["tol"],
-        max_iter=settings["max_iter"],
-        solver_options=settings.get("solver_options"),
-        backward="implicit",
-        backward_options=settings.get("backward_options"),
-        skip_net=skip_net,
-    )
+    cfg = DEQConfig(init=init, solver=solver, tol=settings["tol"], max_iter=settings["max_iter"],
+                    solver_options=settings.get("solver_options", {}), backward="implicit",
+                    backward_options=settings.get("backward_options", {}))
+    return DEQ(cell, cfg, skip_net=skip_net)
 
 
 def train_model(model: DEQ, steps: int = DEFAULT_STEPS, lr: float = LEARNING_RATE) -> float:
@@ -228,7 +222,7 @@ def predict(model: DEQ, x: float = PROBE_X):
 def train_one(init: str, solver: str, steps: int = DEFAULT_STEPS, seed: int = 0) -> SeedRow:
     """Build, train and probe one model (single-threaded); the unit of work of `run_seed_check`."""
     with _single_thread():
-        model = build_model(init, solver, seed)
+        model = seed_deq(init, solver, seed)
         start = time.perf_counter()
         loss = train_model(model, steps)
         elapsed = time.perf_counter() - start
@@ -397,6 +391,6 @@ def trajectory_figure(
 
 __all__ = [
     "PROBE_X", "TARGET", "TOLERANCE", "DEFAULT_STEPS", "SOLVER_SETTINGS", "LinearCell", "SeedRow",
-    "Trajectories", "check_inputs", "build_model", "train_one", "train_model", "predict", "run_seed_check", "format_table", "verdict",
+    "Trajectories", "check_inputs", "seed_deq", "train_one", "train_model", "predict", "run_seed_check", "format_table", "verdict",
     "figure_model", "fixed_point_trajectories", "trajectory_figure",
 ]

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from deqlab.backward import backward_options, jacobian_penalty
-from deqlab.models import DEQ
+from deqlab.layers import DEQ, backward_options, jacobian_penalty
 from deqlab.solvers import SOLVERS
 
 ALL = sorted(SOLVERS)

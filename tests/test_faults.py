@@ -336,7 +336,7 @@ def test_dashboard_shows_a_diverged_trial_and_never_writes(tmp_path, monkeypatch
     import sys as _sys
 
     from deqlab.results import TrialWriter
-    from deqlab.train import TrainConfig, train
+    from deqlab.run import TrainConfig, train
 
     _sys.path.insert(0, str(ROOT / "tests"))
     from test_dashboard import PAGES, _app

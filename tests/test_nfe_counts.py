@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from deqlab.data import load_dataset
-from deqlab.models import DEQ
+from deqlab.layers import DEQ
 from deqlab.models.zoo import ReluSumCell
-from deqlab.train import TrainConfig, _train_epoch, build, evaluate
+from deqlab.run import TrainConfig
+from deqlab.run.loop import _train_epoch, evaluate, model_for
 
 F64 = torch.float64
 
@@ -127,13 +128,13 @@ def test_epoch_columns_equal_the_counts():
                       deq={"solver": "broyden", "tol": 1e-3, "stop_mode": "batch", "jac_weight": 1.0,
                            "init": "skipreg", "skip_weight": 1.0, "skip_grad": "both"})
     splits = load_dataset("digits", subset=96, test_subset=40, seed=0, flatten=True)
-    model = build(cfg, splits)
+    model = model_for(cfg, splits)
     model.deq.f = Counting(model.deq.f)
     train_loader = torch.utils.data.DataLoader(splits.train, batch_size=32)
     test_loader = torch.utils.data.DataLoader(splits.test, batch_size=40)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for depth in (4, None):  # a pretraining epoch, then a DEQ epoch
-        model.deq.fixed_depth = depth
+        model.set_fixed_depth(depth)
         Counts.reset()
         m = _train_epoch(model, train_loader, opt, None, cfg, torch.device("cpu"))
         jac = 0 if depth else 2 * 3  # one probe per batch: its VJP and its backward

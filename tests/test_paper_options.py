@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from deqlab.data import load_dataset
-from deqlab.models import DEQ, build_model, count_parameters
+from deqlab.layers import DEQConfig
+from deqlab.models import DEQ, build, count_parameters
+from deqlab.run import TrainConfig
+from deqlab.run.loop import _train_epoch
 from deqlab.study.spec import StudyError, load_study, parse_study
-from deqlab.train import TrainConfig, _train_epoch
 
 F64 = torch.float64
 
@@ -59,8 +61,9 @@ def test_skip_term_through_z0_only_leaves_the_cell_alone():
 
 def test_relu_sum_model_is_the_published_one():
     deq = dict(solver="broyden", tol=5e-3, stop_mode="batch")
-    plain = build_model("mlp", width=128, inner=None, cell="relu_sum", weight_init="glorot", init="zeros", **deq)
-    skip = build_model("mlp", width=128, inner=None, cell="relu_sum", weight_init="glorot", init="skip", **deq)
+    mlp = dict(width=128, inner=None, cell="relu_sum", weight_init="glorot")
+    plain = build("mlp", (1, 28, 28), 10, DEQConfig(init="zeros", **deq), **mlp)
+    skip = build("mlp", (1, 28, 28), 10, DEQConfig(init="skip", **deq), **mlp)
     assert count_parameters(plain) == 784 * 128 + 128 + 2 * 128 * 128 + 128 * 10 + 10  # 134,538
     assert count_parameters(skip) == 151_050  # the published SkipDEQ's count
     assert all(float(m.bias.detach().abs().max()) == 0 for m in skip.modules() if isinstance(m, nn.Linear) and m.bias is not None)
@@ -68,7 +71,7 @@ def test_relu_sum_model_is_the_published_one():
     z, x = torch.randn(3, 128), torch.randn(3, 128)
     assert torch.allclose(f(z, x), torch.relu(z @ f.W.weight.T) + torch.relu(x @ f.U.weight.T))
     with pytest.raises(ValueError, match="inner: null"):
-        build_model("mlp", width=8, inner=16, cell="relu_sum")
+        build("mlp", (1, 28, 28), 10, width=8, inner=16, cell="relu_sum")
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -96,7 +99,7 @@ def _params_after_one_epoch(batch, accumulate, n=32):
                       deq={"solver": "anderson", "tol": 1e-10, "max_iter": 100})
     splits = load_dataset("digits", subset=n, seed=0, flatten=True)
     torch.manual_seed(0)
-    model = build_model("mlp", in_dim=64, width=8, inner=None, **cfg.deq.model_dump()).double()
+    model = build("mlp", splits.input_shape, 10, cfg.deq, width=8, inner=None).double()
     data = torch.utils.data.TensorDataset(splits.train.tensors[0].double(), splits.train.tensors[1])
     loader = torch.utils.data.DataLoader(data, batch_size=batch)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)

@@ -13,7 +13,7 @@ from deqlab.seed_check import (
     TARGET,
     LinearCell,
     SeedRow,
-    build_model,
+    seed_deq,
     figure_model,
     format_table,
     run_seed_check,
@@ -149,7 +149,7 @@ def test_training_is_deterministic():
 def test_initial_cell_is_a_contraction_for_every_seed():
     for seed in range(40):
         for init in INITS:
-            model = build_model(init, "anderson", seed)
+            model = seed_deq(init, "anderson", seed)
             assert abs(model.f.gain()) <= sc.INIT_GAIN_LIMIT + 1e-6
 
 
@@ -164,13 +164,14 @@ def test_limit_gain_rescales_an_expanding_cell():
     assert cell.gain() == pytest.approx(0.5, rel=1e-5)
 
 
-def test_build_model_wires_the_article_settings():
-    cont = build_model("zeros", "continuous")
-    assert cont.tol == 1e-2 and cont.solver == "continuous"
-    assert cont.solver_kwargs == {"method": "dopri5", "rtol": 1e-2, "atol": 1e-2}
-    skip = build_model("skip", "anderson")
+def test_seed_deq_wires_the_article_settings():
+    cont = seed_deq("zeros", "continuous")
+    assert cont.cfg.tol == 1e-2 and cont.cfg.solver == "continuous"
+    assert cont.cfg.forward.options.model_dump(exclude_unset=True) == {"method": "dopri5", "rtol": 1e-2, "atol": 1e-2}
+    assert cont.cfg.adjoint.solver == "anderson" and cont.cfg.adjoint.tol == 1e-5
+    skip = seed_deq("skip", "anderson")
     assert isinstance(skip.skip_net, torch.nn.Linear)
-    assert build_model("skipreg", "anderson").skip_net is None
+    assert seed_deq("skipreg", "anderson").skip_net is None
 
 
 @pytest.mark.parametrize(
@@ -191,7 +192,7 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 
 
 def test_trajectory_arguments_are_checked():
-    model = build_model("zeros", "anderson")
+    model = seed_deq("zeros", "anderson")
     with pytest.raises(ValueError, match="starts"):
         trajectory_figure(model, starts=0)
     with pytest.raises(ValueError, match="depth"):

@@ -14,7 +14,7 @@ from deqlab.study import parse_study
 from deqlab.study.failures import describe_exception
 from deqlab.study.runner import run_study
 from deqlab.study.summary import final_rows, list_studies
-from deqlab.train import TrainConfig
+from deqlab.run import TrainConfig
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 NO_CUDA = "ValueError: device 'cuda' requested but CUDA is not available"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deqlab.results import TrialWriter, load
-from deqlab.train import TrainConfig, provenance, select_device, train
+from deqlab.run import TrainConfig, provenance, select_device, train
 
 TIMES = ("fwd_time_s", "bwd_time_s", "epoch_time_s", "infer_time_s")
 
@@ -53,11 +53,11 @@ def test_unconverged_run_is_marked_diverged_and_keeps_earlier_epochs(tmp_path):
 
 
 def test_non_finite_loss_is_marked_diverged(tmp_path, monkeypatch):
-    import deqlab.train as train_module
+    import deqlab.run.loop as loop
 
     models = []
-    real_build = train_module.build
-    monkeypatch.setattr(train_module, "build", lambda c, s: models.append(real_build(c, s)) or models[-1])
+    real_build = loop.model_for
+    monkeypatch.setattr(loop, "model_for", lambda c, s: models.append(real_build(c, s)) or models[-1])
 
     def blow_up(epoch, metrics):  # a reporter that corrupts the weights after the first epoch
         if epoch == 0:
@@ -121,9 +121,10 @@ def test_neural_ode_baseline_trains_and_counts_backward(adjoint):
 
 
 def test_neural_ode_rejects_deq_settings():
-    from deqlab.models import build_model
+    from deqlab.layers import DEQConfig
+    from deqlab.models import build
 
-    with pytest.raises(TypeError):
-        build_model("neural_ode", in_dim=4, solver="anderson")
+    with pytest.raises(ValueError, match="'neural_ode' has no DEQ layer"):
+        build("neural_ode", (4,), 10, DEQConfig(solver="broyden"))
     with pytest.raises(ValueError, match="deq.solver: set, but model .neural_ode. has no DEQ layer"):
         TrainConfig(model={"name": "neural_ode"}, deq={"solver": "broyden"})

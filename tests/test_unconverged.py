@@ -3,7 +3,7 @@ tolerance float32 cannot reach, each a real short training run on digits."""
 
 import pytest
 
-from deqlab.train import DEFAULT_MAX_UNCONVERGED, TrainConfig, train
+from deqlab.run import DEFAULT_MAX_UNCONVERGED, TrainConfig, train
 from study_factory import TINY
 
 

@@ -1,21 +1,16 @@
-"""DEQ layer, the model zoo, and the neural ODE baseline, by name."""
+"""The model zoo by name: `build(name, input_shape, classes, deq, **options)`.
 
-from torch import nn
+`deqlab.models.catalog` (names, options, which models hold a DEQ layer) imports
+no torch; the models load on first use. `DEQ` is re-exported from deqlab.layers.
+"""
 
-from .deq import DEQ, INIT_MODES, DEQInfo
-from .node import NeuralODE
-from .zoo import ConvDEQ, MLPDEQ, MultiscaleDEQ, count_parameters
+from .._lazy import lazy_exports
+from .catalog import DEQ_MODELS, MODELS
 
-MODELS = {"mlp": MLPDEQ, "conv": ConvDEQ, "multiscale": MultiscaleDEQ, "neural_ode": NeuralODE}
-DEQ_MODELS = ("mlp", "conv", "multiscale")
+__getattr__ = lazy_exports(__name__, {
+    "build": "factory", "MLPDEQ": "zoo", "ConvDEQ": "zoo", "MultiscaleDEQ": "zoo", "count_parameters": "zoo",
+    "NeuralODE": "node", "DEQ": "base", "DEQInfo": "base",
+})
 
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Instantiate a model by name; unknown names list the valid ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
-
-
-__all__ = ["DEQ", "DEQInfo", "INIT_MODES", "MODELS", "DEQ_MODELS", "MLPDEQ", "ConvDEQ", "MultiscaleDEQ",
-           "NeuralODE", "build_model", "count_parameters"]
+__all__ = ["build", "DEQ", "DEQInfo", "MODELS", "DEQ_MODELS", "MLPDEQ", "ConvDEQ", "MultiscaleDEQ", "NeuralODE",
+           "count_parameters"]

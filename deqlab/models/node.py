@@ -10,13 +10,16 @@ made during the backward pass (adjoint method).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Optional
 
 import torch
 from torch import nn
 
-from .. import backward as bw
-from .deq import DEQInfo
+from ..layers import backward as bw
+from ..layers.config import DEQConfig
+from ..layers.deq import DEQInfo
+from .base import ZooModel
+from .catalog import ODE_METHODS
 from .zoo import MLPCell
 
 
@@ -44,19 +47,26 @@ class _Dynamics(nn.Module):
         return out
 
 
-class NeuralODE(nn.Module):
+class NeuralODE(ZooModel):
     """Dense(in->width), ODE block over [0, t1] with the MLP cell, Dense(width->classes)."""
 
     def __init__(self, in_dim: int = 784, width: int = 128, inner: int | None = None, num_classes: int = 10,
-                 t1: float = 1.0, method: Literal["dopri5", "bosh3", "rk4", "euler"] = "dopri5",
+                 t1: float = 1.0, method: str = "dopri5",
                  rtol: float = 1e-3, atol: float = 1e-3, adjoint: bool = False):
         super().__init__()
         if not t1 > 0:
             raise ValueError(f"t1 must be positive, got {t1}")
+        if method not in ODE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(ODE_METHODS)}, got {method!r}")
         self.encoder = nn.Linear(in_dim, width)
         self.dynamics = _Dynamics(MLPCell(width, inner))
         self.head = nn.Linear(width, num_classes)
         self.t1, self.method, self.rtol, self.atol, self.adjoint = t1, method, rtol, atol, adjoint
+
+    @classmethod
+    def for_data(cls, input_shape: tuple, classes: int, deq: Optional[DEQConfig] = None, **options) -> "NeuralODE":
+        """`deq` is not used: a neural ODE has no DEQ layer (TrainConfig refuses deq.* settings for it)."""
+        return cls(in_dim=math.prod(input_shape), num_classes=classes, **options)
 
     def forward(self, x):
         from torchdiffeq import odeint, odeint_adjoint

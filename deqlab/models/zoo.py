@@ -1,17 +1,22 @@
 """Model zoo used by the studies: encoder -> DEQ layer -> head, by name.
 
 Each model's forward returns (logits, DEQInfo) so the training loop reads cost
-and convergence the same way for all of them.
+and convergence the same way for all of them; each takes its DEQ layer's
+settings as one DEQConfig and is built from the data's shape by `for_data`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .deq import DEQ
+from ..layers.config import DEQConfig
+from ..layers.deq import DEQ
+from .base import DEQModel
+from .catalog import MLP_CELLS, WEIGHT_INITS
 
 
 class MLPCell(nn.Module):
@@ -46,10 +51,7 @@ class ReluSumCell(nn.Module):
         return torch.relu(self.W(z)) + torch.relu(self.U(x))
 
 
-MLP_CELLS = ("tanh", "relu_sum")
-
-
-class MLPDEQ(nn.Module):
+class MLPDEQ(DEQModel):
     """The seed MLP: Dense(in->width), DEQ over the cell with input injection, Dense(width->classes).
 
     Defaults are the seed article's (784->100, cell 100->500 tanh->100, 100->10);
@@ -61,8 +63,9 @@ class MLPDEQ(nn.Module):
     """
 
     def __init__(self, in_dim: int = 784, width: int = 100, inner: Optional[int] = 500, num_classes: int = 10,
-                 cell: str = "tanh", weight_init: str = "torch", **deq):
+                 cell: str = "tanh", weight_init: str = "torch", deq: Optional[DEQConfig] = None):
         super().__init__()
+        deq = deq if deq is not None else DEQConfig()
         if cell not in MLP_CELLS:
             raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(MLP_CELLS)}")
         if weight_init not in WEIGHT_INITS:
@@ -73,21 +76,27 @@ class MLPDEQ(nn.Module):
                 raise ValueError("cell 'relu_sum' is single-layer: set inner: null")
             self.encoder = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU())
             f = ReluSumCell(width)
-            if deq.get("init") == "skip":
+            if deq.init == "skip":
                 skip = nn.Sequential(nn.Linear(width, width), nn.ReLU())
         else:
             self.encoder = nn.Linear(in_dim, width)
             f = MLPCell(width, inner)
-            if deq.get("init") == "skip":
+            if deq.init == "skip":
                 skip = nn.Sequential(nn.Linear(width, width), nn.Tanh())
-        self.deq = DEQ(f, skip_net=skip, **deq)
+        self.deq = DEQ(f, deq, skip_net=skip)
         self.head = nn.Linear(width, num_classes)
         if weight_init == "glorot":
             _glorot_init([self])
 
-    def forward(self, x):
-        z, info = self.deq(self.encoder(x.flatten(1)))
-        return self.head(z), info
+    @classmethod
+    def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "MLPDEQ":
+        return cls(in_dim=math.prod(input_shape), num_classes=classes, deq=deq, **options)
+
+    def injection(self, x):
+        return self.encoder(x.flatten(1))  # images or flat rows alike
+
+    def readout(self, z):
+        return self.head(z)
 
 
 class ConvCell(nn.Module):
@@ -114,9 +123,6 @@ def _small_init(module: nn.Module, std: float) -> None:
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-WEIGHT_INITS = ("glorot", "torch")
 
 
 def _glorot_init(modules) -> None:
@@ -152,7 +158,7 @@ class _Injection(nn.Module):
         return torch.tanh(self.conv(h))
 
 
-class ConvDEQ(nn.Module):
+class ConvDEQ(DEQModel):
     """The seed conv model (DeepEquilibriumNetworks.jl's MNIST tutorial).
 
     Down-block (3x3 conv, GELU, group norm, 4x4 stride-2 conv), a DEQ cell of
@@ -180,8 +186,10 @@ class ConvDEQ(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10,
-                 groups: Optional[int] = None, init_std: float = 0.01, weight_init: str = "glorot", **deq):
+                 groups: Optional[int] = None, init_std: float = 0.01, weight_init: str = "glorot",
+                 deq: Optional[DEQConfig] = None):
         super().__init__()
+        deq = deq if deq is not None else DEQConfig()
         groups = channels if groups is None else groups
         if groups < 1 or channels % groups:
             raise ValueError(f"groups must divide channels ({channels}), got {groups}")
@@ -193,17 +201,23 @@ class ConvDEQ(nn.Module):
         _small_init(cell, init_std)
         _small_init(self.inject, init_std)
         skip = None
-        if deq.get("init") == "skip":
+        if deq.init == "skip":
             skip = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU())
-        self.deq = DEQ(cell, skip_net=skip, **deq)
+        self.deq = DEQ(cell, deq, skip_net=skip)
         self.classifier = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())
         self.head = nn.Linear(channels, num_classes)
         if weight_init == "glorot":
             _glorot_init([self.down, self.head] + ([skip] if skip is not None else []))
 
-    def forward(self, x):
-        z, info = self.deq(self.inject(self.down(x)))
-        return self.head(self.classifier(z).mean(dim=(2, 3))), info
+    @classmethod
+    def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "ConvDEQ":
+        return cls(in_channels=input_shape[0], num_classes=classes, deq=deq, **options)
+
+    def injection(self, x):
+        return self.inject(self.down(x))
+
+    def readout(self, z):
+        return self.head(self.classifier(z).mean(dim=(2, 3)))
 
 
 class MultiscaleCell(nn.Module):
@@ -236,12 +250,13 @@ class MultiscaleCell(nn.Module):
         return torch.cat([h2.flatten(1), l2.flatten(1)], dim=1)
 
 
-class MultiscaleDEQ(nn.Module):
+class MultiscaleDEQ(DEQModel):
     """Small multiscale DEQ: the conv down-block feeds a two-resolution equilibrium."""
 
     def __init__(self, in_channels: int = 1, channels: int = 16, num_classes: int = 10, image_size: int = 28,
-                 groups: int = 4, init_std: float = 0.01, **deq):
+                 groups: int = 4, init_std: float = 0.01, deq: Optional[DEQConfig] = None):
         super().__init__()
+        deq = deq if deq is not None else DEQConfig()
         if image_size % 4:
             raise ValueError(f"image_size must be divisible by 4, got {image_size}")
         s = image_size // 2
@@ -253,27 +268,32 @@ class MultiscaleDEQ(nn.Module):
         cell = MultiscaleCell(channels, s)
         _small_init(cell, init_std)
         skip = None
-        if deq.get("init") == "skip":
+        if deq.init == "skip":
             n = channels * s * s + channels * (s // 2) ** 2
             skip = nn.Sequential(nn.Linear(n, n // 8), nn.Tanh(), nn.Linear(n // 8, n))
             _small_init(skip, init_std)
-        self.deq = DEQ(cell, skip_net=skip, **deq)
+        self.deq = DEQ(cell, deq, skip_net=skip)
         self.head = nn.Linear(2 * channels, num_classes)
         self.norm_hi = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())  # see ConvDEQ: norm, then ReLU, then pool
         self.norm_lo = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())
         self.cell = cell
 
-    def forward(self, x):
+    @classmethod
+    def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "MultiscaleDEQ":
+        return cls(in_channels=input_shape[0], image_size=input_shape[-1], num_classes=classes, deq=deq, **options)
+
+    def injection(self, x):
         h = self.down(x)
-        inj = torch.cat([h.flatten(1), self.down_lo(h).flatten(1)], dim=1)
-        z, info = self.deq(inj)
+        return torch.cat([h.flatten(1), self.down_lo(h).flatten(1)], dim=1)
+
+    def readout(self, z):
         z_hi, z_lo = self.cell.split(z)
         pooled = torch.cat([self.norm_hi(z_hi).mean(dim=(2, 3)), self.norm_lo(z_lo).mean(dim=(2, 3))], dim=1)
-        return self.head(pooled), info
+        return self.head(pooled)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MLPDEQ", "ReluSumCell", "MLP_CELLS", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]
+__all__ = ["MLPDEQ", "ReluSumCell", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]

@@ -11,15 +11,8 @@ up to date one row per iteration instead of being rebuilt.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
-
-from .base import SolverOptions, Tracker, shape_views
-
-
-class AndersonOptions(SolverOptions):
-    m: int = Field(5, ge=1, le=50, description="history size (number of stored differences)")
-    beta: float = Field(1.0, gt=0.0, le=1.0, description="mixing: 1 takes the extrapolated f, <1 damps")
-    lam: float = Field(1e-8, ge=0.0, description="Tikhonov weight relative to the Gram matrix scale")
+from .base import Tracker, shape_views
+from .options import AndersonOptions
 
 
 def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):

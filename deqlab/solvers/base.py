@@ -9,15 +9,14 @@ place a residual is judged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .options import StopMode
 
 Tensor = torch.Tensor
-StopMode = Literal["rel", "abs", "batch"]
-STOP_MODES = ("rel", "abs", "batch")
 EPS = 1e-8  # keeps the relative residual finite when f(z) = 0
 
 
@@ -42,50 +41,6 @@ class SolveResult:
     @property
     def converged_frac(self) -> float:
         return float(self.converged.float().mean())
-
-
-class SolverOptions(BaseModel):
-    """Base of every solver's options: unknown keys are an error, never ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def validate_options(model: type[BaseModel], options: dict | None, what: str, ignore: tuple = ()) -> BaseModel:
-    """Build `model` from `options`; unknown keys and bad values raise ValueError naming the valid keys."""
-    options = dict(options or {})
-    fields = [k for k in model.model_fields if k not in ignore]
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        valid = ", ".join(fields) or "(none)"
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {what}; valid options: {valid}")
-    try:
-        return model(**options)
-    except ValidationError as exc:
-        raise ValueError(f"invalid option for {what}: {describe_validation_error(exc)}") from None
-
-
-def describe_validation_error(exc: ValidationError, model=None) -> str:
-    """One line per pydantic error: `key.path: message`, joined by '; '. With the validated `model`
-    (a pydantic class), an unknown key also lists the valid ones and the nearest match."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: " + (_unknown_key(model, e["loc"]) if model is not None
-                                                            and e["type"] == "extra_forbidden" else e["msg"])
-                     for e in exc.errors())
-
-
-def _unknown_key(model, loc) -> str:
-    import difflib
-    import typing
-
-    for part in loc[:-1]:  # down to the section holding the unknown key
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        kinds = (field.annotation, *typing.get_args(field.annotation)) if field is not None else ()
-        sub = next((k for k in kinds if isinstance(k, type) and hasattr(k, "model_fields")), None)
-        if sub is None:
-            return "unknown key"
-        model = sub
-    valid = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-    return f"unknown key; valid: {', '.join(valid)}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:

@@ -12,16 +12,9 @@ longer exists, and was measured to diverge on a hard float32 problem.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
-
-from .base import SolverOptions, Tracker, shape_views
+from .base import Tracker, shape_views
 from .line_search import step_with_backtracking
-
-
-class BroydenOptions(SolverOptions):
-    memory: int = Field(30, ge=1, le=500, description="rank-one updates kept before the history restarts")
-    line_search: bool = Field(False, description="backtrack on ||f(z)-z||; each trial is a counted evaluation")
-    max_backtracks: int = Field(3, ge=1, le=20, description="halvings tried per step when line_search")
+from .options import BroydenOptions
 
 
 def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):

@@ -16,28 +16,11 @@ returned, so a frozen sample never drifts.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, get_args
 
 import torch
-from pydantic import Field
 
-from .base import SolverOptions, Tracker
-
-ODEMethod = Literal["dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8"]
-ODE_METHODS = get_args(ODEMethod)
-
-
-class ContinuousOptions(SolverOptions):
-    method: ODEMethod = Field(
-        "dopri5", description="adaptive torchdiffeq method (dopri5 is the Tsit5-like default)"
-    )
-    rtol: Optional[float] = Field(None, gt=0.0, description="ODE relative tolerance; default: tol / 4")
-    atol: Optional[float] = Field(None, gt=0.0, description="ODE absolute tolerance; default: tol / 4")
-    t_max: float = Field(
-        1e5, gt=0.0,
-        description="give up past this time: without a steady state (dz/dt = 1) adaptive steps grow "
-        "tenfold per step and float rounding would soon make f(z) == z",
-    )
+from .base import Tracker
+from .options import ContinuousOptions
 
 
 class _Stop(Exception):

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from .base import SolverOptions, Tracker
-
-
-class FixedPointOptions(SolverOptions):
-    damping: float = Field(1.0, gt=0.0, le=1.0, description="z <- (1-a) z + a f(z); 1 is undamped")
+from .base import Tracker
+from .options import FixedPointOptions
 
 
 def fixed_point(tracker: Tracker, z, max_iter: int, opts: FixedPointOptions):

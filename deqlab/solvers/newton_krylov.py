@@ -11,18 +11,10 @@ from typing import Callable, Optional
 
 import torch
 import torch.autograd.forward_ad as fwAD
-from pydantic import Field
 
-from .base import SolverOptions, Tracker, coefficients, combine, safe_divide
+from .base import Tracker, coefficients, combine, safe_divide
 from .line_search import step_with_backtracking
-
-
-class NewtonKrylovOptions(SolverOptions):
-    restart: int = Field(10, ge=1, le=100, description="GMRES Krylov dimension per cycle (JVPs per cycle)")
-    max_restarts: int = Field(1, ge=0, le=50, description="extra GMRES cycles when the inner tolerance is not met")
-    inner_tol: float = Field(1e-3, gt=0.0, lt=1.0, description="GMRES stops when ||J d + g|| <= inner_tol ||g||")
-    line_search: bool = Field(False, description="backtrack on ||f(z)-z||; each trial is a counted evaluation")
-    max_backtracks: int = Field(3, ge=1, le=20)
+from .options import NewtonKrylovOptions
 
 
 JVP = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

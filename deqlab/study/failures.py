@@ -26,7 +26,7 @@ def describe_exception(exc: BaseException) -> str:
         from pydantic import ValidationError
 
         if isinstance(exc, ValidationError):
-            from ..solvers.base import describe_validation_error
+            from ..solvers.options import describe_validation_error
 
             return _clip(f"ValidationError: {exc.title}: {describe_validation_error(exc)}")
     except ImportError:  # pragma: no cover - pydantic is a dependency

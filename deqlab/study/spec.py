@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ..results import METRICS, check_name
-from ..solvers.base import _unknown_key, describe_validation_error
-from ..train import TrainConfig
+from ..solvers.options import _unknown_key, describe_validation_error
+from ..run.config import TrainConfig
 from .space import Param, SpaceError, apply, grid_points, parse_space, walk
 
 OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)

@@ -5,7 +5,7 @@
 TorchTrainer; Ray 2.60's Train V2 refuses a Trainer as a Tune trainable, so
 the Trainer is built and fitted inside a function trial and its workers'
 reports reach Tune through `TuneReportCallback` (docs/design.md "Ray"). Either
-way the same `deqlab.train.train` runs; only the reporter differs. Rank 0
+way the same `deqlab.run.train` runs; only the reporter differs. Rank 0
 writes the trial's Parquet files.
 """
 
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from ..results import FINAL_STATUSES, METRICS, TrialWriter, _read_trial_file
-from ..train import provenance, select_device, train
+from ..run import provenance, select_device, train
 from .spec import StudySpec, parse_study
 from .space import to_paths
 
@@ -131,7 +131,7 @@ def worker_loop(cfg: dict) -> None:
     import ray.train.torch
 
     from ..parallel import Replicas
-    from ..train import TrainConfig
+    from ..run import TrainConfig
 
     torch.set_num_threads(cfg["threads"])
     train_config = TrainConfig(**cfg["train_config"])

@@ -24,58 +24,14 @@ second-order pass per probe in the backward pass) go to `BackwardRecord.nfe_jac`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Union
+from typing import Callable, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from .solvers import SOLVERS, solve, solver_options
-from .solvers.base import validate_options
+from ..solvers import SolveSpec, solve
+from .config import DEQConfig, ImplicitOptions, PhantomOptions
 
 Tensor = torch.Tensor
-
-
-class ImplicitOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["implicit"] = "implicit"
-    solver: Optional[str] = Field(None, description="adjoint solver; default: the forward solver")
-    tol: Optional[float] = Field(None, gt=0.0, description="default: the forward tol")
-    max_iter: Optional[int] = Field(None, ge=1, description="default: the forward max_iter")
-    solver_options: dict = Field(default_factory=dict, description="default: the forward options if same solver")
-
-
-class PhantomOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["phantom"] = "phantom"
-    steps: int = Field(5, ge=1, le=200)
-    damping: float = Field(0.5, gt=0.0, le=1.0)
-
-
-class UnrolledOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["unrolled"] = "unrolled"
-    steps: int = Field(5, ge=1, le=200)
-
-
-BackwardOptions = Union[ImplicitOptions, PhantomOptions, UnrolledOptions]
-BACKWARD_MODES: dict[str, type[BaseModel]] = {
-    "implicit": ImplicitOptions,
-    "phantom": PhantomOptions,
-    "unrolled": UnrolledOptions,
-}
-
-
-def backward_options(mode: str, options: Optional[dict] = None) -> BackwardOptions:
-    """Validate a backward mode and its options; unknown names/keys list the valid ones."""
-    if mode not in BACKWARD_MODES:
-        raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(BACKWARD_MODES)}")
-    options = {k: v for k, v in (options or {}).items() if k != "mode"}
-    opts = validate_options(BACKWARD_MODES[mode], options, f"backward {mode!r}", ignore=("mode",))
-    if isinstance(opts, ImplicitOptions) and opts.solver is not None:
-        if opts.solver not in SOLVERS:
-            raise ValueError(f"unknown adjoint solver {opts.solver!r}; valid solvers: {', '.join(SOLVERS)}")
-        solver_options(opts.solver, opts.solver_options)
-    return opts
 
 
 @dataclass
@@ -88,16 +44,6 @@ class BackwardRecord:
     converged_frac: Optional[float] = None
     trace: Optional[list] = None
     trace_mean: Optional[list] = None
-
-
-@dataclass(frozen=True)
-class ForwardSolverConfig:
-    """What the implicit mode inherits from the forward solve by default."""
-
-    solver: str
-    tol: float
-    max_iter: int
-    options: dict
 
 
 def count_backward(t: Tensor, record: BackwardRecord, field: str = "nfe") -> None:
@@ -114,13 +60,13 @@ def attach(
     f: Callable[[Tensor], Tensor],
     z_in: Tensor,
     fz: Tensor,
-    opts: BackwardOptions,
-    fwd: ForwardSolverConfig,
+    cfg: DEQConfig,
     record: BackwardRecord,
 ) -> tuple[Tensor, int]:
-    """Build the differentiable output from fz = f(z_in); returns (output, extra forward NFE)."""
+    """Build the differentiable output from fz = f(z_in) by `cfg`'s backward mode; returns (output, extra forward NFE)."""
+    opts = cfg.backward_mode
     if isinstance(opts, ImplicitOptions):
-        return _attach_implicit(z_in, fz, opts, fwd, record), 0
+        return _attach_implicit(z_in, fz, cfg.adjoint, record), 0
     damping = opts.damping if isinstance(opts, PhantomOptions) else 1.0
     count_backward(fz, record)
     z = fz if damping == 1.0 else (1 - damping) * z_in + damping * fz
@@ -152,12 +98,8 @@ class _AdjointGradient(torch.autograd.Function):
         return ctx.solve_adjoint(v), None
 
 
-def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: ForwardSolverConfig,
-                     record: BackwardRecord) -> Tensor:
-    solver = opts.solver or fwd.solver
-    options = opts.solver_options if (opts.solver_options or solver != fwd.solver) else fwd.options
-    tol = opts.tol if opts.tol is not None else fwd.tol
-    max_iter = opts.max_iter if opts.max_iter is not None else fwd.max_iter
+def _attach_implicit(z_in: Tensor, fz: Tensor, adjoint: SolveSpec, record: BackwardRecord) -> Tensor:
+    """The adjoint solve as `adjoint` (DEQConfig.adjoint, validated once) says: stop test "abs", see below."""
 
     def solve_adjoint(v: Tensor) -> Tensor:
         def vjp(g: Tensor) -> Tensor:
@@ -170,12 +112,12 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, opts: ImplicitOptions, fwd: Forwa
         scale = v.flatten(1).norm(dim=1).clamp_min(torch.finfo(v.dtype).tiny).view(-1, *([1] * (v.dim() - 1)))
         v_hat = v / scale
 
-        def adjoint(u: Tensor) -> Tensor:
+        def adjoint_map(u: Tensor) -> Tensor:
             return vjp(u) + v_hat
 
         # the adjoint map is affine, so its Jacobian-vector product is one VJP
-        jvp = (lambda u, w: vjp(w)) if solver == "newton_krylov" else None
-        res = solve(adjoint, v_hat, solver=solver, tol=tol, max_iter=max_iter, stop_mode="abs", jvp=jvp, **options)
+        jvp = (lambda u, w: vjp(w)) if adjoint.solver == "newton_krylov" else None
+        res = solve(adjoint_map, v_hat, adjoint, jvp=jvp)
         record.nfe += res.nfe + 1  # + the VJP that carries g through fz to the parameters and input
         record.residual = float(res.residual.max())
         record.converged_frac = res.converged_frac

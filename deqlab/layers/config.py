@@ -1,0 +1,132 @@
+"""DEQConfig: every setting of a DEQ layer, with its one default, validated once and without torch.
+
+A study's `deq:` section, `TrainConfig.deq`, the zoo models and `DEQ(cell, cfg)`
+all hold this object. Validation resolves the settings the layer uses on every
+pass into typed values: `forward` (the solve: solver, tol, max_iter, stop mode
+and the solver's options object), `backward_options` (the gradient mode's
+options) and `adjoint` (the implicit mode's solve, inheriting what it does not
+set from the forward one). The layer reads them as they are, never re-validating.
+The model is frozen: a changed setting is a new DEQConfig, validated again.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolveSpec, StopMode, solve_spec,
+                               solver_options, validate_options)
+
+InitMode = Literal["zeros", "skip", "skipreg"]
+INIT_MODES = ("zeros", "skip", "skipreg")
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImplicitOptions(_Options):
+    mode: Literal["implicit"] = "implicit"
+    solver: Optional[str] = Field(None, description="adjoint solver; default: the forward solver")
+    tol: Optional[float] = Field(None, gt=0.0, description="default: the forward tol")
+    max_iter: Optional[int] = Field(None, ge=1, description="default: the forward max_iter")
+    solver_options: dict = Field(default_factory=dict, description="default: the forward options if same solver")
+
+
+class PhantomOptions(_Options):
+    mode: Literal["phantom"] = "phantom"
+    steps: int = Field(5, ge=1, le=200)
+    damping: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class UnrolledOptions(_Options):
+    mode: Literal["unrolled"] = "unrolled"
+    steps: int = Field(5, ge=1, le=200)
+
+
+BackwardOptions = Union[ImplicitOptions, PhantomOptions, UnrolledOptions]
+BACKWARD_MODES: dict[str, type[BaseModel]] = {
+    "implicit": ImplicitOptions,
+    "phantom": PhantomOptions,
+    "unrolled": UnrolledOptions,
+}
+
+
+def backward_options(mode: str, options: Optional[dict] = None) -> BackwardOptions:
+    """Validate a backward mode and its options; unknown names/keys list the valid ones."""
+    if mode not in BACKWARD_MODES:
+        raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(BACKWARD_MODES)}")
+    options = {k: v for k, v in (options or {}).items() if k != "mode"}
+    opts = validate_options(BACKWARD_MODES[mode], options, f"backward {mode!r}", ignore=("mode",))
+    if isinstance(opts, ImplicitOptions) and opts.solver is not None:
+        if opts.solver not in SOLVER_OPTIONS:
+            raise ValueError(f"unknown adjoint solver {opts.solver!r}; valid solvers: {', '.join(SOLVER_OPTIONS)}")
+        solver_options(opts.solver, opts.solver_options)
+    return opts
+
+
+class DEQConfig(BaseModel):
+    """What a DEQ layer does: init mode, forward solve, gradient mode, regularisers. Unknown keys are errors.
+
+    init: "zeros" (DEQ), "skip" (SkipDEQ: a skip network predicts z0), "skipreg"
+    (SkipRegDEQ: z0 = f(0, x)). Skip modes add `skip_weight * d(z0, z*)` to the
+    loss, d the mean squared (`skip_norm="mse"`) or absolute (`"l1"`, the
+    published code's) difference, differentiated through z0 only
+    (`skip_grad="z0"`) or through z* as well (`"both"`). `jac_weight > 0` adds
+    the Hutchinson Jacobian penalty with `jac_probes` probes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    init: InitMode = "zeros"
+    solver: str = "anderson"
+    solver_options: dict = Field(default_factory=dict)
+    tol: float = Field(DEFAULT_TOL, gt=0)
+    max_iter: int = Field(DEFAULT_MAX_ITER, ge=1)
+    stop_mode: StopMode = "rel"
+    backward: str = "implicit"
+    backward_options: dict = Field(default_factory=dict)
+    skip_weight: float = Field(0.01, ge=0)
+    skip_norm: Literal["mse", "l1"] = Field("mse", description="skip term: mean squared or mean absolute z0 - z*")
+    skip_grad: Literal["z0", "both"] = Field("z0", description="skip term differentiated through z0 only "
+                                                               "(z* detached) or through z* as well")
+    jac_weight: float = Field(0.0, ge=0)
+    jac_probes: int = Field(1, ge=1)
+
+    _forward: SolveSpec = PrivateAttr()
+    _backward: BackwardOptions = PrivateAttr()
+    _adjoint: Optional[SolveSpec] = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve(self):
+        """Validate the solver and gradient settings once, into the typed values the layer uses."""
+        self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options)
+        self._backward = backward_options(self.backward, self.backward_options)
+        b = self._backward
+        if isinstance(b, ImplicitOptions):
+            solver = b.solver or self.solver
+            inherit = not b.solver_options and solver == self.solver  # the forward options object itself
+            self._adjoint = solve_spec(solver, b.tol if b.tol is not None else self.tol,
+                                       b.max_iter if b.max_iter is not None else self.max_iter, "abs",
+                                       self._forward.options if inherit else b.solver_options)
+        return self
+
+    @property
+    def forward(self) -> SolveSpec:
+        """The forward solve, validated: handed to `solve()` as it is."""
+        return self._forward
+
+    @property
+    def backward_mode(self) -> BackwardOptions:
+        """The gradient mode's options, validated."""
+        return self._backward
+
+    @property
+    def adjoint(self) -> Optional[SolveSpec]:
+        """The implicit mode's adjoint solve (stop test "abs" on the normalised system); None otherwise."""
+        return self._adjoint
+
+
+__all__ = ["DEQConfig", "INIT_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
+           "UnrolledOptions", "backward_options"]

@@ -1,0 +1,191 @@
+"""The DEQ layer: z* = f(z*, x), with the init modes that define DEQ, SkipDEQ and SkipRegDEQ.
+
+>>> import torch
+>>> from torch import nn
+>>> class Cell(nn.Module):
+...     def __init__(self):
+...         super().__init__(); self.lin = nn.Linear(4, 4)
+...     def forward(self, z, x):
+...         return torch.tanh(0.5 * self.lin(z) + x)
+>>> deq = DEQ(Cell(), solver="anderson", tol=1e-6)
+>>> z, info = deq(torch.randn(3, 4))
+>>> z.shape, info.converged_frac
+(torch.Size([3, 4]), 1.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..solvers import residual_norms, solve
+from . import backward as bw
+from .config import DEQConfig
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class DEQInfo:
+    """What one forward pass cost and reached; `backward` fills in after loss.backward().
+
+    NFE counts are batched calls of f (a JVP or VJP counts as one).
+    `nfe_fwd_per_sample` is the mean over the batch of the evaluations each
+    sample took part in (a frozen sample stops counting), plus the calls outside
+    the solver (skipreg's f(0, x), the application that carries the gradient).
+    `nfe_solver_per_sample` is the solver's share alone (the paper's convention
+    adds its residual call and final call to it).
+    """
+
+    nfe_fwd: int
+    nfe_fwd_per_sample: float
+    residual: Tensor
+    converged_frac: float
+    trace: list
+    skip_mse: Tensor
+    jac_loss: Tensor
+    reg_loss: Tensor
+    trace_mean: list = field(default_factory=list)
+    backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
+    nfe_solver_per_sample: Optional[float] = None
+
+    @property
+    def nfe_bwd(self) -> int:
+        return self.backward.nfe
+
+    @property
+    def nfe_jac(self) -> int:
+        """The Jacobian penalty's VJPs: its forward probes, and their backward passes once run."""
+        return self.backward.nfe_jac
+
+
+class DEQ(nn.Module):
+    """Deep equilibrium layer over any cell f(z, x) (an nn.Module), configured by a DEQConfig.
+
+    `DEQ(cell, cfg)`, or `DEQ(cell, solver=..., tol=...)` which builds the
+    DEQConfig from its keywords (the settings and their meaning: DEQConfig).
+    init "skip" needs `skip_net`, the explicit network that predicts z0 from x.
+    The forward pass hands `cfg.forward`, validated once, to the solver.
+    `fixed_depth=k` (or `set_fixed_depth(k)`) replaces the solve by k explicit
+    applications (pretraining); `None` switches back to solving. `z_shape(x)` gives the state's shape when
+    it differs from the injection's.
+    """
+
+    def __init__(self, f: nn.Module, cfg: Optional[DEQConfig] = None, *, skip_net: Optional[nn.Module] = None,
+                 fixed_depth: Optional[int] = None, z_shape: Optional[Callable[[Tensor], tuple]] = None,
+                 **settings):
+        super().__init__()
+        if cfg is not None and settings:
+            raise ValueError(f"{', '.join(sorted(settings))}: set in the DEQConfig, not next to it")
+        cfg = cfg if cfg is not None else DEQConfig(**settings)
+        if cfg.init == "skip" and skip_net is None:
+            raise ValueError("init='skip' needs skip_net, the explicit network that predicts z0 from x")
+        if cfg.init != "skip" and skip_net is not None:
+            raise ValueError(f"skip_net is only used with init='skip', not {cfg.init!r}")
+        self.f = f
+        self.skip_net = skip_net
+        self.cfg = cfg
+        self.set_fixed_depth(fixed_depth)
+        self.z_shape = z_shape
+
+    def set_fixed_depth(self, depth: Optional[int]) -> None:
+        """Unroll `depth` explicit applications instead of solving (pretraining); None: solve."""
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"fixed_depth must be an integer >= 1 or None, got {depth!r}")
+        self.fixed_depth = depth
+
+    def initial_state(self, x: Tensor, count: Callable[[], None]) -> Tensor:
+        shape = tuple(self.z_shape(x)) if self.z_shape is not None else tuple(x.shape)
+        zeros = x.new_zeros(shape)
+        if self.cfg.init == "zeros":
+            return zeros
+        if self.cfg.init == "skip":
+            return self.skip_net(x)
+        count()
+        return self.f(zeros, x)
+
+    @torch.no_grad()
+    def unrolled_states(self, x: Tensor, k_max: int) -> list[Tensor]:
+        """States after k = 0..k_max plain applications of the cell from z0 (the depth view), not counted."""
+        z = self.initial_state(x, lambda: None)
+        states = [z]
+        for _ in range(k_max):
+            z = self.f(z, x)
+            states.append(z)
+        return states
+
+    def forward(self, x: Tensor) -> tuple[Tensor, DEQInfo]:
+        calls = [0]
+
+        def count():
+            calls[0] += 1
+
+        def fx(z):
+            return self.f(z, x)
+
+        record = bw.BackwardRecord()
+        z0 = self.initial_state(x, count)
+        if self.cfg.init == "skipreg" and z0.requires_grad:
+            bw.count_backward(z0, record)  # the skip term's (or pretraining's) VJP through f(0, x)
+        if self.fixed_depth is not None:
+            return self._fixed_depth(fx, z0, calls[0], record)
+
+        cfg = self.cfg
+        result = solve(fx, z0.detach(), cfg.forward)
+        z_star = result.z
+        jac_loss = x.new_zeros(())
+        if torch.is_grad_enabled():
+            z_in = z_star.detach().requires_grad_()
+            fz = fx(z_in)
+            calls[0] += 1
+            if cfg.jac_weight > 0:
+                jac_loss, _ = bw.jacobian_penalty(fz, z_in, cfg.jac_probes, record)
+            z, extra = bw.attach(fx, z_in, fz, cfg, record)
+            calls[0] += extra
+        else:
+            z = z_star
+        skip_mse = self._skip_distance(z0, z if cfg.skip_grad == "both" else z_star)
+        solver_per_sample = float(result.sample_nfe.float().mean())
+        return z, DEQInfo(
+            nfe_fwd=result.nfe + calls[0],
+            nfe_fwd_per_sample=solver_per_sample + calls[0],
+            residual=result.residual,
+            converged_frac=result.converged_frac,
+            trace=result.trace,
+            skip_mse=skip_mse,
+            jac_loss=jac_loss,
+            reg_loss=cfg.skip_weight * skip_mse + cfg.jac_weight * jac_loss,
+            trace_mean=result.trace_mean,
+            backward=record,
+            nfe_solver_per_sample=solver_per_sample,
+        )
+
+    def _fixed_depth(self, fx, z0: Tensor, calls: int, record: bw.BackwardRecord) -> tuple[Tensor, DEQInfo]:
+        """Pretraining: k explicit applications, each VJP counted by a hook when backward runs."""
+        z = z0
+        for _ in range(self.fixed_depth):
+            z = fx(z)
+            if z.requires_grad:
+                bw.count_backward(z, record)
+        calls += self.fixed_depth
+        skip_mse = self._skip_distance(z0, z)
+        with torch.no_grad():  # one counted evaluation to report how far from equilibrium
+            res = residual_norms(z, fx(z), self.cfg.stop_mode)
+        calls += 1
+        return z, DEQInfo(
+            nfe_fwd=calls, nfe_fwd_per_sample=float(calls), residual=res,
+            converged_frac=float((res <= self.cfg.tol).float().mean()), trace=[], skip_mse=skip_mse,
+            jac_loss=z.new_zeros(()), reg_loss=self.cfg.skip_weight * skip_mse, backward=record,
+            nfe_solver_per_sample=float(self.fixed_depth),
+        )
+
+    def _skip_distance(self, z0: Tensor, z_star: Tensor) -> Tensor:
+        """d(z0, z*): mean squared or mean absolute difference; z* detached unless skip_grad='both'."""
+        if self.cfg.init == "zeros":
+            return z0.new_zeros(())
+        target = z_star if self.cfg.skip_grad == "both" else z_star.detach()
+        diff = z0 - target
+        return diff.abs().mean() if self.cfg.skip_norm == "l1" else diff.pow(2).mean()

@@ -1,0 +1,39 @@
+"""Where a run executes: the device it picks, and the provenance record every row it writes carries."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+
+import torch
+
+from .. import __version__
+from .config import TrainConfig
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def provenance(config: TrainConfig, device: torch.device, num_workers: int = 0) -> dict:
+    try:
+        ray_version = metadata.version("ray")  # without importing it (seconds)
+    except metadata.PackageNotFoundError:
+        ray_version = None
+    from ..provenance import environment
+
+    return {
+        "seed": config.seed, "config_hash": config.config_hash(), "deqlab_version": __version__,
+        "torch_version": torch.__version__, "ray_version": ray_version, "device": str(device),
+        "num_workers": num_workers, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment(),
+    }

@@ -1,0 +1,299 @@
+"""One training run, end to end: the loop every study trial runs.
+
+`train(config, reporter)` is seeded, picks the device (CUDA when present),
+pretrains at fixed depth for `pretrain_epochs`, then trains the DEQ, and after
+every epoch hands the reporter the metrics of the results contract
+(docs/design.md). A run that goes non-finite, or whose unconverged fraction passes
+`max_unconverged_frac` (default 0.5), ends with status "diverged" and keeps what it measured;
+it never raises mid-study.
+
+The reporter is the only thing that differs between a plain run, a Ray Tune
+trial and a Ray Train worker. The loop asks the model only what every zoo
+model answers (deqlab.models.base): built from the data's shape, switched to
+fixed depth, its states over depth.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+import torch
+from torch import nn
+
+from ..data import load_dataset, make_loaders
+from ..models import build
+from ..parallel import Replicas
+from .config import TrainConfig
+from .diagnostics import depth_states, residual_traces
+from .env import select_device, sync
+
+
+class Reporter(Protocol):
+    def __call__(self, epoch: int, metrics: dict) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    status: str
+    history: list = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def model_for(config: TrainConfig, splits) -> nn.Module:
+    """The configured model for these data (its DEQ layer gets `config.deq` as it is)."""
+    return build(config.model.name, splits.input_shape, splits.num_classes, config.deq, **config.model.options)
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
+    o = config.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    opt = cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    sched = None
+    if o.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps_total, 1), eta_min=o.min_lr)
+    return opt, sched
+
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress: bool = False,
+          writer=None, data=None, replicas: Optional[Replicas] = None,
+          device: Optional[torch.device] = None) -> TrainResult:
+    """Run one configuration; report after every epoch; return the status and per-epoch metrics.
+
+    With `replicas` (data-parallel workers in a process group) each replica
+    trains on its shard with batch `data.batch_size // world_size`, so the
+    global batch, and with it the optimisation, does not depend on the number
+    of workers; gradients are averaged every step. Give the writer to one rank.
+    """
+    torch.manual_seed(config.seed)
+    run = _Run.prepare(config, data, replicas, device if device is not None else select_device(config.device))
+    result = TrainResult(status="running")
+    bar = _ProgressBar(run.epochs) if progress else None
+    for epoch in range(run.epochs):
+        pretraining = epoch < config.pretrain_epochs
+        run.model.set_fixed_depth(config.pretrain_depth if pretraining else None)
+        if run.shard is not None:
+            run.train_loader.sampler.set_epoch(epoch)
+        try:
+            metrics = _train_epoch(run.model, run.train_loader, run.opt, run.sched, config, run.device, replicas)
+            metrics.update(evaluate(run.model, run.test_loader, run.device))
+        except FloatingPointError as exc:
+            result.status, result.error = "diverged", str(exc)
+            break
+        if replicas is not None:
+            metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd", "nfe_jac",
+                                                                  "nfe_train_total")}))
+            metrics["replica_weight_spread"] = replicas.weight_spread(run.model)
+        metrics["phase"] = "pretrain" if pretraining else "deq"
+        metrics["lr"] = run.opt.param_groups[0]["lr"]
+        diverged = _diverged(metrics, config, pretraining)
+        if writer is not None:
+            run.write(writer, epoch, metrics, "diverged" if diverged else "running")
+        result.history.append(metrics)
+        if reporter is not None:
+            reporter(epoch, metrics)
+        if bar is not None:
+            bar.update(epoch, metrics)
+        if diverged:
+            result.status, result.error = "diverged", diverged
+            break
+    else:
+        result.status = "completed"
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.set_status(result.status)
+        writer.flush()
+    return result
+
+
+@dataclass
+class _Run:
+    """What a run trains with: the model, its loaders, optimiser and fixed evaluation batch."""
+
+    config: TrainConfig
+    device: torch.device
+    model: nn.Module
+    train_loader: object
+    test_loader: object
+    opt: torch.optim.Optimizer
+    sched: object
+    shard: Optional[tuple[int, int]]
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+
+    @property
+    def epochs(self) -> int:
+        return self.config.pretrain_epochs + self.config.epochs
+
+    @classmethod
+    def prepare(cls, config: TrainConfig, data, replicas: Optional[Replicas], device: torch.device) -> "_Run":
+        splits = data if data is not None else load_dataset(
+            config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
+            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed)
+        if splits.task != "classification":
+            raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
+        batch_size, shard = config.data.batch_size, None
+        if replicas is not None:
+            batch_size, shard = config.data.batch_size // replicas.world_size, (replicas.rank, replicas.world_size)
+            if batch_size < 1:
+                raise ValueError(f"data.batch_size {config.data.batch_size} is smaller than the "
+                                 f"{replicas.world_size} workers; it is the global batch, split between them")
+        train_loader, test_loader = make_loaders(splits, batch_size, seed=config.seed, shard=shard,
+                                                 pin_memory=device.type == "cuda")  # async host-to-GPU copies
+        model = model_for(config, splits).to(device)
+        if replicas is not None:
+            replicas.broadcast_parameters(model)
+        steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
+        opt, sched = _make_optimizer(config, model, (config.pretrain_epochs + config.epochs) * steps_per_epoch)
+        eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
+        return cls(config, device, model, train_loader, test_loader, opt, sched, shard, eval_x.to(device),
+                   eval_y.to(device))
+
+    def write(self, writer, epoch: int, metrics: dict, status: str) -> None:
+        """The epoch's row, the fixed batch's residual traces and (if asked) its states over depth."""
+        fwd, bwd = residual_traces(self.model, self.eval_x, self.eval_y)
+        writer.add_trace(epoch, "fwd", *fwd)
+        if bwd is not None:
+            writer.add_trace(epoch, "bwd", *bwd)
+        if self.config.depth_states:
+            writer.write_states(depth_states(self.model, self.eval_x, self.eval_y, self.config.depth_states, epoch))
+        writer.add_epoch(epoch, metrics, status)
+        writer.flush()
+
+
+def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional[str]:
+    for key in ("train_loss", "test_loss"):
+        if not math.isfinite(metrics[key]):
+            return f"non-finite {key}"
+    limit = config.max_unconverged_frac
+    if limit is not None and not pretraining and 1 - metrics["converged_frac"] > limit:
+        return f"unconverged fraction {1 - metrics['converged_frac']:.3f} > {limit}"
+    return None
+
+
+def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None) -> dict:
+    """One pass over the training data; NFE columns are means per micro-batch (per sample, see evaluate)."""
+    model.train()
+    accumulate = config.optim.accumulate
+    loss_sum = n = 0
+    nfe = {"train_nfe_fwd": 0.0, "nfe_bwd": 0.0, "nfe_jac": 0.0}
+    fwd_t = bwd_t = 0.0
+    batches = 0
+    n_batches = len(loader)
+    sync(device)
+    t_epoch = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    for xb, yb in loader:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        sync(device)
+        t0 = time.perf_counter()
+        logits, info = model(xb)
+        task = nn.functional.cross_entropy(logits, yb)
+        loss = task + info.reg_loss
+        sync(device)
+        t1 = time.perf_counter()
+        if replicas is None and not torch.isfinite(loss):
+            raise FloatingPointError("non-finite training loss")
+        batches += 1
+        # the last group of an epoch may be short: average over the micro-batches it has
+        group = min(accumulate, n_batches - (batches - 1) // accumulate * accumulate)
+        (loss / group if group > 1 else loss).backward()
+        if batches % accumulate == 0 or batches == n_batches:
+            _step(model, opt, sched, config, replicas, loss)
+        sync(device)
+        t2 = time.perf_counter()
+        fwd_t += t1 - t0
+        bwd_t += t2 - t1
+        loss_sum += float(task.detach()) * len(yb)
+        n += len(yb)
+        nfe["train_nfe_fwd"] += info.nfe_fwd_per_sample
+        nfe["nfe_bwd"] += info.nfe_bwd
+        nfe["nfe_jac"] += info.nfe_jac
+    sync(device)
+    out = {k: v / max(batches, 1) for k, v in nfe.items()}
+    out["nfe_train_total"] = sum(out.values())
+    return {
+        "train_loss": loss_sum / max(n, 1), **out,
+        "fwd_time_s": fwd_t,
+        "bwd_time_s": bwd_t,
+        "epoch_time_s": time.perf_counter() - t_epoch,
+    }
+
+
+def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
+    """Average the replicas' gradients (if any), clip, step the optimiser and the schedule."""
+    if replicas is not None and not math.isfinite(replicas.average_gradients(model, loss)):
+        raise FloatingPointError("non-finite training loss")  # on some replica: all stop together
+    if config.optim.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device) -> dict:
+    """Test loss/accuracy, per-sample forward NFE, convergence and inference time per sample.
+
+    `nfe_test_total` is everything a prediction costs per sample (forward only:
+    no backward, no regulariser at test time). `nfe_fwd_paper` is the published
+    code's convention: the solver's batched calls plus one residual call and one
+    final call (minimum 4 for Broyden: initial evaluation, one update, residual,
+    final); it leaves out skipreg's f(0, x), as that code did not count it.
+    """
+    model.eval()
+    loss_sum = correct = n = 0
+    nfe = conv = res = paper = 0.0
+    sync(device)
+    t0 = time.perf_counter()
+    for xb, yb in loader:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        logits, info = model(xb)
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == yb).sum())
+        k = len(yb)
+        n += k
+        nfe += info.nfe_fwd_per_sample * k
+        solver = info.nfe_solver_per_sample
+        paper += (solver + 2 if solver is not None else math.nan) * k
+        conv += info.converged_frac * k
+        res += float(info.residual.mean()) * k  # inf if a sample never got a finite iterate; NaN: no solver
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    model.train()
+    n = max(n, 1)
+    return {"test_loss": loss_sum / n, "test_acc": correct / n, "nfe_fwd": nfe / n, "nfe_test_total": nfe / n,
+            "nfe_fwd_paper": paper / n, "converged_frac": conv / n, "residual": res / n,
+            "infer_time_s": elapsed / n}
+
+
+class _ProgressBar:
+    """A rich progress bar over epochs, for interactive runs."""
+
+    def __init__(self, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress(transient=False)
+        self.p.start()
+        self.total = total
+        self.task = self.p.add_task("training", total=total)
+
+    def update(self, epoch: int, m: dict) -> None:
+        # labelled, and accuracy in % as in every table
+        desc = (f"epoch {epoch + 1}/{self.total}  test acc {100 * m['test_acc']:.1f}%  "
+                f"NFE fwd {m['nfe_fwd']:.1f}  NFE bwd {m['nfe_bwd']:.1f}")
+        self.p.update(self.task, advance=1, description=desc)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+__all__ = ["TrainResult", "train", "evaluate", "model_for"]
