@@ -23,12 +23,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .display import column_name, value_name
-from .export import METRICS, metric_info, sort_key
+from ..results.schema import CATALOGUE, Status, column_name, metric_info, value_name
+from .tables import sort_key
 
 PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.D3[1:] + px.colors.qualitative.Dark24
-STATUS_COLOURS = {"completed": "#2ca02c", "running": "#1f77b4", "pruned": "#ff7f0e", "diverged": "#9467bd",
-                  "failed": "#d62728"}
+STATUS_COLOURS = {Status.COMPLETED.value: "#2ca02c", Status.RUNNING.value: "#1f77b4", Status.PRUNED.value: "#ff7f0e",
+                  Status.DIVERGED.value: "#9467bd", Status.FAILED.value: "#d62728"}
 EPOCH_AXIS = dict(title_text="epoch", tickmode="linear", dtick=1, tick0=0)
 
 
@@ -56,7 +56,7 @@ def axis_title(column: str) -> str:
 def in_display_units(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with fractions shown in percent (accuracy 0.91 -> 91), as the tables show them."""
     out = frame.copy()
-    for col, info in METRICS.items():
+    for col, info in CATALOGUE.items():
         if col in out.columns and info.scale != 1:
             out[col] = pd.to_numeric(out[col], errors="coerce") * info.scale
     return out
@@ -91,11 +91,11 @@ def learning_curves(trials: pd.DataFrame, metric: str, colour: Optional[str], cm
         status = str(part["status"].iloc[-1])
         key = value_name(colour, part[colour].iloc[0]) if colour and colour in part else status
         colours = cmap.of(colour) if colour and colour in part else STATUS_COLOURS
-        name = f"{key}" if status == "completed" else f"{key} ({status})"
+        name = f"{key}" if status == Status.COMPLETED else f"{key} ({status})"
         fig.add_trace(go.Scatter(x=part["epoch"], y=part[metric], mode="lines+markers", name=name,
                                  legendgroup=name, showlegend=name not in shown,
                                  line=dict(color=colours.get(key, "#7f7f7f"),
-                                           dash="solid" if status == "completed" else "dash"),
+                                           dash="solid" if status == Status.COMPLETED else "dash"),
                                  hovertext=f"{study} / {trial} ({status})", hoverinfo="text+y"))
         shown.add(name)
     fig.update_xaxes(**EPOCH_AXIS)
@@ -174,7 +174,7 @@ def optuna_study(summary: pd.DataFrame, params: Sequence[str], metric: str, mode
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    done = summary[(summary["status"] == "completed") & summary[metric].notna()] if "status" in summary else summary
+    done = summary[(summary["status"] == Status.COMPLETED) & summary[metric].notna()] if "status" in summary else summary
     dists = {}
     for col in params:
         values = done[col].dropna()
