@@ -11,6 +11,7 @@ pandas-free: `deqlab validate` imports it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Mapping, Optional
@@ -101,6 +102,23 @@ PROVENANCE = (
 KEYS = ("study", "trial_id", "epoch", "status")  # every trials row; `phase` and `error` are text columns
 TRACE_COLUMNS = ("epoch", "phase", "step", "residual_max", "residual_mean")
 NOT_METRICS = frozenset({"study", "trial_id", "epoch", "epochs", "status", "phase", *PROVENANCE})
+
+
+# Study and trial names: path components of a study directory.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,200}$")
+
+
+def is_safe_name(name) -> bool:
+    return isinstance(name, str) and bool(_SAFE_NAME.match(name)) and ".." not in name
+
+
+def check_name(kind: str, name: str) -> str:
+    """Study and trial names become path components: refuse anything that could escape the root."""
+    if not is_safe_name(name):
+        raise ValueError(
+            f"invalid {kind} name {name!r}: use letters, digits and _ . = + - (no path separators, no '..')"
+        )
+    return name
 
 
 def metric_info(name: str, modes: Optional[Mapping[str, str]] = None) -> Metric:
