@@ -238,7 +238,7 @@ def test_every_page_renders_on_a_study(study, monkeypatch):
     at.sidebar.radio(key="page").set_value("Trial detail").run()
     at.selectbox(key="trial_pick").set_value(("cmp", "skip-anderson-0")).run()
     curves = _points(at.get("plotly_chart")[0])
-    assert curves["test acc."] == 2 and curves["NFE backward"] == 2
+    assert curves["Test acc."] == 2 and curves["NFE bwd"] == 2  # the catalogue's labels
 
 
 def _array(values) -> np.ndarray:
@@ -304,7 +304,7 @@ def test_trial_detail_labels_ticks_and_tolerance(study, monkeypatch):
     assert pick.format_func(("cmp", "skip-anderson-0")) == "cmp / skip-anderson-0: SkipDEQ Anderson tol 0.001 (completed)"
     pick.set_value(("cmp", "skip-anderson-0")).run()
     curves, traces = _figures(at)[:2]
-    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "test accuracy (%)"
+    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "Test acc. (%)"  # the catalogue's
     assert [s.y0 for s in traces.layout.shapes] == [1e-3]  # the trial's tolerance, drawn on the residuals
     params = {r["name"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
     assert params["seed"] == "0" and params["deq.init"] == "SkipDEQ"

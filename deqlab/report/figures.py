@@ -103,10 +103,11 @@ def learning_curves(trials: pd.DataFrame, metric: str, colour: Optional[str], cm
     return fig
 
 
-SERIES = {"test_acc": ("test acc.", "#1f77b4"), "train_loss": ("train loss", "#ff7f0e"),
-          "test_loss": ("test loss", "#2ca02c"), "nfe_fwd": ("NFE forward", "#d62728"),
-          "nfe_bwd": ("NFE backward", "#9467bd"), "epoch_time_s": ("epoch", "#8c564b"),
-          "fwd_time_s": ("forward pass", "#e377c2"), "bwd_time_s": ("backward pass", "#17becf")}
+# The trial view's panels (title, metrics) and each metric's line colour; names and units from the catalogue.
+PANELS = ((None, ("test_acc",)), ("loss", ("train_loss", "test_loss")), ("NFE per sample", ("nfe_fwd", "nfe_bwd")),
+          ("time per epoch (s)", ("epoch_time_s", "fwd_time_s", "bwd_time_s")))
+SERIES_COLOURS = {"test_acc": "#1f77b4", "train_loss": "#ff7f0e", "test_loss": "#2ca02c", "nfe_fwd": "#d62728",
+                  "nfe_bwd": "#9467bd", "epoch_time_s": "#8c564b", "fwd_time_s": "#e377c2", "bwd_time_s": "#17becf"}
 
 
 def timeline_figure(frame: pd.DataFrame) -> go.Figure:
@@ -124,17 +125,15 @@ def trial_curves(hist: pd.DataFrame) -> go.Figure:
     """One trial by epoch in four panels (accuracy in %, loss, NFE, time), one legend group per panel."""
     from plotly.subplots import make_subplots  # noqa: PLC0415 (only this figure needs it)
 
-    titles = ("test accuracy (%)", "loss", "NFE per sample", "time per epoch (s)")
+    titles = [title or axis_title(cols[0]) for title, cols in PANELS]  # one metric: its label and unit
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
-    panels = [(1, 1, ["test_acc"]), (1, 2, ["train_loss", "test_loss"]), (2, 1, ["nfe_fwd", "nfe_bwd"]),
-              (2, 2, ["epoch_time_s", "fwd_time_s", "bwd_time_s"])]
-    for (r, c, cols), title in zip(panels, titles):
+    for k, ((_, cols), title) in enumerate(zip(PANELS, titles)):
+        r, c = k // 2 + 1, k % 2 + 1
         for col in cols:
             if col in hist.columns and hist[col].notna().any():
-                name, colour = SERIES[col]
-                fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=name,
-                                         line=dict(color=colour), legendgroup=title, legendgrouptitle_text=title),
-                              row=r, col=c)
+                fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=metric_info(col).label,
+                                         line=dict(color=SERIES_COLOURS[col]), legendgroup=title,
+                                         legendgrouptitle_text=title), row=r, col=c)
         fig.update_yaxes(title_text=title, row=r, col=c)
     fig.update_xaxes(**EPOCH_AXIS)
     fig.update_layout(height=600, legend=dict(groupclick="toggleitem"))
