@@ -65,8 +65,6 @@ class Metric:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
-MetricInfo = Metric  # the name export code knew it by
-
 CATALOGUE: dict[str, Metric] = {m.name: m for m in (
     Metric("train_loss", "Train loss", mode="min"),
     Metric("test_loss", "Test loss", mode="min"),
