@@ -6,7 +6,7 @@ times what the Compare page does on every (re)load: `deqlab.results.load` of
 the trials (traces are read per trial, on the Trial detail page), the final
 epoch of each trial, the Pareto front and the grouped comparison table. A
 second call with unchanged files goes through the same cache key the app uses
-(`dashboard_data.signature` + a memo) and shows what a re-run of the page costs.
+(`deqlab.report.views.signature` + a memo) and shows what a re-run of the page costs.
 
 Then the same with a compaction snapshot (`deqlab.results.compact`, what the
 study driver writes when a study finishes): the time to compact, a cold load
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deqlab import dashboard_data as dd
-from deqlab import export
+from deqlab.report import views as dd
+from deqlab.report import tables as export
 from deqlab.results import COMPACT_DIR, TableCache, TrialWriter, compact, load
 
 GOAL_S = 2.0

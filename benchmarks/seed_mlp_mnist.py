@@ -45,7 +45,7 @@ from unittest import mock
 
 import torch
 
-from deqlab.dashboard_data import pca_states
+from deqlab.report.views import pca_states
 from deqlab.data import DataError, fetch, load_dataset, make_loaders
 from deqlab.results import TrialWriter, load_states
 import deqlab.run.loop as loop

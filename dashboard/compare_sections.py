@@ -8,16 +8,21 @@ import warnings
 import plotly.express as px
 import streamlit as st
 
-from deqlab import dashboard_data as dd
-from deqlab import dashboard_figures as figs
-from deqlab import export
-from deqlab.display import column_name, value_name
-from deqlab.export_render import notes
+from deqlab.report import figures as figs
+from deqlab.report import tables as export
+from deqlab.report import views as dd
+from deqlab.report.render import notes
+from deqlab.results import column_name, metric_info, value_name
+
+
+def objectives(specs: dict) -> dict[str, str]:
+    """{metric: mode} of the studies' objectives, else the default objective of the views."""
+    return export.objective_modes(list(specs.values())) or dict(dd.DEFAULT_OBJECTIVES)
 
 
 def mode_of(metric: str, goals: dict) -> str:
     """The direction of a metric: the study's objective, else the metric's own, else max."""
-    return goals.get(metric) or export.metric_info(metric).mode or "max"
+    return goals.get(metric) or metric_info(metric).mode or "max"
 
 
 def default_index(options, wanted, fallback=0):
@@ -49,7 +54,7 @@ def by_hyperparameter(summary, frame, metrics, y, params, colour, cmap):
 
 def learning_curves(trials, summary, colour, cmap):
     st.subheader("Learning curves")
-    metric_options = [m for m in ("test_acc", "test_loss", "train_loss", "nfe_fwd") if m in trials.columns]
+    metric_options = [m for m in dd.CURVE_METRICS if m in trials.columns]
     if trials.empty or not metric_options:
         return
     metric = st.selectbox("curve", metric_options, format_func=figs.axis_title, key="curve_metric")
@@ -99,7 +104,7 @@ def baseline_intervals(trials, summary, goals, params):
     values = sorted(summary[col].dropna().unique().tolist(), key=dd.sort_key)
     base = c2.selectbox("baseline", values, index=default_index(values, ["zeros"]), format_func=lambda v: value_name(col, v),
                         key="ci_value")
-    metric = c3.selectbox("ratio of", times, index=default_index(times, ["epoch_time_s"]), format_func=figs.axis_title,
+    metric = c3.selectbox("ratio of", times, index=default_index(times, dd.RATIO_METRICS), format_func=figs.axis_title,
                           key="ci_metric")
     by = [g[len("param."):] for g in groups]
     rows = trials.merge(summary[["study", "trial_id"]], on=["study", "trial_id"])

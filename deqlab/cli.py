@@ -168,7 +168,7 @@ def _run_train(args: argparse.Namespace) -> int:
     """One configuration without Ray, writing the same Parquet files a study trial writes."""
     import yaml
 
-    from .results import TrialWriter, check_name, write_text_atomic
+    from .results import TRAIN_FILE, TrialWriter, check_name
     from .run import provenance, select_device, train
 
     path = Path(args.config)
@@ -177,7 +177,7 @@ def _run_train(args: argparse.Namespace) -> int:
     trial = f"train-{config.config_hash()}"
     writer = TrialWriter(args.storage, study, trial, config.flat_params(),
                          provenance(config, select_device(config.device)))
-    write_text_atomic(yaml.safe_dump(config.model_dump(), sort_keys=False), f"{writer.base}/study.yaml")
+    writer.store.write_text(TRAIN_FILE, yaml.safe_dump(config.model_dump(), sort_keys=False))
     result = train(config, progress=not args.quiet, writer=writer)
     final = result.final
     print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
@@ -334,9 +334,10 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
 
 
 def _results_dirs(paths: Sequence[str]) -> list[str]:
-    from .dashboard_data import study_dirs
+    from .report.views import study_dirs
+    from .results import is_uri
 
-    missing = [p for p in paths if "://" not in p and not Path(p).is_dir()]
+    missing = [p for p in paths if not is_uri(p) and not Path(p).is_dir()]
     if missing:
         raise ValueError(f"no such results directory: {', '.join(missing)}")
     return study_dirs(paths)
@@ -345,7 +346,7 @@ def _results_dirs(paths: Sequence[str]) -> list[str]:
 def _run_export(args: argparse.Namespace) -> int:
     import warnings
 
-    from . import export
+    from .report import tables as export
     from .results import load, load_spec
 
     dirs = _results_dirs(args.dirs)
@@ -414,7 +415,9 @@ def dashboard_app() -> Path:
 
 def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
     """(argv, environment) of the Streamlit server; the directories travel in $DEQLAB_DASHBOARD_DIRS."""
-    dirs = [d if "://" in d else os.path.abspath(d) for d in _results_dirs(args.dirs)]
+    from .results import absolute
+
+    dirs = [absolute(d) for d in _results_dirs(args.dirs)]
     argv = [sys.executable, "-m", "streamlit", "run", str(dashboard_app()),
             "--server.headless", "true", "--server.address", args.host, "--server.port", str(args.port),
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
@@ -423,7 +426,7 @@ def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard_data import split_dirs
+    from .report.views import split_dirs
 
     argv, env = dashboard_command(args)
     print(f"deqlab dashboard on http://{args.host}:{args.port} (read-only) for "

@@ -93,7 +93,7 @@ def environment() -> dict:
 
 def pooled_hardware(trials: pd.DataFrame, by) -> list[str]:
     """One line per row of `deqlab export`'s table whose completed trials ran on different hardware."""
-    from .export import final_epochs, resolve_column
+    from .report.tables import final_epochs, resolve_column
 
     final = final_epochs(trials) if len(trials) else trials
     if final.empty or "hardware" not in final.columns:

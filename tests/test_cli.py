@@ -152,7 +152,9 @@ def test_train_command_writes_results(tmp_path, capsys):
     assert len(files) == 1
     rows = pd.read_parquet(files[0])
     assert list(rows["status"]) == ["completed"] and rows["param.deq.solver"].iloc[0] == "broyden"
-    assert (tmp_path / "res" / "tiny" / "study.yaml").is_file()
+    # the run's TrainConfig goes to train.yaml: study.yaml is only ever a study spec
+    assert (tmp_path / "res" / "tiny" / "train.yaml").is_file()
+    assert not (tmp_path / "res" / "tiny" / "study.yaml").exists()
 
 
 @pytest.mark.parametrize("text,match", [

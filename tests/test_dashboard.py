@@ -24,10 +24,10 @@ import pytest
 from system_tools import skip_or_fail_without
 from study_factory import add_depth_states, comparison_study, metrics, params, write_trial
 
-import deqlab.results as results_module
-from deqlab import dashboard_data as dd
-from deqlab import dashboard_figures as figs
-from deqlab import export
+import deqlab.results.store as results_module
+from deqlab.report import views as dd
+from deqlab.report import figures as figs
+from deqlab.report import tables as export
 from deqlab.cli import build_parser, dashboard_command, main
 from deqlab.results import TableCache, load, load_spec, load_states, load_trial_traces
 
@@ -93,8 +93,8 @@ def test_load_skips_corrupt_and_temp_files_and_cache_rereads_only_changes(tmp_pa
     (tmp_path / "s" / "trials" / "bad.parquet").write_bytes(b"PAR1 torn")
     (tmp_path / "s" / "trials" / ".t9.parquet.abc.tmp").write_bytes(b"in progress")
     reads = []
-    real = results_module._read_table
-    monkeypatch.setattr(results_module, "_read_table", lambda fs, path: reads.append(Path(path).name) or real(fs, path))
+    real = results_module.read_table
+    monkeypatch.setattr(results_module, "read_table", lambda fs, path: reads.append(Path(path).name) or real(fs, path))
     cache = TableCache()
     with pytest.warns(UserWarning, match="skipping unreadable results file .*bad.parquet"):
         res = load(tmp_path / "s", cache=cache)
@@ -161,7 +161,7 @@ def test_best_trials_per_objective(study):
 
 
 def test_timeline_spans_each_trial_from_its_start_over_its_epochs():
-    from deqlab.dashboard_figures import timeline_figure
+    from deqlab.report.figures import timeline_figure
 
     summary = pd.DataFrame({
         "study": ["s", "s", "s"], "trial_id": ["a", "b", "never"], "status": ["completed", "pruned", "failed"],
@@ -238,7 +238,7 @@ def test_every_page_renders_on_a_study(study, monkeypatch):
     at.sidebar.radio(key="page").set_value("Trial detail").run()
     at.selectbox(key="trial_pick").set_value(("cmp", "skip-anderson-0")).run()
     curves = _points(at.get("plotly_chart")[0])
-    assert curves["test acc."] == 2 and curves["NFE backward"] == 2
+    assert curves["Test acc."] == 2 and curves["NFE bwd"] == 2  # the catalogue's labels
 
 
 def _array(values) -> np.ndarray:
@@ -304,7 +304,7 @@ def test_trial_detail_labels_ticks_and_tolerance(study, monkeypatch):
     assert pick.format_func(("cmp", "skip-anderson-0")) == "cmp / skip-anderson-0: SkipDEQ Anderson tol 0.001 (completed)"
     pick.set_value(("cmp", "skip-anderson-0")).run()
     curves, traces = _figures(at)[:2]
-    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "test accuracy (%)"
+    assert curves.layout.xaxis.dtick == 1 and curves.layout.yaxis.title.text == "Test acc. (%)"  # the catalogue's
     assert [s.y0 for s in traces.layout.shapes] == [1e-3]  # the trial's tolerance, drawn on the residuals
     params = {r["name"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
     assert params["seed"] == "0" and params["deq.init"] == "SkipDEQ"

@@ -22,8 +22,8 @@ import pytest
 from system_tools import skip_or_fail_without
 from study_factory import comparison_study, metrics, params, write_trial
 
-from deqlab import export
-from deqlab.export_render import column_format, format_value, header
+from deqlab.report import tables as export
+from deqlab.report.render import column_format, format_value, header
 from deqlab.cli import main
 from deqlab.results import load
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from study_factory import metrics, params, write_trial
 
-import deqlab.results as results_module
+import deqlab.results.store as results_module
 from deqlab.results import TableCache, compact, finalize_trial, load, snapshot_path
 
 TRACE_KEYS = ["study", "trial_id", "epoch", "phase", "step"]
@@ -72,8 +72,8 @@ def _touch_later(path: Path) -> None:
 def reads(monkeypatch):
     """Names of the per-trial files `load` opens."""
     seen: list[str] = []
-    real = results_module._read_table
-    monkeypatch.setattr(results_module, "_read_table",
+    real = results_module.read_table
+    monkeypatch.setattr(results_module, "read_table",
                         lambda fs, path: seen.append("/".join(Path(path).parts[-2:])) or real(fs, path))
     return seen
 

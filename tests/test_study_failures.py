@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from study_factory import TINY
 
-from deqlab import dashboard_data as dd
+from deqlab.report import views as dd
 from deqlab.results import load
 from deqlab.study import parse_study
 from deqlab.study.failures import describe_exception

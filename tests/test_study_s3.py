@@ -23,7 +23,7 @@ import yaml
 from ray_cluster import free_port, two_node_cluster
 from study_factory import TINY
 
-from deqlab import dashboard_data as dd
+from deqlab.report import views as dd
 from deqlab.results import load, load_states
 from deqlab.study import parse_study
 from deqlab.study.summary import final_rows, list_studies

@@ -26,7 +26,7 @@ from typing import Optional
 
 import pandas as pd
 
-from ..results import FINAL_STATUSES, _scalar, load, set_aside, trial_ids_on_disk
+from ..results import FINAL_STATUSES, is_uri, load, scalar, set_aside, trial_ids_on_disk
 from .spec import StudyError, StudySpec
 
 LOCK_FILE = ".driver.lock"
@@ -47,7 +47,7 @@ class StudyLock:
 
     def __init__(self, path: str, name: str):
         self.name = name
-        if "://" in path:
+        if is_uri(path):
             key = hashlib.sha256(path.encode()).hexdigest()[:32]
             self.path = os.path.join(tempfile.gettempdir(), "deqlab-locks", f"{key}.lock")
         else:
@@ -83,7 +83,7 @@ class StudyLock:
 
 def check_owner(path: str) -> None:
     """Resume loads state from the study directory (Optuna's SQLite, the spec): only from one of ours."""
-    if "://" in path or not os.path.isdir(path):
+    if is_uri(path) or not os.path.isdir(path):
         return
     owner, me = os.stat(path).st_uid, os.geteuid()
     if owner != me:
@@ -112,7 +112,7 @@ def disk_full_error(spec: StudySpec, path: str) -> StudyError:
 
 def disk_is_full(path: str, need: int = 1 << 20) -> bool:
     """Whether the local study directory's file system has less than `need` bytes left."""
-    if "://" in path:
+    if is_uri(path):
         return False
     try:
         return shutil.disk_usage(path).free < need
@@ -181,7 +181,7 @@ def plan_resume(storage: str, path: str, spec: StudySpec) -> ResumePlan:
 def _point_key(spec: StudySpec, point: dict) -> tuple:
     """A grid point's hyperparameters as its trial file records them (`param.*`, nested values as text)."""
     params = spec.train_config(point).flat_params()
-    return tuple(sorted((k, _scalar(v)) for k, v in params.items() if v is not None))
+    return tuple(sorted((k, scalar(v)) for k, v in params.items() if v is not None))
 
 
 def _row_key(row: pd.Series) -> tuple:

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import _filesystem, compact, finalize_trial, load, trial_progress, write_text_atomic
+from ..results import absolute as absolute_storage, filesystem, is_uri, study_path as study_dir  # noqa: F401 (names of this module)
+from ..results import compact, finalize_trial, load, trial_progress, write_text_atomic
 from .cluster import code_path_for_workers, refuse_unshared_storage
 from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
                       is_disk_full, plan_resume)
@@ -42,18 +43,8 @@ COMPACT_EVERY_S = 30.0
 COMPACT_COST_RATIO = 10.0
 
 
-def study_dir(storage: str, name: str) -> str:
-    """Absolute for a local root (Tune needs it), the URI itself for remote storage."""
-    return f"{storage.rstrip('/')}/{name}" if "://" in storage else f"{_filesystem(storage)[1]}/{name}"
-
-
-def absolute_storage(storage: str) -> str:
-    """Tune runs each trial in its own working directory: a relative root would land inside it."""
-    return storage if "://" in storage else os.path.abspath(storage)
-
-
 def _is_local(storage: str) -> bool:
-    return "://" not in storage
+    return not is_uri(storage)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -432,7 +423,7 @@ def _make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):
 
 def _shown(metric: str, value: float) -> str:
     """A metric as the tables show it: `Test acc. (%) 96.39`, not `test_acc 0.9639`."""
-    from ..export import metric_info
+    from ..results import metric_info
 
     info = metric_info(metric)
     return f"{info.title} {value * info.scale:.4g}"
@@ -466,7 +457,7 @@ def check_data(spec: StudySpec) -> None:
 def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     """Create the study directory, probe that it is writable, and save the spec as run."""
     path = study_dir(storage, spec.name)
-    fs, base = _filesystem(path)
+    fs, base = filesystem(path)
     existing = fs.get_file_info(f"{base}/study.yaml")
     if existing.type != existing.type.NotFound and not exist_ok:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
@@ -474,7 +465,7 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     probe = f"{path}/.write-probe-{os.getpid()}-{time.time_ns()}"  # the URI: a bare bucket path reads as local
     try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
         write_text_atomic("0" * (1 << 20), probe)
-        fs.delete_file(_filesystem(probe)[1])
+        fs.delete_file(filesystem(probe)[1])
     except OSError as exc:
         raise StudyError(f"cannot write results under {path}: {exc}") from None
     write_text_atomic(spec.dump(), f"{path}/study.yaml")
@@ -555,7 +546,7 @@ def _finish_study(spec: StudySpec, storage: str, path: str, grid, say: Callable[
 def load_saved_spec(storage: str, name: str) -> StudySpec:
     import yaml
 
-    fs, base = _filesystem(study_dir(storage, name))
+    fs, base = filesystem(study_dir(storage, name))
     try:
         with fs.open_input_stream(f"{base}/study.yaml") as f:
             raw = yaml.safe_load(f.read().decode())
@@ -576,7 +567,7 @@ def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
 def _download(source: str, local: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, path = _filesystem(source)
+    fs, path = filesystem(source)
     if fs.get_file_info(path).type == pafs.FileType.File:
         pafs.copy_files(path, local, source_filesystem=fs)
 
@@ -584,7 +575,7 @@ def _download(source: str, local: str) -> None:
 def _upload(local: str, target: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, path = _filesystem(target)
+    fs, path = filesystem(target)
     pafs.copy_files(local, path, destination_filesystem=fs)
 
 

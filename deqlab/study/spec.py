@@ -23,12 +23,10 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from ..results import METRICS, check_name
+from ..results import OBJECTIVE_METRICS, check_name
 from ..solvers.options import _unknown_key, describe_validation_error
 from ..run.config import TrainConfig
 from .space import Param, SpaceError, apply, grid_points, parse_space, walk
-
-OBJECTIVE_METRICS = METRICS + ("train_nfe_fwd",)
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_GRID_POINTS = 10_000
 MAX_STUDY_BYTES, MAX_YAML_DEPTH = 1 << 20, 32

@@ -11,9 +11,8 @@ from collections import Counter
 import pandas as pd
 import pyarrow.fs as pafs
 
-from ..display import column_name, value_name
-from ..export import aggregate, final_epochs, metric_info, render
-from ..results import STATUSES, _filesystem, load
+from ..report.tables import aggregate, final_epochs, render
+from ..results import STATUSES, column_name, filesystem, load, metric_info, value_name
 from .space import walk
 from .spec import StudySpec
 
@@ -68,7 +67,7 @@ def list_studies(storage: str) -> str:
     """Every study folder under the root: trials by status and the best value of its first objective."""
     import yaml
 
-    fs, base = _filesystem(storage)
+    fs, base = filesystem(storage)
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
         raise ValueError(f"no results root at {storage}")

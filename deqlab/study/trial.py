@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ..results import FINAL_STATUSES, METRICS, TrialWriter, _read_trial_file
+from ..results import FINAL_STATUSES, METRICS, StudyStore, TrialWriter, absolute
 from ..run import provenance, select_device, train
 from .spec import StudySpec, parse_study
 from .space import to_paths
@@ -76,7 +76,7 @@ def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
     """What Tune saw last of a trial whose file already holds a final status ({} if it has no epoch), or
     None when the trial still has to train."""
     try:
-        frame = _read_trial_file(f"{storage.rstrip('/')}/{study}", "trials", trial_id)
+        frame = StudyStore.of(storage, study).read_trial_file("trials", trial_id)
     except ValueError:  # torn or unreadable: train again, rewriting it
         return None
     if frame is None or frame.empty or frame["status"].iloc[-1] not in FINAL_STATUSES:
@@ -112,17 +112,11 @@ def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) ->
                            "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"train-{trial_id}", storage_path=f"{_local_or_uri(storage)}/{study.name}/train",
+            name=f"train-{trial_id}", storage_path=f"{absolute(storage)}/{study.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
     trainer.fit()
-
-
-def _local_or_uri(storage: str) -> str:
-    import os
-
-    return storage if "://" in storage else os.path.abspath(storage)
 
 
 def worker_loop(cfg: dict) -> None:

@@ -13,7 +13,7 @@ chosen hyperparameters and returns a `ComparisonTable`: mean, std and n per
 group; with a baseline, a ratio and its bootstrap interval over seeds. A
 continuous parameter is grouped in bins (`tol:4`) or refused with that hint;
 pooling several studies in one row is reported in `table.warnings`.
-`render` (deqlab/export_render.py) formats it: display names, one precision
+`render` (deqlab/report/render.py) formats it: display names, one precision
 per column, units, best in bold, a caption that says how it was computed.
 
 Names resolve to columns the same way everywhere (`resolve_column`): the exact
@@ -30,49 +30,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .export_ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline, ratio_interval  # noqa: F401
-from .results import PROVENANCE
+from ..results.schema import MODES, NOT_METRICS, Metric, Status, metric_info
+from .ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline, ratio_interval  # noqa: F401
 
 FORMATS = ("latex", "markdown", "csv")
-MODES = ("max", "min")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is shown: label, unit, display scale, and which direction is better."""
-
-    label: str
-    unit: str = ""
-    scale: float = 1.0
-    mode: Optional[str] = None  # "max", "min", or None when no direction is known
-
-    @property
-    def title(self) -> str:
-        """`Test acc. (%)`: the label with its unit, as axes, progress lines and plain tables show it."""
-        return f"{self.label} ({self.unit})" if self.unit else self.label
-
-
-METRICS: dict[str, MetricInfo] = {
-    "test_acc": MetricInfo("Test acc.", "%", 100.0, "max"),
-    "train_loss": MetricInfo("Train loss", "", 1.0, "min"),
-    "test_loss": MetricInfo("Test loss", "", 1.0, "min"),
-    "nfe_fwd": MetricInfo("NFE fwd", "", 1.0, "min"),
-    "nfe_bwd": MetricInfo("NFE bwd", "", 1.0, "min"),
-    "train_nfe_fwd": MetricInfo("Train NFE fwd", "", 1.0, "min"),
-    "nfe_jac": MetricInfo("NFE Jac. reg.", "", 1.0, "min"),
-    "nfe_train_total": MetricInfo("Train NFE total", "", 1.0, "min"),
-    "nfe_test_total": MetricInfo("Test NFE total", "", 1.0, "min"),
-    "nfe_fwd_paper": MetricInfo("NFE fwd (paper)", "", 1.0, "min"),
-    "fwd_time_s": MetricInfo("Fwd time", "s", 1.0, "min"),
-    "bwd_time_s": MetricInfo("Bwd time", "s", 1.0, "min"),
-    "epoch_time_s": MetricInfo("Epoch time", "s", 1.0, "min"),
-    "total_time_s": MetricInfo("Train time", "s", 1.0, "min"),
-    "infer_time_s": MetricInfo("Inference time", "s", 1.0, "min"),
-    "converged_frac": MetricInfo("Converged", "%", 100.0, "max"),
-    "residual": MetricInfo("Residual", "", 1.0, "min"),
-}
-# Columns that are never metrics: identity, bookkeeping and provenance.
-_NOT_METRICS = {"study", "trial_id", "epoch", "epochs", "status", "phase", *PROVENANCE}
 
 
 @dataclass(frozen=True)
@@ -92,7 +53,7 @@ class ComparisonTable:
     group_columns: tuple[str, ...]
     metrics: tuple[str, ...]
     metric_columns: tuple[str, ...]
-    info: Mapping[str, MetricInfo]
+    info: Mapping[str, Metric]
     baseline: Optional[Mapping[str, str]] = None
     ratio_metric: Optional[str] = None
     ratio_kind: Optional[str] = None  # "speedup" (times), "reduction" (other lower-is-better), "gain"
@@ -143,11 +104,11 @@ def group_candidates(trials: pd.DataFrame) -> list[str]:
 def metric_candidates(trials: pd.DataFrame) -> list[str]:
     """Numeric columns that are results, not hyperparameters or provenance."""
     return [c for c in trials.columns
-            if not c.startswith("param.") and c not in _NOT_METRICS and pd.api.types.is_numeric_dtype(trials[c])
+            if not c.startswith("param.") and c not in NOT_METRICS and pd.api.types.is_numeric_dtype(trials[c])
             and not pd.api.types.is_bool_dtype(trials[c])]
 
 
-def final_epochs(trials: pd.DataFrame, statuses: Optional[Sequence[str]] = ("completed",)) -> pd.DataFrame:
+def final_epochs(trials: pd.DataFrame, statuses: Optional[Sequence[str]] = (Status.COMPLETED,)) -> pd.DataFrame:
     """The last recorded epoch of every trial (keyed by study and trial id), optionally only some statuses.
 
     A trial's status is the status of its last row (a finished trial's status
@@ -188,17 +149,6 @@ def objective_modes(specs: Sequence[Optional[Mapping]]) -> dict[str, str]:
     return modes
 
 
-def metric_info(name: str, modes: Optional[Mapping[str, str]] = None) -> MetricInfo:
-    """Display info for a metric column; an objective's mode overrides the built-in direction."""
-    info = METRICS.get(name, MetricInfo(name))
-    mode = (modes or {}).get(name)
-    if mode is not None:
-        if mode not in MODES:
-            raise ValueError(f"mode for {name!r} must be one of {', '.join(MODES)}, got {mode!r}")
-        info = MetricInfo(info.label, info.unit, info.scale, mode)
-    return info
-
-
 # --------------------------------------------------------------------------- aggregation
 
 MAX_LEVELS = 8  # a float hyperparameter with more distinct values is continuous: bin it
@@ -234,7 +184,7 @@ def aggregate(trials: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], *
     for name, group in (("group columns", by), ("metrics", metrics)):
         if len(set(group)) != len(group):
             raise ValueError(f"{name} repeat a name: {', '.join(group)}")
-    final = last[last["status"] == "completed"]
+    final = last[last["status"] == Status.COMPLETED]
     if final.empty:
         found = ", ".join(f"{n} {s}" for s, n in last["status"].value_counts().items())
         raise ValueError(f"no completed trials to aggregate (found: {found})")
@@ -353,7 +303,7 @@ def parse_baseline(text: Optional[str]) -> Optional[dict[str, str]]:
 
 
 def render(table: ComparisonTable, fmt: str, **options) -> str:
-    """The table as LaTeX (a `table` with booktabs and siunitx), Markdown or CSV (see deqlab/export_render.py)."""
-    from .export_render import render_table
+    """The table as LaTeX (a `table` with booktabs and siunitx), Markdown or CSV (see deqlab/report/render.py)."""
+    from .render import render_table
 
     return render_table(table, fmt, **options)

@@ -23,12 +23,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .display import column_name, value_name
-from .export import METRICS, metric_info, sort_key
+from ..results.schema import CATALOGUE, Status, column_name, metric_info, value_name
+from .tables import sort_key
 
 PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.D3[1:] + px.colors.qualitative.Dark24
-STATUS_COLOURS = {"completed": "#2ca02c", "running": "#1f77b4", "pruned": "#ff7f0e", "diverged": "#9467bd",
-                  "failed": "#d62728"}
+STATUS_COLOURS = {Status.COMPLETED.value: "#2ca02c", Status.RUNNING.value: "#1f77b4", Status.PRUNED.value: "#ff7f0e",
+                  Status.DIVERGED.value: "#9467bd", Status.FAILED.value: "#d62728"}
 EPOCH_AXIS = dict(title_text="epoch", tickmode="linear", dtick=1, tick0=0)
 
 
@@ -56,7 +56,7 @@ def axis_title(column: str) -> str:
 def in_display_units(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with fractions shown in percent (accuracy 0.91 -> 91), as the tables show them."""
     out = frame.copy()
-    for col, info in METRICS.items():
+    for col, info in CATALOGUE.items():
         if col in out.columns and info.scale != 1:
             out[col] = pd.to_numeric(out[col], errors="coerce") * info.scale
     return out
@@ -91,11 +91,11 @@ def learning_curves(trials: pd.DataFrame, metric: str, colour: Optional[str], cm
         status = str(part["status"].iloc[-1])
         key = value_name(colour, part[colour].iloc[0]) if colour and colour in part else status
         colours = cmap.of(colour) if colour and colour in part else STATUS_COLOURS
-        name = f"{key}" if status == "completed" else f"{key} ({status})"
+        name = f"{key}" if status == Status.COMPLETED else f"{key} ({status})"
         fig.add_trace(go.Scatter(x=part["epoch"], y=part[metric], mode="lines+markers", name=name,
                                  legendgroup=name, showlegend=name not in shown,
                                  line=dict(color=colours.get(key, "#7f7f7f"),
-                                           dash="solid" if status == "completed" else "dash"),
+                                           dash="solid" if status == Status.COMPLETED else "dash"),
                                  hovertext=f"{study} / {trial} ({status})", hoverinfo="text+y"))
         shown.add(name)
     fig.update_xaxes(**EPOCH_AXIS)
@@ -103,10 +103,11 @@ def learning_curves(trials: pd.DataFrame, metric: str, colour: Optional[str], cm
     return fig
 
 
-SERIES = {"test_acc": ("test acc.", "#1f77b4"), "train_loss": ("train loss", "#ff7f0e"),
-          "test_loss": ("test loss", "#2ca02c"), "nfe_fwd": ("NFE forward", "#d62728"),
-          "nfe_bwd": ("NFE backward", "#9467bd"), "epoch_time_s": ("epoch", "#8c564b"),
-          "fwd_time_s": ("forward pass", "#e377c2"), "bwd_time_s": ("backward pass", "#17becf")}
+# The trial view's panels (title, metrics) and each metric's line colour; names and units from the catalogue.
+PANELS = ((None, ("test_acc",)), ("loss", ("train_loss", "test_loss")), ("NFE per sample", ("nfe_fwd", "nfe_bwd")),
+          ("time per epoch (s)", ("epoch_time_s", "fwd_time_s", "bwd_time_s")))
+SERIES_COLOURS = {"test_acc": "#1f77b4", "train_loss": "#ff7f0e", "test_loss": "#2ca02c", "nfe_fwd": "#d62728",
+                  "nfe_bwd": "#9467bd", "epoch_time_s": "#8c564b", "fwd_time_s": "#e377c2", "bwd_time_s": "#17becf"}
 
 
 def timeline_figure(frame: pd.DataFrame) -> go.Figure:
@@ -124,17 +125,15 @@ def trial_curves(hist: pd.DataFrame) -> go.Figure:
     """One trial by epoch in four panels (accuracy in %, loss, NFE, time), one legend group per panel."""
     from plotly.subplots import make_subplots  # noqa: PLC0415 (only this figure needs it)
 
-    titles = ("test accuracy (%)", "loss", "NFE per sample", "time per epoch (s)")
+    titles = [title or axis_title(cols[0]) for title, cols in PANELS]  # one metric: its label and unit
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles)
-    panels = [(1, 1, ["test_acc"]), (1, 2, ["train_loss", "test_loss"]), (2, 1, ["nfe_fwd", "nfe_bwd"]),
-              (2, 2, ["epoch_time_s", "fwd_time_s", "bwd_time_s"])]
-    for (r, c, cols), title in zip(panels, titles):
+    for k, ((_, cols), title) in enumerate(zip(PANELS, titles)):
+        r, c = k // 2 + 1, k % 2 + 1
         for col in cols:
             if col in hist.columns and hist[col].notna().any():
-                name, colour = SERIES[col]
-                fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=name,
-                                         line=dict(color=colour), legendgroup=title, legendgrouptitle_text=title),
-                              row=r, col=c)
+                fig.add_trace(go.Scatter(x=hist["epoch"], y=hist[col], mode="lines+markers", name=metric_info(col).label,
+                                         line=dict(color=SERIES_COLOURS[col]), legendgroup=title,
+                                         legendgrouptitle_text=title), row=r, col=c)
         fig.update_yaxes(title_text=title, row=r, col=c)
     fig.update_xaxes(**EPOCH_AXIS)
     fig.update_layout(height=600, legend=dict(groupclick="toggleitem"))
@@ -174,7 +173,7 @@ def optuna_study(summary: pd.DataFrame, params: Sequence[str], metric: str, mode
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    done = summary[(summary["status"] == "completed") & summary[metric].notna()] if "status" in summary else summary
+    done = summary[(summary["status"] == Status.COMPLETED) & summary[metric].notna()] if "status" in summary else summary
     dists = {}
     for col in params:
         values = done[col].dropna()

@@ -1,8 +1,8 @@
-"""Rendering a `ComparisonTable` (deqlab/export.py) as a paper table, a Markdown table or CSV.
+"""Rendering a `ComparisonTable` (deqlab/report/tables.py) as a paper table, a Markdown table or CSV.
 
 What a reviewer sees, the same in every format:
 
-- display names (`SkipRegDEQ`, `Newton-Krylov`; headers `Init`, `Solver`) from deqlab/display.py;
+- display names (`SkipRegDEQ`, `Newton-Krylov`; headers `Init`, `Solver`) from deqlab/results/schema.py;
 - one precision per column: the decimals of the std's first significant digit
   (two when it is 1), the finest over the column's rows, at most four
   significant digits of the column's median; without any spread, three
@@ -31,8 +31,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .display import column_name, value_name
-from .export import FORMATS, ComparisonTable
+from ..results.schema import column_name, value_name
+from .tables import FORMATS, ComparisonTable
 
 TIME_UNITS = (("s", 1.0), ("ms", 1e3), ("µs", 1e6))
 _ARROW = {"max": "↑", "min": "↓"}
@@ -157,7 +157,7 @@ def render_table(table: ComparisonTable, fmt: str, caption: str = "", label: str
                  tabular_only: bool = False) -> str:
     """The table as LaTeX, Markdown or CSV text (caption/label/tabular_only apply to LaTeX)."""
     if fmt == "latex":
-        from .export_latex import latex
+        from .latex import latex
 
         return latex(table, caption=caption, label=label, tabular_only=tabular_only)
     if fmt == "markdown":

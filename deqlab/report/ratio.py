@@ -1,4 +1,4 @@
-"""The `--baseline` ratio of a comparison table and its bootstrap interval over seeds (used by deqlab/export.py)."""
+"""The `--baseline` ratio of a comparison table and its bootstrap interval over seeds (used by deqlab/report/tables.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+
+from ..results.schema import value_name
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -91,6 +93,4 @@ def ratio_interval(base: pd.DataFrame, row: pd.DataFrame, metric: str, mode: str
 
 
 def describe_baseline(baseline: Mapping[str, str]) -> str:
-    from .display import value_name
-
     return ", ".join(value_name(k, v) for k, v in baseline.items())

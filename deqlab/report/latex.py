@@ -11,9 +11,9 @@ loads booktabs and siunitx.
 
 from __future__ import annotations
 
-from .display import column_name
-from .export import ComparisonTable
-from .export_render import Column, best_rows, columns, format_value, group_cells, header, n_cells, notes, ratio_text
+from ..results.schema import column_name
+from .tables import ComparisonTable
+from .render import Column, best_rows, columns, format_value, group_cells, header, n_cells, notes, ratio_text
 
 _SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",

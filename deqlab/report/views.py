@@ -16,16 +16,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 
-from .export import metric_candidates, sort_key
+from ..results.schema import Status
+from ..results.store import StudyStore, is_uri, join
+from .tables import metric_candidates, sort_key
 
-RESULT_FOLDERS = ("trials", "traces", "states")
+# The dashboard's default choices, by metric name (every one is in deqlab.results.schema.CATALOGUE, which
+# gives its label, unit and direction; tests/test_results_schema.py checks it).
+HEADLINE_METRIC = "test_acc"  # the Overview's best-per-study column
+DEFAULT_OBJECTIVES = {HEADLINE_METRIC: "max"}  # when no study spec names objectives
+DEFAULT_X = ("nfe_fwd", "total_time_s")  # the study's objectives and the CLI's Pareto front count solver steps
+DEFAULT_Y = (HEADLINE_METRIC,)
+CURVE_METRICS = ("test_acc", "test_loss", "train_loss", "nfe_fwd")  # learning curves
+EXPORT_METRICS = ("nfe_fwd", "epoch_time_s")  # the Export page's defaults after the objectives
+RATIO_METRICS = ("epoch_time_s",)  # the baseline comparison's default ratio
 
 
 def split_dirs(text: str) -> list[str]:
@@ -38,62 +46,60 @@ def split_dirs(text: str) -> list[str]:
 def study_dirs(paths: Sequence[str]) -> list[str]:
     """Study directories from the user's paths: a study itself, or a results root holding studies.
 
-    A path (local or a URI such as s3://bucket/prefix) without `trials/` or
-    `study.yaml` whose sub-folders have them is a root (what `deqlab run
-    --storage` fills). A path that does not exist is kept, so the pages can say
-    it is empty.
+    A path (local or a URI such as s3://bucket/prefix) that is no study itself
+    (`StudyStore.is_study`) but whose sub-folders are is a root (what `deqlab
+    run --storage` fills). A path that does not exist is kept, so the pages can
+    say it is empty.
     """
     out = []
     for p in paths:
         p = os.fspath(p)
-        fs, base = _fs(p)
-        if fs.get_file_info(base).type != pafs.FileType.Directory or _is_study(fs, base):
+        store = StudyStore(p)
+        if not store.exists() or store.is_study():
             out.append(p)
             continue
-        children = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base))
-                          if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
-                          and _is_study(fs, i.path))
-        out.extend([f"{p.rstrip('/')}/{c}" if "://" in p else str(Path(p) / c) for c in children] or [p])
+        out.extend([join(p, c) for c in store.studies_below()] or [p])
     return list(dict.fromkeys(out))
-
-
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
-
-
-def _is_study(fs: pafs.FileSystem, base: str) -> bool:
-    return (fs.get_file_info(f"{base}/trials").type == pafs.FileType.Directory
-            or fs.get_file_info(f"{base}/study.yaml").type == pafs.FileType.File)
 
 
 def trials_with_states(study_dir: str) -> set[str]:
     """Trial ids with a depth-states file in a study directory, local or in object storage."""
-    fs, base = _fs(os.fspath(study_dir))
     try:
-        infos = fs.get_file_info(pafs.FileSelector(f"{base}/states", allow_not_found=True))
+        return StudyStore(study_dir).trial_ids("states")
     except OSError:
         return set()
-    return {i.base_name[:-len(".parquet")] for i in infos
-            if i.base_name.endswith(".parquet") and not i.base_name.startswith(".")}
+
+
+def trial_folder(dirs: Sequence[str], study: str, trial_id: str) -> Optional[str]:
+    """The directory holding a trial's files: the one named after its study, else a local one that has the
+    file (a listing of object storage per trial would be slow), else the first."""
+    for d in dirs:
+        if os.path.basename(os.fspath(d).rstrip("/")) == study:
+            return d
+    for d in dirs:
+        if not is_uri(d) and StudyStore(d).has("trials", trial_id):
+            return d
+    return dirs[0] if dirs else None
 
 
 def signature(paths: Sequence[str]) -> str:
     """A digest of every results file's name, size and mtime: the dashboard's cache key."""
     h = hashlib.blake2b(digest_size=16)
     for p in paths:
-        p = os.fspath(p)
-        fs, base = _fs(p)
-        h.update(base.encode())
-        infos = [fs.get_file_info(f"{base}/study.yaml")]
-        for folder in RESULT_FOLDERS:
-            try:
-                infos += fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
-            except OSError as exc:
-                h.update(str(exc).encode())
+        store = StudyStore(p)
+        h.update(store.base.encode())
+        infos, errors = store.listing()
+        for error in errors:
+            h.update(error.encode())
         for info in sorted(infos, key=lambda i: i.path):
             mtime = info.mtime_ns if info.mtime_ns is not None else 0
             h.update(f"{info.path}\0{info.size}\0{mtime}\0{info.type}\n".encode())
     return h.hexdigest()
+
+
+def varying_params(summary: pd.DataFrame) -> list[str]:
+    """Hyperparameters that take more than one value over the trials (colour, facet and group choices)."""
+    return [c for c in hyperparameters(summary) if summary[c].nunique(dropna=False) > 1]
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:
@@ -220,7 +226,7 @@ def failed_trials(summary: pd.DataFrame) -> pd.DataFrame:
     cols = ["study", "trial_id", "error"]
     if summary.empty or "status" not in summary.columns:
         return pd.DataFrame(columns=cols)
-    failed = summary[summary["status"] == "failed"].copy()
+    failed = summary[summary["status"] == Status.FAILED].copy()
     failed["error"] = failed["error"] if "error" in failed.columns else None
     return failed[cols].sort_values(["study", "trial_id"]).reset_index(drop=True)
 
@@ -241,7 +247,7 @@ def timeline(summary: pd.DataFrame) -> pd.DataFrame:
 
 def best_trials(summary: pd.DataFrame, objectives: Mapping[str, str], n: int = 3) -> pd.DataFrame:
     """The n best completed trials per objective metric (objective, rank, study, trial, value)."""
-    done = summary[summary["status"] == "completed"] if "status" in summary.columns else summary
+    done = summary[summary["status"] == Status.COMPLETED] if "status" in summary.columns else summary
     rows = []
     for metric, mode in objectives.items():
         if metric not in done.columns:
