@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
+from .results.schema import Status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -185,7 +186,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"  test acc {100 * final['test_acc']:.1f}%  NFE fwd {final['nfe_fwd']:.2f}  NFE bwd {final['nfe_bwd']:.2f}"
               f"  epoch time {final['epoch_time_s']:.1f} s")
     print(f"  results: {writer.base}/trials/{trial}.parquet")
-    return EXIT_OK if result.status == "completed" else EXIT_FAILED
+    return EXIT_OK if result.status == Status.COMPLETED else EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- studies
@@ -233,7 +234,7 @@ def _finish(outcome) -> int:
         print(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in outcome.spec.objectives)}):")
         print(pareto_table(outcome.path, outcome.spec))
     print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
-    return EXIT_OK if counts.get("completed") else EXIT_FAILED
+    return EXIT_OK if counts.get(Status.COMPLETED) else EXIT_FAILED
 
 
 def _configure_resume(p: argparse.ArgumentParser) -> None:

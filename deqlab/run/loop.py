@@ -26,6 +26,7 @@ from torch import nn
 from ..data import load_dataset, make_loaders
 from ..models import build
 from ..parallel import Replicas
+from ..results.schema import Status
 from .config import TrainConfig
 from .diagnostics import depth_states, residual_traces
 from .env import select_device, sync
@@ -37,7 +38,7 @@ class Reporter(Protocol):
 
 @dataclass
 class TrainResult:
-    status: str
+    status: Status
     history: list = field(default_factory=list)
     error: Optional[str] = None
 
@@ -73,7 +74,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
     """
     torch.manual_seed(config.seed)
     run = _Run.prepare(config, data, replicas, device if device is not None else select_device(config.device))
-    result = TrainResult(status="running")
+    result = TrainResult(status=Status.RUNNING)
     bar = _ProgressBar(run.epochs) if progress else None
     for epoch in range(run.epochs):
         pretraining = epoch < config.pretrain_epochs
@@ -84,7 +85,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
             metrics = _train_epoch(run.model, run.train_loader, run.opt, run.sched, config, run.device, replicas)
             metrics.update(evaluate(run.model, run.test_loader, run.device))
         except FloatingPointError as exc:
-            result.status, result.error = "diverged", str(exc)
+            result.status, result.error = Status.DIVERGED, str(exc)
             break
         if replicas is not None:
             metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd", "nfe_jac",
@@ -94,17 +95,17 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
         metrics["lr"] = run.opt.param_groups[0]["lr"]
         diverged = _diverged(metrics, config, pretraining)
         if writer is not None:
-            run.write(writer, epoch, metrics, "diverged" if diverged else "running")
+            run.write(writer, epoch, metrics, Status.DIVERGED if diverged else Status.RUNNING)
         result.history.append(metrics)
         if reporter is not None:
             reporter(epoch, metrics)
         if bar is not None:
             bar.update(epoch, metrics)
         if diverged:
-            result.status, result.error = "diverged", diverged
+            result.status, result.error = Status.DIVERGED, diverged
             break
     else:
-        result.status = "completed"
+        result.status = Status.COMPLETED
     if bar is not None:
         bar.close()
     if writer is not None:
