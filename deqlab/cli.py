@@ -190,25 +190,21 @@ def _read_train_config(path: Path):
 
 def _run_train(args: argparse.Namespace) -> int:
     """One configuration without Ray, writing the same Parquet files a study trial writes."""
-    import yaml
-
-    from .results import TrialWriter, check_name, write_text_atomic
-    from .train import provenance, select_device, train
+    from .results import check_name
+    from .run.one import run_one
 
     path = Path(args.config)
     config = _read_train_config(path)
     study = check_name("study", args.name or path.stem)
     trial = f"train-{config.config_hash()}"
-    writer = TrialWriter(args.storage, study, trial, config.flat_params(),
-                         provenance(config, select_device(config.device)))
-    write_text_atomic(yaml.safe_dump(config.model_dump(), sort_keys=False), f"{writer.base}/study.yaml")
-    result = train(config, progress=not args.quiet, writer=writer)
-    final = result.final
+    run = run_one(config, study=study, trial_id=trial, storage=args.storage, progress=not args.quiet,
+                  save_config_as="study.yaml")
+    result, final = run.result, run.result.final
     print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
     if final:
         print(f"  test acc {100 * final['test_acc']:.1f}%  NFE fwd {final['nfe_fwd']:.2f}  NFE bwd {final['nfe_bwd']:.2f}"
               f"  epoch time {final['epoch_time_s']:.1f} s")
-    print(f"  results: {writer.base}/trials/{trial}.parquet")
+    print(f"  results: {run.path}/trials/{trial}.parquet")
     return EXIT_OK if result.status == "completed" else EXIT_FAILED
 
 

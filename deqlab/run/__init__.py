@@ -1,0 +1,1 @@
+"""One training run: its config, its loop, and `one.run_one`, the assembly every caller shares."""
