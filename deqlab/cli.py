@@ -174,7 +174,7 @@ def _read_train_config(path: Path):
     from pydantic import ValidationError
 
     from .solvers.base import describe_validation_error
-    from .study.spec import read_yaml
+    from .study.yaml_io import read_yaml
     from .train import TrainConfig
 
     if not path.is_file():
@@ -226,7 +226,7 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
 
 def _run_run(args: argparse.Namespace) -> int:
     from .study import load_study, parse_study
-    from .study.runner import run_study
+    from .study.driver import run_study
 
     spec = load_study(args.study)
     if args.name:
@@ -265,7 +265,7 @@ def _configure_resume(p: argparse.ArgumentParser) -> None:
 
 def _run_resume(args: argparse.Namespace) -> int:
     from .results import check_name
-    from .study.runner import resume_study
+    from .study.driver import resume_study
 
     outcome = resume_study(check_name("study", args.name), args.storage, say=_say, address=args.address,
                            num_cpus=args.num_cpus)
@@ -278,7 +278,7 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 
 def _is_train_config(path: Path) -> bool:
     """A mapping of TrainConfig's own keys and no `objectives` (the rule `parse_study` refuses it by)."""
-    from .study.spec import StudyError, read_yaml
+    from .study.yaml_io import StudyError, read_yaml
     from .train import TrainConfig
 
     try:
