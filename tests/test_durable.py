@@ -143,7 +143,7 @@ def test_a_finished_trial_returns_its_stored_result_instead_of_training(tmp_path
     monkeypatch.setattr(tune, "get_context", lambda: type("C", (), {"get_trial_id": lambda self: "fin"})())
     monkeypatch.setattr(tune, "report", reported.append)
     monkeypatch.setattr(trial, "run_one", lambda *a, **k: pytest.fail("a finished trial trained again"))
-    trial.run_trial({"optim.lr": 1e-3}, study=spec, storage=str(tmp_path))
+    trial.run_trial({"optim.lr": 1e-3}, spec=spec, storage=str(tmp_path))
     assert len(reported) == 1 and reported[0]["test_acc"] == 0.75 and reported[0]["nfe_fwd"] == 6.0
     assert reported[0]["epoch"] == 1
     assert trial.stored_result(str(tmp_path), "st", "other") is None  # no file: it has to train

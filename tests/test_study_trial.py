@@ -38,7 +38,7 @@ def in_a_trial(monkeypatch):
 def test_a_trial_builds_its_config_without_parsing_the_study(in_a_trial, monkeypatch, tmp_path):
     runs = []
     monkeypatch.setattr(trial, "run_one", lambda config, **kw: runs.append((config, kw)))
-    trial.run_trial({"optim.lr": 3e-3}, study=PLAIN, storage=str(tmp_path))
+    trial.run_trial({"optim.lr": 3e-3}, spec=PLAIN, storage=str(tmp_path))
     assert in_a_trial == []  # neither parse_study's checks nor a StudySpec validation ran in the trial
     (config, kw), = runs
     assert isinstance(config, TrainConfig) and config.optim.lr == 3e-3 and config.epochs == 1
@@ -47,7 +47,7 @@ def test_a_trial_builds_its_config_without_parsing_the_study(in_a_trial, monkeyp
 
 def test_a_bad_combination_found_at_trial_time_still_fails_the_trial(in_a_trial, tmp_path):
     with pytest.raises(ValidationError, match="lr"):
-        trial.run_trial({"optim.lr": -1.0}, study=PLAIN, storage=str(tmp_path))
+        trial.run_trial({"optim.lr": -1.0}, spec=PLAIN, storage=str(tmp_path))
 
 
 def test_a_ray_train_worker_receives_the_train_config_object(in_a_trial, monkeypatch, tmp_path):
@@ -67,7 +67,7 @@ def test_a_ray_train_worker_receives_the_train_config_object(in_a_trial, monkeyp
     # outside a Tune session: no Tune report callback, and a RunConfig that does not check it
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
     monkeypatch.setattr(ray.train, "RunConfig", lambda **kw: kw)
-    trial.run_trial({"optim.lr": 2e-3}, study=RAY_TRAIN, storage=str(tmp_path))
+    trial.run_trial({"optim.lr": 2e-3}, spec=RAY_TRAIN, storage=str(tmp_path))
     (loop, cfg), = fitted
     assert loop is trial.worker_loop and isinstance(cfg["train_config"], TrainConfig)
     assert cfg["train_config"].optim.lr == 2e-3 and cfg["threads"] == 1

@@ -166,10 +166,6 @@ def walk(params: list[Param]):
             yield from walk(sub)
 
 
-def is_continuous(params: list[Param]) -> bool:
-    return any(p.kind in ("uniform", "loguniform") or (p.kind == "int" and not p.step) for p in walk(params))
-
-
 # --------------------------------------------------------------------------- sampling
 
 
@@ -229,4 +225,4 @@ def apply(base: dict, assignment: dict) -> dict:
 
 
 __all__ = ["Param", "SpaceError", "parse_space", "walk", "suggest", "grid_points", "to_paths", "apply",
-           "is_continuous", "DISTRIBUTIONS"]
+           "DISTRIBUTIONS"]

@@ -196,13 +196,13 @@ def parse_study(raw, source: str = "<study>") -> StudySpec:
         spec = StudySpec.model_validate(raw)
         check_space(spec)
     except ValidationError as exc:
-        raise StudyError(f"{source}: {_describe(exc)}") from None
+        raise StudyError(f"{source}: {_describe_spec_error(exc)}") from None
     except StudyError as exc:
         raise StudyError(f"{source}: {exc}") from None
     return spec
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe_spec_error(exc: ValidationError) -> str:
     """Like describe_validation_error, but a study-wide check's message (it names its own key path) is
     given as it is, without pydantic's empty location and "Value error, " prefix."""
     parts = []

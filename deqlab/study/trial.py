@@ -60,21 +60,21 @@ def _node_id() -> Optional[str]:
         return None
 
 
-def run_trial(config: dict, *, study: StudySpec, storage: str) -> None:
-    """The Tune trainable: one trial of `study` (validated by the driver), `config` its Tune config."""
+def run_trial(config: dict, *, spec: StudySpec, storage: str) -> None:
+    """The Tune trainable: one trial of `spec` (validated by the driver), `config` its Tune config."""
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
-    stored = stored_result(storage, study.name, trial_id)
+    stored = stored_result(storage, spec.name, trial_id)
     if stored is not None:  # (a retry of a trial that had finished): nothing trains twice under one id
         if stored:
             tune.report(stored)
         return
-    train_config = study.train_config(assignment_of(config))
-    if study.trainer.num_workers == 0:
-        _train_here(study, train_config, trial_id, storage)
+    train_config = spec.train_config(assignment_of(config))
+    if spec.trainer.num_workers == 0:
+        _train_here(spec, train_config, trial_id, storage)
     else:
-        _fit_trainer(study, train_config, trial_id, storage)
+        _fit_trainer(spec, train_config, trial_id, storage)
 
 
 def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
@@ -93,29 +93,29 @@ def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
                                              and last[k] is not None})
 
 
-def _train_here(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
     from ray import tune
 
-    torch.set_num_threads(threads_for(study.trainer.cpus_per_worker))
-    run_one(train_config, study=study.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
+    torch.set_num_threads(threads_for(spec.trainer.cpus_per_worker))
+    run_one(train_config, study=spec.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
             reporter=lambda epoch, m: tune.report(tune_metrics(epoch, m)))
 
 
-def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    t = study.trainer
+    t = spec.trainer
     per_worker = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"train_config": train_config, "study": study.name,
+        train_loop_config={"train_config": train_config, "study": spec.name,
                            "trial_id": trial_id, "storage": storage,
                            "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"train-{trial_id}", storage_path=f"{_local_or_uri(storage)}/{study.name}/train",
+            name=f"train-{trial_id}", storage_path=f"{_local_or_uri(storage)}/{spec.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )

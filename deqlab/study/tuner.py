@@ -115,7 +115,7 @@ def _trainable(spec: StudySpec, storage: str):
         resources = {"cpu": t.cpus_per_worker, **({"gpu": t.gpus_per_worker} if t.use_gpu else {})}
     else:
         resources = {"cpu": 0.1}  # the trial only drives the TorchTrainer; its workers hold the resources
-    fn = tune.with_parameters(run_trial, study=spec, storage=storage)  # the object: a trial parses nothing
+    fn = tune.with_parameters(run_trial, spec=spec, storage=storage)  # the object: a trial parses nothing
     return tune.with_resources(fn, resources)
 
 
