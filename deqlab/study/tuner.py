@@ -174,10 +174,10 @@ def close_orphaned_trials(spec: StudySpec, storage: str) -> int:
     db = os.path.join(study_dir(storage, spec.name), OPTUNA_DB)
     if not is_local(storage) or spec.search.algorithm == "grid" or not os.path.exists(db):
         return 0
-    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{db}")
-    orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    searched = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{db}")
+    orphans = [t.number for t in searched.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     for number in orphans:
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
+        searched.tell(number, state=optuna.trial.TrialState.FAIL)
     return len(orphans)
 
 
