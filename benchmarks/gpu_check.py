@@ -127,7 +127,7 @@ def training_rows(gpu: torch.device, epochs: int) -> list[dict]:
 def _study(name: str, storage: str, trainer: dict, seeds: int, epochs: int):
     from deqlab.results import load
     from deqlab.study import parse_study
-    from deqlab.study.runner import run_study
+    from deqlab.study.driver import run_study
     from deqlab.study.summary import final_rows
 
     spec = parse_study({"name": name, "base": {**TINY, "epochs": epochs}, "space": {"seed": {"grid": list(range(seeds))}},
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         return 2
     import ray
 
-    from deqlab.study.runner import start_ray
+    from deqlab.study.tuner import start_ray
 
     gpu = torch.device("cuda", 0)
     t0 = time.perf_counter()

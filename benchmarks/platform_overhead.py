@@ -26,7 +26,8 @@ import time
 import torch
 
 from deqlab.study import parse_study
-from deqlab.study.runner import run_study, start_ray
+from deqlab.study.driver import run_study
+from deqlab.study.tuner import start_ray
 from deqlab.run import TrainConfig, train
 
 

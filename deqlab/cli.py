@@ -151,7 +151,7 @@ def _read_train_config(path: Path):
     from pydantic import ValidationError
 
     from .solvers.options import describe_validation_error
-    from .study.spec import read_yaml
+    from .study.yaml_io import read_yaml
     from .run.config import TrainConfig
 
     if not path.is_file():
@@ -167,25 +167,21 @@ def _read_train_config(path: Path):
 
 def _run_train(args: argparse.Namespace) -> int:
     """One configuration without Ray, writing the same Parquet files a study trial writes."""
-    import yaml
-
-    from .results import TRAIN_FILE, TrialWriter, check_name
-    from .run import provenance, select_device, train
+    from .results import TRAIN_FILE, check_name
+    from .run.one import run_one
 
     path = Path(args.config)
     config = _read_train_config(path)
     study = check_name("study", args.name or path.stem)
     trial = f"train-{config.config_hash()}"
-    writer = TrialWriter(args.storage, study, trial, config.flat_params(),
-                         provenance(config, select_device(config.device)))
-    writer.store.write_text(TRAIN_FILE, yaml.safe_dump(config.model_dump(), sort_keys=False))
-    result = train(config, progress=not args.quiet, writer=writer)
-    final = result.final
+    run = run_one(config, study=study, trial_id=trial, storage=args.storage, progress=not args.quiet,
+                  save_config_as=TRAIN_FILE)
+    result, final = run.result, run.result.final
     print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
     if final:
         print(f"  test acc {100 * final['test_acc']:.1f}%  NFE fwd {final['nfe_fwd']:.2f}  NFE bwd {final['nfe_bwd']:.2f}"
               f"  epoch time {final['epoch_time_s']:.1f} s")
-    print(f"  results: {writer.base}/trials/{trial}.parquet")
+    print(f"  results: {run.path}/trials/{trial}.parquet")
     return EXIT_OK if result.status == Status.COMPLETED else EXIT_FAILED
 
 
@@ -207,7 +203,7 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
 
 def _run_run(args: argparse.Namespace) -> int:
     from .study import load_study, parse_study
-    from .study.runner import run_study
+    from .study.driver import run_study
 
     spec = load_study(args.study)
     if args.name:
@@ -246,7 +242,7 @@ def _configure_resume(p: argparse.ArgumentParser) -> None:
 
 def _run_resume(args: argparse.Namespace) -> int:
     from .results import check_name
-    from .study.runner import resume_study
+    from .study.driver import resume_study
 
     outcome = resume_study(check_name("study", args.name), args.storage, say=_say, address=args.address,
                            num_cpus=args.num_cpus)
@@ -259,7 +255,7 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 
 def _is_train_config(path: Path) -> bool:
     """A mapping of TrainConfig's own keys and no `objectives` (the rule `parse_study` refuses it by)."""
-    from .study.spec import StudyError, read_yaml
+    from .study.yaml_io import StudyError, read_yaml
     from .run.config import TrainConfig
 
     try:

@@ -16,7 +16,7 @@ def ray_local():
     """A local Ray of 2 CPUs shared by a module's tests (Ray start-up costs ~3 s)."""
     import ray
 
-    from deqlab.study.runner import start_ray
+    from deqlab.study.tuner import start_ray
 
     start_ray(num_cpus=2)
     yield

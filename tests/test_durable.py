@@ -14,7 +14,8 @@ import pytest
 from deqlab.cli import main
 from deqlab.results import load
 from deqlab.study import parse_study
-from deqlab.study import runner, trial
+from deqlab.study import trial
+from deqlab.study.driver import prepare
 from deqlab.study.durable import StudyLock, is_disk_full, plan_resume
 from deqlab.study.spec import StudyError
 from study_factory import TINY, metrics, params, write_trial
@@ -67,13 +68,14 @@ RACER = textwrap.dedent("""
     import sys
     from deqlab.study import parse_study
     from deqlab.study.durable import StudyLock
-    from deqlab.study.runner import prepare, study_dir
+    from deqlab.study.driver import prepare
+    from deqlab.results import study_path
     from deqlab.study.spec import StudyError
     spec = parse_study({"name": "race", "objectives": [{"metric": "test_acc", "mode": "max"}],
                         "space": {"seed": {"grid": [0]}}}, "race")
     sys.stdin.readline()  # both start together
     try:
-        with StudyLock(study_dir(sys.argv[1], "race"), "race"):
+        with StudyLock(study_path(sys.argv[1], "race"), "race"):
             prepare(spec, sys.argv[1])
         print("ok")
     except StudyError as exc:
@@ -99,7 +101,7 @@ def test_two_runs_of_one_name_never_both_pass_the_exists_check(tmp_path):
 
 def test_plan_keeps_finished_trials_sets_aside_unfinished_and_counts_the_rest(tmp_path):
     spec = spec_of("p", samples=5)
-    path = runner.prepare(spec, str(tmp_path))
+    path = prepare(spec, str(tmp_path))
     write_trial(tmp_path, "p", "done", params("zeros", "anderson", 0), [metrics(0.6, 5, 1)] * 2, "completed")
     write_trial(tmp_path, "p", "div", params("zeros", "anderson", 1), [metrics(0.1, 5, 1)], "diverged")
     write_trial(tmp_path, "p", "cut", params("skip", "anderson", 0), [metrics(0.5, 5, 1)], "running")
@@ -118,7 +120,7 @@ def test_plan_keeps_finished_trials_sets_aside_unfinished_and_counts_the_rest(tm
 
 def test_grid_plan_runs_only_the_points_not_finished(tmp_path):
     spec = spec_of("g", algorithm="grid")  # 3 points x 2 samples
-    path = runner.prepare(spec, str(tmp_path))
+    path = prepare(spec, str(tmp_path))
     for tid, lr, status in (("a", 1e-3, "completed"), ("b", 1e-3, "pruned"), ("c", 2e-3, "completed"),
                             ("d", 3e-3, "running")):
         point = spec.train_config({"optim.lr": lr}).flat_params()
@@ -140,8 +142,8 @@ def test_a_finished_trial_returns_its_stored_result_instead_of_training(tmp_path
     reported = []
     monkeypatch.setattr(tune, "get_context", lambda: type("C", (), {"get_trial_id": lambda self: "fin"})())
     monkeypatch.setattr(tune, "report", reported.append)
-    monkeypatch.setattr(trial, "train", lambda *a, **k: pytest.fail("a finished trial trained again"))
-    trial.run_trial({"optim.lr": 1e-3}, spec=spec.model_dump(mode="json"), storage=str(tmp_path))
+    monkeypatch.setattr(trial, "run_one", lambda *a, **k: pytest.fail("a finished trial trained again"))
+    trial.run_trial({"optim.lr": 1e-3}, spec=spec, storage=str(tmp_path))
     assert len(reported) == 1 and reported[0]["test_acc"] == 0.75 and reported[0]["nfe_fwd"] == 6.0
     assert reported[0]["epoch"] == 1
     assert trial.stored_result(str(tmp_path), "st", "other") is None  # no file: it has to train
@@ -156,7 +158,7 @@ def test_resume_refuses_a_study_directory_of_another_user(tmp_path, capsys):
     if os.geteuid() != 0:
         pytest.skip("needs root to give the directory to another user")
     spec = spec_of("theirs")
-    path = runner.prepare(spec, str(tmp_path))
+    path = prepare(spec, str(tmp_path))
     os.chown(path, 65534, 65534)
     code = main(["resume", "theirs", "--storage", str(tmp_path)])
     err = capsys.readouterr().err

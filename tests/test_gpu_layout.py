@@ -4,7 +4,7 @@ import pytest
 import ray
 
 from deqlab.study import load_study, parse_study
-from deqlab.study.runner import _default_concurrency, _trainable
+from deqlab.study.tuner import _default_concurrency, _trainable
 from deqlab.study.spec import StudyError
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from deqlab.results import load, snapshot_path
 from deqlab.study import parse_study
-from deqlab.study import runner
-from deqlab.study.runner import CompactionSchedule, run_study
+from deqlab.study import bookkeeping, tuner
+from deqlab.study.bookkeeping import CompactionSchedule
+from deqlab.study.driver import prepare, run_study
 from deqlab.study.summary import final_rows
 from deqlab.study.trial import GRID_KEY
 from study_factory import TINY, metrics, params, write_trial
@@ -97,9 +98,9 @@ def statuses(study_path, trial_id):
 
 def test_callback_settles_stopped_trials_and_compacts_on_its_schedule(tmp_path, monkeypatch):
     spec = grid_spec("cb")
-    path = runner.prepare(spec, str(tmp_path))
+    path = prepare(spec, str(tmp_path))
     lines = []
-    callback = runner._make_callback(spec, str(tmp_path), lines.append)
+    callback = bookkeeping.make_callback(spec, str(tmp_path), lines.append)
     clock = FakeClock()
     callback.compaction = CompactionSchedule(min_interval_s=30, cost_ratio=10, clock=clock)
 
@@ -122,7 +123,7 @@ def test_callback_settles_stopped_trials_and_compacts_on_its_schedule(tmp_path, 
     def broken(_path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runner, "compact", broken)
+    monkeypatch.setattr(bookkeeping, "compact", broken)
     write_trial(tmp_path, "cb", "crashed", params("skip", "anderson", 0), [metrics(0.1, 5, 1)], "running")
     clock.now += 31
     trial = SimpleNamespace(trial_id="crashed", config={GRID_KEY: {"optim.lr": 1e-3}}, status="ERROR",
@@ -134,18 +135,18 @@ def test_callback_settles_stopped_trials_and_compacts_on_its_schedule(tmp_path, 
 
 def test_trials_left_running_after_fit_are_settled(tmp_path):
     spec = grid_spec("left", epochs=4)
-    path = runner.prepare(spec, str(tmp_path))
+    path = prepare(spec, str(tmp_path))
     write_trial(tmp_path, "left", "cut", params("zeros", "anderson", 0), [metrics(0.5, 5, 1)] * 2, "running")
     write_trial(tmp_path, "left", "done", params("zeros", "anderson", 1), [metrics(0.6, 5, 1)] * 4, "running")
     write_trial(tmp_path, "left", "old", params("zeros", "anderson", 2), [metrics(0.6, 5, 1)] * 4, "running")
     write_trial(tmp_path, "left", "fine", params("skip", "anderson", 0), [metrics(0.7, 5, 1)] * 4, "completed")
     configs = {"cut": {GRID_KEY: {"optim.lr": 1e-3}}, "done": {GRID_KEY: {"optim.lr": 2e-3}}}
     # "old": not a trial Tune knows (its config is unknown), so pruned whatever it ran
-    assert runner.settle_stopped_trials(str(tmp_path), spec, configs) == \
+    assert bookkeeping.settle_stopped_trials(str(tmp_path), spec, configs) == \
         {"cut": "pruned", "done": "completed", "old": "pruned"}
     assert statuses(path, "cut") == {"pruned"} and len(pd.read_parquet(Path(path) / "trials" / "cut.parquet")) == 2
     assert statuses(path, "fine") == {"completed"}
-    assert runner.settle_stopped_trials(str(tmp_path), spec, configs) == {}  # nothing left running
+    assert bookkeeping.settle_stopped_trials(str(tmp_path), spec, configs) == {}  # nothing left running
 
 
 # --------------------------------------------------------------------------- a real study on a local Ray
@@ -187,15 +188,15 @@ def test_gpu_study_on_a_cluster_without_gpus_yet_gets_one_trial_and_a_hint(monke
     del raw["search"]["max_concurrent_trials"]
     spec = parse_study(raw, "gpu_cluster.yaml")
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})  # cluster.yaml's head, no workers yet
-    assert runner._default_concurrency(spec) == 1 and runner._waiting_for_gpus(spec)
+    assert tuner._default_concurrency(spec) == 1 and tuner.waiting_for_gpus(spec)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})  # scaled up: 8 GPU nodes
-    assert runner._default_concurrency(spec) == 32 and not runner._waiting_for_gpus(spec)  # 4 trials per GPU
+    assert tuner._default_concurrency(spec) == 32 and not tuner.waiting_for_gpus(spec)  # 4 trials per GPU
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
     explicit = parse_study({**raw, "search": {**raw["search"], "max_concurrent_trials": 4}}, "gpu_cluster.yaml")
-    assert not runner._waiting_for_gpus(explicit)  # set explicitly: nothing to hint
+    assert not tuner.waiting_for_gpus(explicit)  # set explicitly: nothing to hint
 
 
 def test_progress_shows_the_best_value_in_the_tables_units():
-    assert runner._shown("test_acc", 0.9639) == "Test acc. (%) 96.39"  # as the closing table: %, not 0.9639
-    assert runner._shown("nfe_fwd", 7.264) == "NFE fwd 7.264"
-    assert runner._shown("my_metric", 3.0) == "my_metric 3"  # a metric without display info: as recorded
+    assert bookkeeping._shown("test_acc", 0.9639) == "Test acc. (%) 96.39"  # as the closing table: %, not 0.9639
+    assert bookkeeping._shown("nfe_fwd", 7.264) == "NFE fwd 7.264"
+    assert bookkeeping._shown("my_metric", 3.0) == "my_metric 3"  # a metric without display info: as recorded

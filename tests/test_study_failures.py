@@ -12,7 +12,7 @@ from deqlab.report import views as dd
 from deqlab.results import load
 from deqlab.study import parse_study
 from deqlab.study.failures import describe_exception
-from deqlab.study.runner import run_study
+from deqlab.study.driver import run_study
 from deqlab.study.summary import final_rows, list_studies
 from deqlab.run import TrainConfig
 

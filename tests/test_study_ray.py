@@ -17,7 +17,7 @@ from study_factory import TINY
 
 from deqlab.results import FAULT_PAUSE_ENV, load
 from deqlab.study import parse_study
-from deqlab.study.runner import run_study
+from deqlab.study.driver import run_study
 from deqlab.study.summary import final_rows, pareto_front
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]

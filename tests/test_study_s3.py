@@ -202,7 +202,7 @@ def test_optuna_study_follows_a_resume_to_another_machine(s3, tmp_path, monkeypa
     """A remote study's Optuna SQLite lives in a local cache: a machine without one starts from storage's copy."""
     import tempfile
 
-    from deqlab.study.runner import _optuna_path
+    from deqlab.study.tuner import _optuna_path
 
     spec = parse_study({"name": "tpe-s3", "base": TINY, "space": {"seed": {"int": [0, 9]}},
                         "objectives": [{"metric": "test_acc", "mode": "max"}]}, "tpe-s3")

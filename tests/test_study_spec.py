@@ -136,7 +136,7 @@ def test_settings_that_take_effect_are_accepted_and_dumps_parse_again(tmp_path):
 
 def test_a_study_saved_with_every_default_still_resumes(tmp_path):
     """study.yaml files written before dumps left ignored settings out record them all: resume drops them."""
-    from deqlab.study.runner import load_saved_spec, prepare
+    from deqlab.study.driver import load_saved_spec, prepare
 
     spec = parse_study(changed(space=GRID_SPACE, search={"algorithm": "grid"}))
     prepare(spec, str(tmp_path))

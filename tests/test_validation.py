@@ -8,7 +8,7 @@ import yaml
 
 from deqlab.cli import main
 from deqlab.study import parse_study
-from deqlab.study.runner import check_fits
+from deqlab.study.tuner import check_fits
 from deqlab.study.spec import StudyError
 
 HEAD = {"name": "v", "objectives": [{"metric": "test_acc", "mode": "max"}]}

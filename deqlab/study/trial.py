@@ -5,8 +5,14 @@
 TorchTrainer; Ray 2.60's Train V2 refuses a Trainer as a Tune trainable, so
 the Trainer is built and fitted inside a function trial and its workers'
 reports reach Tune through `TuneReportCallback` (docs/design.md "Ray"). Either
-way the same `deqlab.run.train` runs; only the reporter differs. Rank 0
+way the same `deqlab.run.one.run_one` runs; only the reporter differs. Rank 0
 writes the trial's Parquet files.
+
+The driver validated the study once; a trial gets the StudySpec object itself
+(`tune.with_parameters`), builds its one TrainConfig from the base and its
+assignment (a combination the probes missed fails the trial here, with the
+validation message), and a Train worker gets that TrainConfig object, pickled
+by Ray: nothing is parsed twice.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from typing import Optional
 
 import torch
 
-from ..results import FINAL_STATUSES, METRICS, StudyStore, TrialWriter, absolute
-from ..run import provenance, select_device, train
-from .spec import StudySpec, parse_study
+from ..results import FINAL_STATUSES, METRICS, StudyStore, absolute
+from ..run.one import run_one
+from .spec import StudySpec
 from .space import to_paths
 
 GRID_KEY = "point"  # the grid algorithm hands each trial its whole point under this key
@@ -54,22 +60,21 @@ def _node_id() -> Optional[str]:
         return None
 
 
-def run_trial(config: dict, *, spec: dict, storage: str) -> None:
-    """The Tune trainable: one trial of the study `spec` (a validated spec's dump)."""
+def run_trial(config: dict, *, spec: StudySpec, storage: str) -> None:
+    """The Tune trainable: one trial of `spec` (validated by the driver), `config` its Tune config."""
     from ray import tune
 
-    study = parse_study(spec, f"study {spec.get('name')}")
     trial_id = tune.get_context().get_trial_id()
-    stored = stored_result(storage, study.name, trial_id)
+    stored = stored_result(storage, spec.name, trial_id)
     if stored is not None:  # (a retry of a trial that had finished): nothing trains twice under one id
         if stored:
             tune.report(stored)
         return
-    train_config = study.train_config(assignment_of(config))
-    if study.trainer.num_workers == 0:
-        _train_here(study, train_config, trial_id, storage)
+    train_config = spec.train_config(assignment_of(config))
+    if spec.trainer.num_workers == 0:
+        _train_here(spec, train_config, trial_id, storage)
     else:
-        _fit_trainer(study, train_config, trial_id, storage)
+        _fit_trainer(spec, train_config, trial_id, storage)
 
 
 def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
@@ -88,31 +93,29 @@ def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
                                              and last[k] is not None})
 
 
-def _train_here(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
     from ray import tune
 
-    torch.set_num_threads(threads_for(study.trainer.cpus_per_worker))
-    device = select_device(train_config.device)
-    writer = TrialWriter(storage, study.name, trial_id, train_config.flat_params(),
-                         {**provenance(train_config, device, 0), "node_id": _node_id()})
-    train(train_config, lambda epoch, m: tune.report(tune_metrics(epoch, m)), writer=writer, device=device)
+    torch.set_num_threads(threads_for(spec.trainer.cpus_per_worker))
+    run_one(train_config, study=spec.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
+            reporter=lambda epoch, m: tune.report(tune_metrics(epoch, m)))
 
 
-def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) -> None:
+def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    t = study.trainer
+    t = spec.trainer
     per_worker = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"train_config": train_config.model_dump(mode="json"), "study": study.name,
+        train_loop_config={"train_config": train_config, "study": spec.name,
                            "trial_id": trial_id, "storage": storage,
                            "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"train-{trial_id}", storage_path=f"{absolute(storage)}/{study.name}/train",
+            name=f"train-{trial_id}", storage_path=f"{absolute(storage)}/{spec.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
@@ -120,23 +123,19 @@ def _fit_trainer(study: StudySpec, train_config, trial_id: str, storage: str) ->
 
 
 def worker_loop(cfg: dict) -> None:
-    """One Ray Train worker: a replica of the training loop in the process group Ray Train set up."""
+    """One Ray Train worker: a replica of the training loop in the process group Ray Train set up;
+    `cfg["train_config"]` is the trial's TrainConfig itself (Ray pickles it), not a dump to rebuild."""
     import ray.train
     import ray.train.torch
 
     from ..parallel import Replicas
-    from ..run import TrainConfig
 
     torch.set_num_threads(cfg["threads"])
-    train_config = TrainConfig(**cfg["train_config"])
-    replicas = Replicas.from_process_group()
+    train_config = cfg["train_config"]
     device = ray.train.torch.get_device() if train_config.device != "cpu" else torch.device("cpu")
-    writer = None
-    if replicas.rank == 0:
-        writer = TrialWriter(cfg["storage"], cfg["study"], cfg["trial_id"], train_config.flat_params(),
-                             {**provenance(train_config, device, replicas.world_size), "node_id": _node_id()})
-    train(train_config, lambda epoch, m: ray.train.report(tune_metrics(epoch, m)), writer=writer,
-          replicas=replicas, device=device)
+    run_one(train_config, study=cfg["study"], trial_id=cfg["trial_id"], storage=cfg["storage"],
+            replicas=Replicas.from_process_group(), device=device, node_id=_node_id(),
+            reporter=lambda epoch, m: ray.train.report(tune_metrics(epoch, m)))
 
 
 __all__ = ["run_trial", "worker_loop", "assignment_of", "tune_metrics", "GRID_KEY"]

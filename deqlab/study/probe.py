@@ -1,0 +1,145 @@
+"""Trying a study's space against the training config before Ray starts: every value it can draw (each
+choice, both ends of each range), one by one and in combination, so a trial never fails an hour in on a
+typo or on two settings that clash."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+from ..solvers.options import describe_validation_error
+from ..run.config import TrainConfig
+from .space import Param, SpaceError
+from .yaml_io import StudyError
+
+MAX_GRID_POINTS = 10_000
+MAX_COMBINATIONS = 2048  # combinations of probe values tried together (beyond it: that many, drawn at random)
+
+
+def check_space(spec) -> None:
+    """Parse the space and try every value it can draw against the training config."""
+    try:
+        params = spec.params
+    except SpaceError as exc:
+        raise StudyError(str(exc)) from None
+    if not params:
+        raise StudyError("space: empty: nothing to search. Use `deqlab train` for one configuration, "
+                         "or search at least the seed, e.g. space: {seed: {grid: [0, 1, 2]}}")
+    try:
+        base = TrainConfig.model_validate(spec.base)
+    except ValidationError as exc:
+        raise StudyError(f"base: {describe_validation_error(exc, TrainConfig)}") from None
+    except TypeError as exc:
+        raise StudyError(f"base: {exc}") from None
+    _probe(spec, params, {}, "space")
+    _probe_combinations(spec, params)
+    if spec.search.algorithm == "grid":
+        try:
+            points = spec.grid()
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+        if len(points) > MAX_GRID_POINTS:
+            raise StudyError(f"space: the grid has {len(points)} points (limit {MAX_GRID_POINTS}); narrow it")
+    epochs = base.epochs + base.pretrain_epochs
+    if spec.scheduler.name == "asha" and spec.scheduler.grace_period >= epochs:
+        raise StudyError(f"scheduler.grace_period: {spec.scheduler.grace_period} >= the {epochs} epochs of a "
+                         "trial, so ASHA could never prune; lower it or set scheduler.name: none")
+
+
+def _probe(spec, params: list[Param], given: dict, key: str) -> None:
+    for p in params:
+        _check_path(p.path, f"{key}.{p.path}")
+        if p.path in ("epochs", "pretrain_epochs") and spec.scheduler.name == "asha":
+            base = spec.train_config({})
+            raise StudyError(f"{key}.{p.path}: searched with scheduler.name asha, whose max_t is the "
+                             f"{base.pretrain_epochs + base.epochs} epochs of base (pretrain_epochs "
+                             f"{base.pretrain_epochs} + epochs {base.epochs}): longer trials would be cut there and "
+                             "shorter ones end before its rungs; set it in base, or use scheduler.name: none")
+        for value in p.probe_values():
+            assignment = {**given, p.path: value}
+            try:
+                spec.train_config(assignment)
+            except ValidationError as exc:
+                raise StudyError(f"{key}.{p.path}: value {value!r} is not valid: {describe_validation_error(exc)}") \
+                    from None
+            except (TypeError, ValueError) as exc:
+                raise StudyError(f"{key}.{p.path}: value {value!r} is not valid: {exc}") from None
+            if p.branches:
+                _probe(spec, p.branches[str(value)], assignment, f"{key}.{p.path}.choice.{value}")
+
+
+def _probe_combinations(spec, params: list[Param]) -> None:
+    """Values valid one by one can still clash (a solver and another solver's option): try them together,
+    every combination of probe values when there are at most MAX_COMBINATIONS, else that many at random."""
+    import random
+
+    if _count(params) <= MAX_COMBINATIONS:
+        points = _combinations(params)
+    else:
+        rng = random.Random(0)
+        points = (_random_combination(params, rng) for _ in range(MAX_COMBINATIONS))
+    for point in points:
+        try:
+            spec.train_config(point)
+        except ValidationError as exc:
+            why = describe_validation_error(exc)
+        except (TypeError, ValueError) as exc:
+            why = str(exc)
+        else:
+            continue
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        raise StudyError(f"space: the combination {shown} can be sampled but is not valid: {why}")
+
+
+def _count(params: list[Param]) -> int:
+    n = 1
+    for p in params:
+        n *= sum(_count(p.branches[str(v)]) if p.branches else 1 for v in p.probe_values())
+        if n > MAX_COMBINATIONS:
+            return n
+    return n
+
+
+def _combinations(params: list[Param]):
+    """Every combination of the params' probe values, a choice's sub-space under its value only."""
+    if not params:
+        yield {}
+        return
+    head, rest = params[0], params[1:]
+    for value in head.probe_values():
+        for sub in _combinations(head.branches[str(value)] if head.branches else []):
+            for tail in _combinations(rest):
+                yield {head.path: value, **sub, **tail}
+
+
+def _random_combination(params: list[Param], rng) -> dict:
+    out = {}
+    for p in params:
+        value = rng.choice(p.probe_values())
+        out[p.path] = value
+        if p.branches:
+            out.update(_random_combination(p.branches[str(value)], rng))
+    return out
+
+
+def _check_path(path: str, key: str) -> None:
+    """A path must name a TrainConfig field (or a key inside one of its free-form option mappings)."""
+    model = TrainConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            raise StudyError(f"{key}: unknown setting {part!r} in {'.'.join(parts[:i]) or 'the config'}; "
+                             f"valid: {', '.join(fields)}")
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if annotation is dict or getattr(annotation, "__origin__", None) is dict:
+            return  # options mappings: their keys are checked by the probe against the solver/model
+        if i != len(parts) - 1:
+            raise StudyError(f"{key}: {part!r} is a value, not a section")
+        return
+    raise StudyError(f"{key}: {path!r} is a section; search one of its settings: {', '.join(model.model_fields)}")
+
+
+__all__ = ["check_space"]
