@@ -69,7 +69,7 @@ def _positive_int(text: str) -> int:
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:
-    # no deqlab.seed_check import here: it loads torch, and `deqlab --help` must stay fast
+    # no deqlab.run.seed_check import here: it loads torch, and `deqlab --help` must stay fast
     p.add_argument("--out", default="demo_out", help="folder for the trajectory figure (default: demo_out)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="full-batch Adam steps per model (default: seed_check.DEFAULT_STEPS, as in the article)")
@@ -87,7 +87,8 @@ def _default_workers() -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from . import seed_check as sc
+    from .run import seed_check as sc
+    from .run import seed_figure
 
     args.steps = args.steps or sc.DEFAULT_STEPS
     inits, solvers = sc.check_inputs(args.inits, args.solvers, args.steps, args.seed)
@@ -96,9 +97,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows = sc.run_seed_check(inits=inits, solvers=solvers, steps=args.steps, seed=args.seed, workers=args.workers)
     print(sc.format_table(rows))
-    shown = sc.figure_model(rows)
+    shown = seed_figure.figure_model(rows)
     path = Path(args.out) / "trajectories.png"
-    traj = sc.trajectory_figure(
+    traj = seed_figure.trajectory_figure(
         shown.model, x=sc.PROBE_X, starts=10, depth=100, path=path, seed=args.seed,
         title=f"{shown.init}/{shown.solver} cell at x = {sc.PROBE_X:g}: 10 starts in [0, 10]",
     )
@@ -360,7 +361,7 @@ def _run_export(args: argparse.Namespace) -> int:
             print(f"warning: {exc}", file=sys.stderr)
     table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
                              ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
-    from .provenance import pooled_hardware
+    from .report.tables import pooled_hardware
 
     for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
         print(f"warning: {line}", file=sys.stderr)

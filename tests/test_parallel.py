@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from deqlab.parallel import Replicas, group_device, served_device_types
+from deqlab.run.parallel import Replicas, group_device, served_device_types
 
 
 def test_group_device_follows_the_backend():
@@ -34,7 +34,7 @@ class OnGroupDevice(torch.Tensor):
 
 
 def _simulate_nccl(rank: int, seen: list) -> None:
-    import deqlab.parallel as parallel
+    import deqlab.run.parallel as parallel
 
     real_all_reduce, real_broadcast = dist.all_reduce, dist.broadcast
 

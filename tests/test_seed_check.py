@@ -7,20 +7,19 @@ import math
 import pytest
 import torch
 
-from deqlab import seed_check as sc
-from deqlab.seed_check import (
+from deqlab.run import seed_check as sc
+from deqlab.run.seed_check import (
     PROBE_X,
     TARGET,
     LinearCell,
     SeedRow,
     seed_deq,
-    figure_model,
     format_table,
     run_seed_check,
     train_one,
-    trajectory_figure,
     verdict,
 )
+from deqlab.run.seed_figure import figure_model, trajectory_figure
 
 INITS = ("zeros", "skipreg", "skip")
 SOLVERS = ("anderson", "continuous")

@@ -72,7 +72,7 @@ def test_a_ray_train_worker_receives_the_train_config_object(in_a_trial, monkeyp
     assert loop is trial.worker_loop and isinstance(cfg["train_config"], TrainConfig)
     assert cfg["train_config"].optim.lr == 2e-3 and cfg["threads"] == 1
 
-    from deqlab import parallel
+    from deqlab.run import parallel
 
     runs = []
     monkeypatch.setattr(parallel.Replicas, "from_process_group", classmethod(lambda cls: "replicas"))

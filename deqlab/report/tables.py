@@ -302,6 +302,26 @@ def parse_baseline(text: Optional[str]) -> Optional[dict[str, str]]:
     return out
 
 
+def pooled_hardware(trials: pd.DataFrame, by) -> list[str]:
+    """One line per row of `deqlab export`'s table whose completed trials ran on different hardware."""
+    final = final_epochs(trials) if len(trials) else trials
+    if final.empty or "hardware" not in final.columns:
+        return []
+    cols = [resolve_column(final, b, "group column") for b in by]
+    if "hardware" in cols:
+        return []
+    lines = []
+    for key, group in final.groupby(cols, dropna=False, sort=True):
+        kinds = sorted(group["hardware"].dropna().astype(str).unique())
+        if len(kinds) > 1:
+            key = key if isinstance(key, tuple) else (key,)
+            where = ", ".join(f"{b}={k}" for b, k in zip(by, key))
+            lines.append(f"row {where} pools {len(group)} trials from {len(kinds)} kinds of hardware "
+                         f"({'; '.join(kinds)}): its times are not comparable; --by {','.join(by)},hardware "
+                         "splits them")
+    return lines
+
+
 def render(table: ComparisonTable, fmt: str, **options) -> str:
     """The table as LaTeX (a `table` with booktabs and siunitx), Markdown or CSV (see deqlab/report/render.py)."""
     from .render import render_table

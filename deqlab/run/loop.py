@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data import load_dataset, make_loaders
 from ..models import build
-from ..parallel import Replicas
+from .parallel import Replicas
 from ..results.schema import Status
 from .config import TrainConfig
 from .diagnostics import depth_states, residual_traces

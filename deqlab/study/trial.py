@@ -128,7 +128,7 @@ def worker_loop(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from ..parallel import Replicas
+    from ..run.parallel import Replicas
 
     torch.set_num_threads(cfg["threads"])
     train_config = cfg["train_config"]

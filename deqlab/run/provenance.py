@@ -17,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import torch
 
 COLUMNS = ("hostname", "hardware", "cpu_model", "cpu_count", "gpu_name", "gpu_count", "gpu_memory_gb",
@@ -62,9 +61,9 @@ def _nvidia_driver() -> Optional[str]:
 
 def code_version() -> str:
     """`git:<commit>[+dirty]` of a checkout, else `deqlab==<version>` of an installed package."""
-    from . import __version__
+    from .. import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / ".git").exists():
         try:
             commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -91,26 +90,4 @@ def environment() -> dict:
             "torchdiffeq_version": _version("torchdiffeq"), "code_version": code_version()}
 
 
-def pooled_hardware(trials: pd.DataFrame, by) -> list[str]:
-    """One line per row of `deqlab export`'s table whose completed trials ran on different hardware."""
-    from .report.tables import final_epochs, resolve_column
-
-    final = final_epochs(trials) if len(trials) else trials
-    if final.empty or "hardware" not in final.columns:
-        return []
-    cols = [resolve_column(final, b, "group column") for b in by]
-    if "hardware" in cols:
-        return []
-    lines = []
-    for key, group in final.groupby(cols, dropna=False, sort=True):
-        kinds = sorted(group["hardware"].dropna().astype(str).unique())
-        if len(kinds) > 1:
-            key = key if isinstance(key, tuple) else (key,)
-            where = ", ".join(f"{b}={k}" for b, k in zip(by, key))
-            lines.append(f"row {where} pools {len(group)} trials from {len(kinds)} kinds of hardware "
-                         f"({'; '.join(kinds)}): its times are not comparable; --by {','.join(by)},hardware "
-                         "splits them")
-    return lines
-
-
-__all__ = ["COLUMNS", "environment", "pooled_hardware", "code_version"]
+__all__ = ["COLUMNS", "environment", "code_version"]
