@@ -21,7 +21,7 @@ def test_help_loads_no_torch_ray_or_streamlit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
-    # the export's formats are spelled in cli.py (no pandas import for --help): the same as deqlab.report.tables's
+    # the export's formats are spelled in deqlab/cli/export.py (no pandas import for --help): the same as deqlab.report.tables's
     from deqlab.report import tables as export
     from deqlab.cli import build_parser
 
