@@ -12,7 +12,7 @@ import math
 import time
 from typing import Callable, Optional
 
-from ..results import compact, finalize_trial, load, study_path, trial_progress
+from ..results import Status, compact, finalize_trial, load, study_path, trial_progress
 from .failures import trial_error
 from .heartbeat import Heartbeat
 from .spec import StudySpec
@@ -70,10 +70,10 @@ def settle_trial(storage: str, spec: StudySpec, trial_id: str, config) -> str:
     so pruned).
     """
     status, last_epoch = trial_progress(storage, spec.name, trial_id)
-    if status not in (None, "running"):
+    if status not in (None, Status.RUNNING):
         return status
     epochs = config.epochs + config.pretrain_epochs if config is not None else None
-    final = "completed" if epochs is not None and last_epoch + 1 >= epochs else "pruned"
+    final = Status.COMPLETED if epochs is not None and last_epoch + 1 >= epochs else Status.PRUNED
     return finalize_trial(storage, spec.name, trial_id, final, params=config.flat_params() if config else None)
 
 
@@ -87,7 +87,7 @@ def settle_stopped_trials(storage: str, spec: StudySpec, configs: dict) -> dict:
     trials = load(study_path(storage, spec.name), traces=False).trials
     if trials.empty:
         return {}
-    running = sorted(trials.loc[trials.status == "running", "trial_id"].unique())
+    running = sorted(trials.loc[trials.status == Status.RUNNING, "trial_id"].unique())
     return {tid: settle_trial(storage, spec, tid, _train_config(spec, configs[tid]) if tid in configs else None)
             for tid in running}
 
@@ -132,7 +132,7 @@ class StudyBooks:
         self.beat.finish(trial.trial_id)
         error = trial_error(trial)
         config = self._config(trial)
-        status = finalize_trial(self.storage, self.spec.name, trial.trial_id, "failed", error=error or "trial failed",
+        status = finalize_trial(self.storage, self.spec.name, trial.trial_id, Status.FAILED, error=error or "trial failed",
                                 params=config.flat_params() if config else {})
         self._report(trials, trial, status + (f": {error}" if error else ""))
         self._maybe_compact()

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..results import absolute, compact, filesystem, is_uri, study_path, write_text_atomic
+from pyarrow.fs import FileType
+
+from ..results import STUDY_FILE, StudyStore, absolute, compact, is_uri, study_path
 from .bookkeeping import make_callback, settle_stopped_trials
 from .cluster import refuse_unshared_storage
 from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
@@ -68,20 +70,18 @@ def check_data(spec: StudySpec) -> None:
 
 def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
     """Create the study directory, probe that it is writable, and save the spec as run."""
-    path = study_path(storage, spec.name)
-    fs, base = filesystem(path)
-    existing = fs.get_file_info(f"{base}/study.yaml")
-    if existing.type != existing.type.NotFound and not exist_ok:
+    store = StudyStore.of(storage, spec.name)
+    if store.fs.get_file_info(store.at(STUDY_FILE)).type != FileType.NotFound and not exist_ok:
         raise StudyError(f"study {spec.name!r} already exists in {storage}: `deqlab resume {spec.name}` "
                          "continues it; --name gives a new run another name")
-    probe = f"{path}/.write-probe-{os.getpid()}-{time.time_ns()}"  # the URI: a bare bucket path reads as local
+    probe = f".write-probe-{os.getpid()}-{time.time_ns()}"
     try:  # 1 MiB: a disk too full for a few epochs of Parquet fails here, not an hour in
-        write_text_atomic("0" * (1 << 20), probe)
-        fs.delete_file(filesystem(probe)[1])
+        store.write_text(probe, "0" * (1 << 20))
+        store.fs.delete_file(store.at(probe))
     except OSError as exc:
-        raise StudyError(f"cannot write results under {path}: {exc}") from None
-    write_text_atomic(spec.dump(), f"{path}/study.yaml")
-    return path
+        raise StudyError(f"cannot write results under {store.path}: {exc}") from None
+    store.write_text(STUDY_FILE, spec.dump())
+    return store.path
 
 
 def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = print, resume: bool = False,
@@ -153,16 +153,14 @@ def _finish_study(spec: StudySpec, storage: str, path: str, grid, say: Callable[
 
 
 def load_saved_spec(storage: str, name: str) -> StudySpec:
-    import yaml
-
-    fs, base = filesystem(study_path(storage, name))
+    store = StudyStore.of(storage, name)
     try:
-        with fs.open_input_stream(f"{base}/study.yaml") as f:
-            raw = yaml.safe_load(f.read().decode())
-    except (FileNotFoundError, OSError):
-        raise StudyError(f"no study {name!r} in {storage} (no study.yaml there); `deqlab ls {storage}` lists them") \
-            from None
-    return parse_study(drop_inert(raw), f"{base}/study.yaml")  # older saves recorded ignored defaults too
+        raw = store.read_yaml(STUDY_FILE)
+    except ValueError as exc:  # unreadable or not YAML: its one-line reason
+        raise StudyError(str(exc)) from None
+    if not raw:
+        raise StudyError(f"no study {name!r} in {storage} (no {STUDY_FILE} there); `deqlab ls {storage}` lists them")
+    return parse_study(drop_inert(raw), store.at(STUDY_FILE))  # older saves recorded ignored defaults too
 
 
 def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:

@@ -26,7 +26,7 @@ from typing import Optional
 
 import pandas as pd
 
-from ..results import FINAL_STATUSES, is_uri, load, scalar, set_aside, trial_ids_on_disk
+from ..results import FINAL_STATUSES, Status, is_uri, load, scalar, set_aside, trial_ids_on_disk
 from .spec import StudyError, StudySpec
 
 LOCK_FILE = ".driver.lock"
@@ -130,7 +130,7 @@ def _failed_for_space(final: pd.DataFrame) -> pd.Series:
     """Trials recorded failed because the disk was full: not finished, they run again on resume."""
     if "error" not in final:
         return pd.Series(False, index=final.index)
-    return (final.status == "failed") & final["error"].astype(str).str.contains(NO_SPACE, regex=False)
+    return (final.status == Status.FAILED) & final["error"].astype(str).str.contains(NO_SPACE, regex=False)
 
 
 # --------------------------------------------------------------------------- resume from the files on disk

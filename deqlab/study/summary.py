@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from ..report.tables import aggregate, final_epochs, render
-from ..results import STATUSES, column_name, filesystem, load, metric_info, value_name
+from ..results import STATUSES, Status, column_name, filesystem, load, metric_info, value_name
 from .space import walk
 from .spec import StudySpec
 
@@ -34,7 +34,7 @@ def comparison_table(path: str, spec: StudySpec) -> str:
     """Completed trials by init mode x solver: mean +- std (n) of each objective, best in bold (Markdown:
     the same table `deqlab export` and the dashboard give)."""
     trials = load(path, traces=False).trials
-    if trials.empty or not (final_rows(trials)["status"] == "completed").any():
+    if trials.empty or not (final_rows(trials)["status"] == Status.COMPLETED).any():
         return "(no completed trials to compare)"
     try:
         table = aggregate(trials, by=list(GROUP_BY), metrics=spec.metrics,
@@ -85,7 +85,7 @@ def list_studies(storage: str) -> str:
         objective = _first_objective(fs, entry.path, yaml)
         best = ""
         if objective and len(final) and objective[0] in final:
-            values = pd.to_numeric(final.loc[final["status"] == "completed", objective[0]], errors="coerce").dropna()
+            values = pd.to_numeric(final.loc[final["status"] == Status.COMPLETED, objective[0]], errors="coerce").dropna()
             if len(values):
                 value = values.max() if objective[1] == "max" else values.min()
                 best = f"best {objective[0]} {value:.4g}"
@@ -99,7 +99,7 @@ def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
     """`  <trial> failed: <Type: message>` for the first few failed trials, so `ls` says why."""
     if not len(final) or "error" not in final:
         return []
-    failed = final[final["status"] == "failed"].sort_values("trial_id")
+    failed = final[final["status"] == Status.FAILED].sort_values("trial_id")
     lines = [f"  {r.trial_id} failed: {r.error}" for r in failed.head(shown).itertuples()]
     if len(failed) > shown:
         lines.append(f"  ... {len(failed) - shown} more failed")
@@ -118,7 +118,7 @@ def _first_objective(fs, folder: str, yaml):
 
 def pareto_front(final: pd.DataFrame, objectives) -> pd.DataFrame:
     """Completed trials no other completed trial dominates (at least as good in every objective, better in one)."""
-    done = final[final["status"] == "completed"] if len(final) else final
+    done = final[final["status"] == Status.COMPLETED] if len(final) else final
     if done.empty:
         return done
     # all objectives as "larger is better"
