@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..data import DATASETS
+from ..data import dataset
 from ..layers.config import DEQConfig
 from ..models.catalog import DEQ_MODELS, check_model
 
@@ -36,9 +36,7 @@ class DataSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _known(cls, v):
-        if v not in DATASETS:
-            raise ValueError(f"unknown data set {v!r}; valid: {', '.join(DATASETS)}")
-        return v
+        return dataset(v).name  # the data-set table's own "unknown data set" error
 
 
 class ModelSpec(_Spec):
