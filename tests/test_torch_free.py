@@ -33,3 +33,11 @@ def test_deqlab_validate_imports_no_torch():
     body = ("from deqlab.cli import main\n"
             "assert main(['validate', 'studies/quickstart.yaml', 'studies/train_digits.yaml']) == 0")
     assert "torch loaded: []" in _torch_loaded(body)
+
+
+def test_reports_and_the_dashboard_pages_import_no_torch():
+    """A results folder copied from a cluster opens on a laptop without the training stack (architecture.md)."""
+    body = ("import deqlab.results, deqlab.report.tables, deqlab.report.views, deqlab.report.figures\n"
+            "sys.path.insert(0, 'dashboard')\n"
+            "import compare, compare_sections, overview, trial_pages, export_page")
+    assert "torch loaded: []" in _torch_loaded(body)
