@@ -83,3 +83,16 @@ def test_the_checker_sees_a_wrong_arrow(tmp_path):
     found = {_room(t) for t in _imports(bad, "deqlab.solvers")}
     assert found == {"models", "run"}
     assert not found <= ALLOWED["solvers"]
+
+
+def test_no_package_export_shares_a_submodule_name():
+    """`from deqlab.run import provenance` must give the function: once a submodule of the same name is
+    imported, Python binds the package attribute to the module and the lazy export is never consulted."""
+    import importlib
+
+    clashes = []
+    for init in (ROOT / "deqlab").glob("*/__init__.py"):
+        package = importlib.import_module(f"deqlab.{init.parent.name}")
+        modules = {p.stem for p in init.parent.glob("*.py")} | {p.name for p in init.parent.iterdir() if p.is_dir()}
+        clashes += [f"deqlab.{init.parent.name}.{n}" for n in getattr(package, "__all__", ()) if n in modules]
+    assert not clashes, f"exports named like a submodule: {clashes}"

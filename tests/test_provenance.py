@@ -17,7 +17,7 @@ from study_factory import metrics, params, write_trial
 
 from deqlab import __version__
 from deqlab.cli import main
-from deqlab.run.provenance import COLUMNS
+from deqlab.run.machine import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_a_trained_trial_records_machine_versions_and_commit(tmp_path, capsys):
 
 def test_installed_copy_records_its_version_not_a_commit(tmp_path):
     shutil.copytree(REPO / "deqlab", tmp_path / "deqlab", ignore=shutil.ignore_patterns("__pycache__"))
-    out = subprocess.run([sys.executable, "-c", "from deqlab.run.provenance import code_version; print(code_version())"],
+    out = subprocess.run([sys.executable, "-c", "from deqlab.run.machine import code_version; print(code_version())"],
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
     assert out.stdout.strip() == f"deqlab=={__version__}", out.stderr
 

@@ -30,7 +30,7 @@ def provenance(config: TrainConfig, device: torch.device, num_workers: int = 0) 
         ray_version = metadata.version("ray")  # without importing it (seconds)
     except metadata.PackageNotFoundError:
         ray_version = None
-    from .provenance import environment
+    from .machine import environment
 
     return {
         "seed": config.seed, "config_hash": config.config_hash(), "deqlab_version": __version__,
