@@ -306,3 +306,25 @@ def test_bootstrap_interval_paired_by_seed_and_unpaired(tmp_path):
     assert not paired and 2.0 / 1.2 <= lo < r < hi <= 2.2 / 1.0 and hi - lo > 2.0 - 2.2 / 1.2
     # one trial a side: no interval
     assert math.isnan(export.ratio_interval(base[:1], row, "t", "min", np.random.default_rng(0))[1][0])
+
+
+def test_the_readme_reproduction_table_comes_from_the_committed_study(capsys):
+    """README section 6 quotes `deqlab export` of the committed paper run (seed 6171): the same numbers."""
+    import csv
+    import io
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parent.parent / "docs" / "results" / "skipdeq_mnist_paper_seed6171"
+    assert main(["export", str(study), "--by", "init,jac_weight", "--metrics", "test_acc,nfe_fwd,nfe_fwd_paper",
+                 "--baseline", "init=zeros", "--ratio-of", "nfe_fwd_paper", "--format", "csv"]) == 0
+    rows = {(r["init"], r["jac_weight"]): r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert len(rows) == 6
+    ratio = "nfe_fwd_paper_reduction_vs_init=zeros"
+    deq, skip, skipreg = rows[("zeros", "0")], rows[("skip", "0")], rows[("skipreg", "0")]
+    assert float(deq["nfe_fwd_paper_mean"]) == pytest.approx(16.79, abs=0.005)
+    assert float(skip["nfe_fwd_paper_mean"]) == pytest.approx(4.32, abs=0.005)
+    assert float(skipreg["nfe_fwd_paper_mean"]) == pytest.approx(3.00, abs=0.005)
+    assert float(deq["test_acc_pct_mean"]) == pytest.approx(98.14, abs=0.005)
+    assert float(skip[ratio]) == pytest.approx(3.88, abs=0.005)
+    assert float(skipreg[ratio]) == pytest.approx(5.60, abs=0.005)
+    assert float(rows[("zeros", "1")]["nfe_fwd_paper_mean"]) == pytest.approx(6.00, abs=0.005)

@@ -247,8 +247,9 @@ def evaluate(model, loader, device) -> dict:
     `nfe_test_total` is everything a prediction costs per sample (forward only:
     no backward, no regulariser at test time). `nfe_fwd_paper` is the published
     code's convention: the solver's batched calls plus one residual call and one
-    final call (minimum 4 for Broyden: initial evaluation, one update, residual,
-    final); it leaves out skipreg's f(0, x), as that code did not count it.
+    final call (3 when the initial guess already passes the stop test; the
+    published Broyden always updates once, so its minimum is 4); it leaves out
+    skipreg's f(0, x), as that code did not count it.
     """
     model.eval()
     loss_sum = correct = n = 0
