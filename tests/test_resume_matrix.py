@@ -149,11 +149,12 @@ def test_c_killed_between_a_trials_end_and_the_next_state_save(study_file, tmp_p
 def _fill(folder: Path) -> Path:
     """Write zeros until the file system is full; return the filler file."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    # unbuffered: a buffered writer keeps the bytes a short write left over and raises ENOSPC again at close,
+    # which made this helper fail or pass with the few KiB the study happened to have written
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
