@@ -18,7 +18,7 @@ import pytest
 from study_factory import metrics, params, write_trial
 
 import deqlab.results.store as results_module
-from deqlab.results import TableCache, compact, finalize_trial, load, snapshot_path
+from deqlab.results import StudyStore, TableCache, compact, finalize_trial, load, snapshot_path
 
 TRACE_KEYS = ["study", "trial_id", "epoch", "phase", "step"]
 
@@ -217,14 +217,15 @@ def test_set_aside_moves_a_trials_files_out_of_view_and_keeps_them(tmp_path):
     compact(study)  # a snapshot taken before must not bring the orphan back
     ids = sorted(load(study).trials.trial_id.unique())
     orphan = ids[1]
-    assert results_module.trial_ids_on_disk(str(tmp_path), study.name) == set(ids)
-    assert results_module.set_aside(str(tmp_path), study.name, [orphan]) == [orphan]
+    store = StudyStore.of(str(tmp_path), study.name)
+    assert store.trial_ids() == set(ids)
+    assert store.set_aside([orphan]) == [orphan]
     res = load(study)
     rest = sorted(set(ids) - {orphan})
     assert len(rest) == 3 and sorted(res.trials.trial_id.unique()) == rest
     assert orphan not in set(res.traces.trial_id)
     kept = pd.read_parquet(study / "orphaned" / "trials" / f"{orphan}.parquet")
     assert set(kept.trial_id) == {orphan} and len(kept) > 0  # moved, not deleted
-    assert results_module.trial_ids_on_disk(str(tmp_path), study.name) == set(rest)
+    assert store.trial_ids() == set(rest)
     with pytest.raises(ValueError):
-        results_module.set_aside(str(tmp_path), study.name, ["../escape"])
+        store.set_aside(["../escape"])

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from deqlab.cli import main
-from deqlab.results import TrialWriter, finalize_trial, load, trial_progress, write_text_atomic
+from deqlab.results import StudyStore, TrialWriter, finalize_trial, load, write_text_atomic
 from deqlab.study import parse_study
 from deqlab.study.summary import comparison_table, final_rows, list_studies, pareto_front
 
@@ -51,7 +51,7 @@ def test_comparison_table_groups_completed_trials(study):
 
 def test_finalize_relabels_only_running_trials(study):
     assert finalize_trial(str(study), "s", "t5", "pruned") == "pruned"
-    assert trial_progress(str(study), "s", "t5") == ("pruned", 0)
+    assert StudyStore.of(str(study), "s").trial_progress("t5") == ("pruned", 0)
     assert finalize_trial(str(study), "s", "t1", "failed") == "completed"  # a final status is kept
     # a trial that died before its first epoch is still counted, with its error
     assert finalize_trial(str(study), "s", "t6", "failed", error="CUDA error", params={"deq.init": "skip"}) == "failed"

@@ -16,7 +16,7 @@ _HOMES = {
     "schema": ("CATALOGUE", "FINAL_STATUSES", "METRICS", "OBJECTIVE_METRICS", "PROVENANCE", "STATUSES",
                "TRACE_COLUMNS", "Metric", "Status", "check_name", "column_name", "metric_info", "value_name"),
     "store": ("COMPACT_DIR", "FAULT_PAUSE_ENV", "STUDY_FILE", "TRAIN_FILE", "StudyStore", "absolute",
-              "filesystem", "is_uri", "set_aside", "study_path", "trial_ids_on_disk", "trial_progress",
+              "filesystem", "is_uri", "study_path",
               "write_table_atomic", "write_text_atomic"),
     "writer": ("TrialWriter", "finalize_trial", "scalar"),
     "reader": ("Results", "TableCache", "load", "load_spec", "load_states", "load_train_config", "load_trial_traces"),

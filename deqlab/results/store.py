@@ -334,18 +334,3 @@ class StudyStore:
         children = sorted(i.base_name for i in self.fs.get_file_info(pafs.FileSelector(self.base))
                           if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
         return [c for c in children if StudyStore(join(self.path, c)).is_study()]
-
-
-def trial_ids_on_disk(root: str, study: str) -> set[str]:
-    """The trials that have a (visible) trials file in the study."""
-    return StudyStore.of(root, study).trial_ids()
-
-
-def set_aside(root: str, study: str, trial_ids: Iterable[str]) -> list[str]:
-    """`StudyStore.set_aside` of study `study` under `root`."""
-    return StudyStore.of(root, study).set_aside(trial_ids)
-
-
-def trial_progress(root: str, study: str, trial_id: str) -> tuple[Optional[str], int]:
-    """`StudyStore.trial_progress` of a trial of study `study` under `root`."""
-    return StudyStore.of(root, study).trial_progress(trial_id)

@@ -12,7 +12,7 @@ import math
 import time
 from typing import Callable, Optional
 
-from ..results import Status, compact, finalize_trial, load, study_path, trial_progress
+from ..results import Status, StudyStore, compact, finalize_trial, load, study_path
 from .failures import trial_error
 from .heartbeat import Heartbeat
 from .spec import StudySpec
@@ -69,7 +69,7 @@ def settle_trial(storage: str, spec: StudySpec, trial_id: str, config) -> str:
     the time budget) it is pruned, keeping the epochs it ran. `config` is its TrainConfig (None: unknown,
     so pruned).
     """
-    status, last_epoch = trial_progress(storage, spec.name, trial_id)
+    status, last_epoch = StudyStore.of(storage, spec.name).trial_progress(trial_id)
     if status not in (None, Status.RUNNING):
         return status
     epochs = config.epochs + config.pretrain_epochs if config is not None else None

@@ -6,7 +6,7 @@ disk the saved state does not know (or no trial state at all, when the kill
 came before the first save): a restore then runs their share of the budget
 again or stops early. The trials' own Parquet files are written every epoch
 and are the truth instead: a resume keeps every trial whose file holds a final
-status, sets aside the unfinished ones (`results.set_aside`) and starts a new
+status, sets aside the unfinished ones (`StudyStore.set_aside`) and starts a new
 Tune run for the rest of the budget (the grid points not yet finished), its
 Optuna sampler continuing the study's SQLite history.
 """
@@ -26,7 +26,7 @@ from typing import Optional
 
 import pandas as pd
 
-from ..results import FINAL_STATUSES, Status, is_uri, load, scalar, set_aside, trial_ids_on_disk
+from ..results import FINAL_STATUSES, Status, StudyStore, is_uri, load, scalar
 from .spec import StudyError, StudySpec
 
 LOCK_FILE = ".driver.lock"
@@ -164,7 +164,8 @@ def plan_resume(storage: str, path: str, spec: StudySpec) -> ResumePlan:
     """Keep the finished trials, set the unfinished ones aside, and say what is left of the budget."""
     final = finished_trials(path)
     finished = sorted(final.trial_id) if not final.empty else []
-    moved = set_aside(storage, spec.name, trial_ids_on_disk(storage, spec.name) - set(finished))
+    store = StudyStore.of(storage, spec.name)
+    moved = store.set_aside(store.trial_ids() - set(finished))
     if spec.search.algorithm != "grid":
         return ResumePlan(finished, moved, max(0, spec.search.samples - len(finished)))
     done = Counter(_row_key(row) for _, row in final.iterrows())
