@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from ..report.tables import aggregate, final_epochs, render
-from ..results import STATUSES, Status, column_name, filesystem, load, metric_info, value_name
+from ..results import STATUSES, STUDY_FILE, Status, StudyStore, column_name, load, metric_info, value_name
+from ..results.store import join
 from .space import walk
 from .spec import StudySpec
 
@@ -64,25 +65,24 @@ def untried_choices(path: str, spec: StudySpec) -> list[str]:
 
 
 def list_studies(storage: str) -> str:
-    """Every study folder under the root: trials by status and the best value of its first objective."""
-    import yaml
-
-    fs, base = filesystem(storage)
-    info = fs.get_file_info(base)
+    """Every study folder under the root that has trials: trials by status and the best value of its first
+    objective."""
+    root = StudyStore(storage)
+    info = root.fs.get_file_info(root.base)
     if info.type == pafs.FileType.NotFound:
         raise ValueError(f"no results root at {storage}")
     if info.type != pafs.FileType.Directory:
         raise ValueError(f"{storage} is not a directory of studies")
     lines = []
-    for entry in sorted(fs.get_file_info(pafs.FileSelector(base)), key=lambda i: i.base_name):
+    for entry in sorted(root.fs.get_file_info(pafs.FileSelector(root.base)), key=lambda i: i.base_name):
         if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
             continue
-        trials_dir = fs.get_file_info(f"{entry.path}/trials")
-        if trials_dir.type != pafs.FileType.Directory:
+        study = StudyStore(join(root.path, entry.base_name))
+        if study.fs.get_file_info(study.at("trials")).type != pafs.FileType.Directory:
             continue
-        final = final_rows(load(f"{storage.rstrip('/')}/{entry.base_name}", traces=False).trials)
+        final = final_rows(load(study.path, traces=False).trials)
         counts = Counter(final["status"]) if len(final) else Counter()
-        objective = _first_objective(fs, entry.path, yaml)
+        objective = _first_objective(study)
         best = ""
         if objective and len(final) and objective[0] in final:
             values = pd.to_numeric(final.loc[final["status"] == Status.COMPLETED, objective[0]], errors="coerce").dropna()
@@ -106,11 +106,9 @@ def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
     return lines
 
 
-def _first_objective(fs, folder: str, yaml):
+def _first_objective(study: StudyStore):
     try:
-        with fs.open_input_stream(f"{folder}/study.yaml") as f:
-            raw = yaml.safe_load(f.read().decode())
-        o = raw["objectives"][0]
+        o = study.read_yaml(STUDY_FILE)["objectives"][0]
         return o["metric"], o["mode"]
     except Exception:  # `deqlab train` studies have no objectives; a damaged file must not stop the listing
         return None
