@@ -112,6 +112,12 @@ class DEQConfig(BaseModel):
                                        self._forward.options if inherit else b.solver_options)
         return self
 
+    def changed(self) -> list[str]:
+        """The settings that differ from their defaults (compared by value, not `model_fields_set`: a dumped
+        and rebuilt config sets every field)."""
+        defaults = DEQConfig().model_dump()
+        return [k for k, v in self.model_dump().items() if v != defaults[k]]
+
     @property
     def forward(self) -> SolveSpec:
         """The forward solve, validated: handed to `solve()` as it is."""

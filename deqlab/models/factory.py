@@ -22,6 +22,6 @@ def build(name: str, input_shape: tuple, classes: int, deq: Optional[DEQConfig] 
     settings other than the defaults for a model without a DEQ layer are an error, never dropped.
     """
     check_model(name, options)
-    if deq is not None and not MODELS[name].deq and deq.model_dump() != DEQConfig().model_dump():
+    if deq is not None and not MODELS[name].deq and deq.changed():
         raise ValueError(f"model {name!r} has no DEQ layer: its deq settings would be ignored")
     return CLASSES[name].for_data(tuple(input_shape), classes, deq if deq is not None else DEQConfig(), **options)

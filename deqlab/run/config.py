@@ -85,9 +85,7 @@ class TrainConfig(_Spec):
         """A model without a DEQ layer cannot honour deq.* (or pretraining) settings: refuse, never drop them."""
         if self.model.name in DEQ_MODELS:
             return self
-        # compared with the defaults, not `model_fields_set`: a dumped config (Ray Train workers) sets every field
-        defaults = DEQConfig().model_dump()
-        ignored = [f"deq.{k}" for k, v in self.deq.model_dump().items() if v != defaults[k]]
+        ignored = [f"deq.{k}" for k in self.deq.changed()]
         ignored += [k for k in ("pretrain_epochs", "pretrain_depth", "depth_states") if k in self.model_fields_set
                     and getattr(self, k) != type(self).model_fields[k].default]
         if ignored:
