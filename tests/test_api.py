@@ -14,6 +14,7 @@ plus a running and a failed trial at 99% accuracy, which no answer may pick.
 import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,22 @@ def test_run_study_from_python_matches_parquet_and_export(ray_local, tmp_path, c
     fig = study.figure("nfe_fwd", "test_acc")
     shown = {(x, round(y, 9)) for t in fig.data if t.name != "Pareto front" for x, y in zip(t.x, t.y)}
     assert shown == {(r["nfe_fwd"].iloc[-1], round(r["test_acc"].iloc[-1] * 100, 9)) for r in rows}
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_the_notebook_example_runs_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
+    """docs/notebook.py run as a script from another folder: run -> table -> figure -> best trial."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEQLAB_STORAGE", str(tmp_path / "results"))
+    cells = runpy.run_path(str(REPO / "docs" / "notebook.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    study, table, best = cells["study"], cells["table"], cells["best"]
+    assert Path(study.path).parent == tmp_path / "results"
+    trials = study.trials
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"} and set(trials["epochs"]) == {1}
+    for init, row in table.set_index("init").iterrows():  # the table's means are the trials' own
+        accs = trials.loc[trials["param.deq.init"] == init, "test_acc"]
+        assert row["n"] == 2 and row["test_acc_pct_mean"] == pytest.approx(100 * accs.mean(), rel=1e-12)
+    assert best["test_acc"] == trials["test_acc"].max() and f"best trial {best['trial_id']}" in printed
+    assert "Pareto front" in (Path(study.path) / "compare.html").read_text()
