@@ -13,6 +13,7 @@ valid choices. The file itself is read by `yaml_io.read_yaml`.
     search: {algorithm: tpe, num_samples: 8, seed: 0}
     scheduler: {name: asha, grace_period: 1}
     trainer: {num_workers: 0}
+    tracking: {mlflow: {tracking_uri: "file:./mlruns"}, tensorboard: true}   # optional (tracking.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..solvers.options import _unknown_key
 from ..run.config import TrainConfig
 from .probe import check_space
 from .space import Param, apply, grid_points, parse_space, walk
+from .tracking import TrackingSpec
 from .yaml_io import StudyError, read_yaml
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_WORKERS, MAX_CPUS_PER_WORKER, MAX_GPUS_PER_WORKER = 4096, 512, 16
@@ -126,6 +128,10 @@ class StudySpec(_Spec):
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow, W&B, TensorBoard (tracking.py)")
+
+    def inert(self) -> tuple[str, ...]:
+        return () if self.tracking.requested else ("tracking",)  # study.yaml shows it only when used
 
     @field_validator("name")
     @classmethod
@@ -258,6 +264,8 @@ def describe(spec: StudySpec) -> str:
         f"  scheduler: {spec.scheduler.name}; workers per trial: {spec.trainer.num_workers}"
         + (" (GPU)" if spec.trainer.use_gpu else ""),
     ]
+    if spec.tracking.requested:
+        lines.append(f"  tracking: {', '.join(spec.tracking.requested)}")
     return "\n".join(lines)
 
 
