@@ -124,6 +124,19 @@ def latest_by_trial(store: StudyStore) -> dict[str, CheckpointRef]:
     return out
 
 
+def newest_whole(store: StudyStore, trial_id: str) -> tuple[Optional[CheckpointRef], list[str]]:
+    """(a trial's newest checkpoint whose state.pt matches its meta.json, or None; why each newer one was
+    skipped)."""
+    skipped = []
+    for ref in reversed(find(store, trial_id)):
+        try:
+            read_state_bytes(store.fs, ref.path, ref.meta)
+            return ref, skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    return None, skipped
+
+
 def size_on_disk(store: StudyStore) -> int:
     """Bytes of every checkpoint folder's files in the study."""
     total = 0
@@ -157,5 +170,5 @@ def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int
     return target
 
 
-__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "read_state_bytes", "size_on_disk",
+__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes", "size_on_disk",
            "persist", "make_meta", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]

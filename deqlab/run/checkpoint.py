@@ -57,7 +57,7 @@ def capture(run, epoch: int) -> dict:
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state(),
             "python": random.getstate(),
             "loader": loader_gen.get_state() if loader_gen is not None else None,
         },
@@ -74,12 +74,24 @@ def restore(run, state: dict) -> int:
     torch.set_rng_state(rng["torch"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(rng["numpy"])
+    _set_numpy_state(rng["numpy"])
     random.setstate(rng["python"])
     loader_gen = getattr(run.train_loader, "generator", None)
     if loader_gen is not None and rng.get("loader") is not None:
         loader_gen.set_state(rng["loader"])
     return int(state["epoch"]) + 1
+
+
+def _numpy_state() -> dict:
+    """numpy's global RNG state as tensors and plain numbers: `torch.load(weights_only=True)` reads it back
+    (no pickled objects, so a checkpoint from someone else's study cannot run code when loaded)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_state(s: dict) -> None:
+    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
 
 
 @contextmanager
@@ -102,7 +114,7 @@ def load_state(fs, folder: str) -> dict:
     """A verified checkpoint's state (tensors on CPU); a CheckpointError when it is not whole."""
     data = files.read_state_bytes(fs, folder)
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # hash matched but torch refuses: another torch's pickle, say
         raise files.CheckpointError(f"checkpoint {folder}: {files.STATE_FILE} does not load: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != files.FORMAT:
