@@ -131,3 +131,77 @@ def test_numpy_and_python_rng_are_restored(tmp_path):
     restore(Run, state)
     assert (np.random.rand(), random.random(), torch.rand(1).item(),
             torch.rand(1, generator=Run.train_loader.generator).item()) == drawn
+
+
+def _fake_checkpoint(study, folder, trial_id, epoch, tune_config):
+    """A checkpoint folder as Ray leaves it in a Tune trial's folder (state bytes need only match meta.json)."""
+    path = study / "tune" / folder / f"checkpoint_{epoch:06d}"
+    path.mkdir(parents=True)
+    data = f"state of {trial_id} after epoch {epoch}".encode()
+    (path / files.STATE_FILE).write_bytes(data)
+    meta = files.make_meta(data, study=study.name, trial_id=trial_id, epoch=epoch, tune_config=tune_config)
+    (path / files.META_FILE).write_text(json.dumps(meta))
+    return path
+
+
+def test_resume_plan_continues_unfinished_trials_with_a_whole_checkpoint(tmp_path):
+    from study_factory import metrics, write_trial
+    from test_durable import spec_of
+
+    from deqlab.study.driver import prepare
+    from deqlab.study.durable import plan_resume
+    from deqlab.study.trial import CONTINUES, GRID_KEY, assignment_of, continued_id
+
+    spec = spec_of("g", algorithm="grid")  # optim.lr in 1e-3, 2e-3, 3e-3, x 2 samples
+    path = prepare(spec, str(tmp_path))
+    study = tmp_path / "g"
+    for tid, lr, status in (("a", 1e-3, "completed"), ("d", 3e-3, "running"), ("e", 2e-3, "running")):
+        write_trial(tmp_path, "g", tid, spec.train_config({"optim.lr": lr}).flat_params(), [metrics(0.5, 5, 1)] * 2,
+                    status)
+    _fake_checkpoint(study, "run_trial_d_0", "d", 0, {GRID_KEY: {"optim.lr": 3e-3}})
+    cut = _fake_checkpoint(study, "run_trial_d_0", "d", 1, {GRID_KEY: {"optim.lr": 3e-3}})
+    (cut / files.STATE_FILE).write_bytes(b"state of d after")  # cut short: d continues after epoch 0
+    said = []
+    plan = plan_resume(str(tmp_path), path, spec, said.append)
+    assert plan.finished == ["a"] and plan.set_aside == ["e"]  # e has no checkpoint: orphaned/ as before
+    assert list(plan.continued) == ["d"] and plan.resume_epochs == {"d": 0}
+    assert len(said) == 1 and "checkpoint_000001: state.pt is incomplete or corrupt" in said[0]
+    marked = [p for p in plan.grid if CONTINUES in p]
+    assert marked == [{"optim.lr": 3e-3, CONTINUES: "d"}]  # d runs its own point, under its own id
+    assert sorted(p["optim.lr"] for p in plan.grid) == [1e-3, 2e-3, 2e-3, 3e-3, 3e-3]
+    config = {GRID_KEY: marked[0]}
+    assert continued_id(config) == "d" and assignment_of(config) == {"optim.lr": 3e-3}
+    assert (study / "trials" / "d.parquet").exists() and not (study / "orphaned" / "trials" / "d.parquet").exists()
+
+
+def test_resume_plan_without_checkpoints_when_they_are_off(tmp_path):
+    from study_factory import metrics, write_trial
+    from test_durable import spec_of
+
+    from deqlab.study import parse_study
+    from deqlab.study.driver import prepare
+    from deqlab.study.durable import plan_resume
+
+    raw = {**spec_of("o").model_dump(mode="json"), "checkpoint": {"every": 0}}
+    spec = parse_study(raw, "o")
+    path = prepare(spec, str(tmp_path))
+    write_trial(tmp_path, "o", "d", spec.train_config({"optim.lr": 1e-3}).flat_params(), [metrics(0.5, 5, 1)],
+                "running")
+    _fake_checkpoint(tmp_path / "o", "x", "d", 0, {"optim.lr": 1e-3})
+    plan = plan_resume(str(tmp_path), path, spec)
+    assert plan.continued == {} and plan.set_aside == ["d"] and plan.samples == 4
+
+
+def test_study_file_checkpoint_settings_are_validated():
+    from test_durable import spec_of
+
+    from deqlab.study import parse_study
+    from deqlab.study.spec import StudyError
+
+    raw = spec_of("v").model_dump(mode="json")
+    assert parse_study(raw, "v").checkpoint == CheckpointSpec(every=1, keep=2)  # the defaults
+    for bad, says in (({"every": -1}, "checkpoint.every: Input should be greater than or equal to 0"),
+                      ({"keep": 0}, "checkpoint.keep: Input should be greater than or equal to 1"),
+                      ({"evry": 1}, "checkpoint.evry")):
+        with pytest.raises(StudyError, match=says):
+            parse_study({**raw, "checkpoint": bad}, "v.yaml")

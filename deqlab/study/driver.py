@@ -129,7 +129,7 @@ def _plan_resume(storage: str, path: str, spec: StudySpec, say: Callable[[str], 
         f"{len(plan.continued)} continue from their checkpoints"
         + (f" ({', '.join(f'{t} after epoch {e}' for t, e in sorted(plan.resume_epochs.items()))})"
            if plan.continued else "")
-        + f", {len(plan.set_aside)} unfinished without one set aside ({path}/orphaned/), "
+        + f", {len(plan.set_aside)} unfinished set aside ({path}/orphaned/: no checkpoint), "
         f"{len(plan.grid) if plan.grid is not None else plan.samples} trials to run")
     return plan
 
