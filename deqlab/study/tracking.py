@@ -160,9 +160,16 @@ def _classes() -> dict:
     from ray.tune.result import TRAINING_ITERATION
     from ray.tune.utils import flatten_dict
 
+    from .trial import trial_id_of
+
+    def record_of(callback, trial) -> tuple[str, Optional[dict]]:
+        """(the trial's id in the study's files: a continued trial keeps its first id, its Parquet record)."""
+        trial_id = trial_id_of(trial.config or {}, trial.trial_id)
+        return trial_id, trial_record(callback._storage, callback._study, trial_id)
+
     class MLflowWithRecord(MLflowLoggerCallback):
         def log_trial_end(self, trial, failed: bool = False):
-            record = trial_record(self._storage, self._study, trial.trial_id)
+            trial_id, record = record_of(self, trial)
             if record is not None and trial in self._trial_runs:
                 import mlflow
 
@@ -170,7 +177,7 @@ def _classes() -> dict:
                 logged = set(flatten_dict(dict(trial.config), delimiter="/"))  # a param is written once
                 self.mlflow_util.log_params(run_id=run_id, params_to_log={
                     k: v for k, v in record["params"].items() if k not in logged})
-                tags = {"trial_id": trial.trial_id, "status": record["status"], "error": record["error"][:5000],
+                tags = {"trial_id": trial_id, "status": record["status"], "error": record["error"][:5000],
                         **{k: str(v) for k, v in record["provenance"].items()}}
                 client = mlflow.MlflowClient(self.tracking_uri)
                 for key, value in tags.items():
@@ -193,10 +200,10 @@ def _classes() -> dict:
                     os.environ["WANDB_MODE"] = before
 
         def log_trial_end(self, trial, failed: bool = False):
-            record = trial_record(self._storage, self._study, trial.trial_id)
+            trial_id, record = record_of(self, trial)
             if record is not None and trial in self._trial_queues:  # into the run's config, before it ends
-                config = {**record["params"], "status": record["status"], "error": record["error"],
-                          **record["provenance"]}
+                config = {**record["params"], "trial_id": trial_id, "status": record["status"],
+                          "error": record["error"], **record["provenance"]}
                 self._trial_queues[trial].put((_QueueItem.RESULT, {
                     "config": config, TRAINING_ITERATION: trial.last_result.get(TRAINING_ITERATION)}))
             super().log_trial_end(trial, failed)
