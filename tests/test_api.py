@@ -95,15 +95,21 @@ def test_run_study_overrides_merge_into_sections():
 @pytest.mark.timeout(600)
 def test_run_study_from_python_matches_parquet_and_export(ray_local, tmp_path, capsys):
     """A study file run from Python with overrides, opened again: rows as in the Parquet files, the table
-    as `deqlab export` prints it."""
+    as `deqlab export` prints it. Its MLflow store is unwritable (a file stands where its folder should be,
+    which stops root too): one warning, and no trial lost (deqlab/study/tracking.py)."""
     path = tmp_path / "api.yaml"
     path.write_text(json.dumps({  # JSON is YAML
         "name": "api", "base": {**TINY, "epochs": 3},
         "space": {"deq.init": {"grid": ["zeros", "skip"]}},
         "objectives": [{"metric": "test_acc", "mode": "max"}], "search": {"algorithm": "grid"}}))
-    result = deqlab.run_study(path, storage=str(tmp_path / "results"), name="api-run", base={"epochs": 1})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the tracking store's folder should be")
+    result = deqlab.run_study(path, storage=str(tmp_path / "results"), name="api-run", base={"epochs": 1},
+                              tracking={"mlflow": {"tracking_uri": f"sqlite:///{blocker}/mlflow.db"}})
     printed = capsys.readouterr().out
     assert "study api-run: results in" in printed and "api-run: 2 trials" in printed and "| Init |" in printed
+    warnings = [line for line in printed.splitlines() if line.startswith("warning: mlflow tracking failed")]
+    assert len(warnings) == 1 and "Parquet results are complete" in warnings[0]
     assert result.path == str(tmp_path / "results" / "api-run")
 
     study = deqlab.open_study(result.path)
