@@ -327,8 +327,8 @@ def pooled_hardware(trials: pd.DataFrame, by) -> list[str]:
 def export_table(trials: pd.DataFrame, specs: Sequence[Optional[Mapping]], by: Optional[Sequence[str]] = None,
                  metrics: Optional[Sequence[str]] = None, *, baseline=None,
                  ratio_metric: Optional[str] = None) -> tuple[ComparisonTable, list[str]]:
-    """`deqlab export`'s table and its warnings for the reader, the one computation behind the command and
-    `StudyResult.table` (deqlab/api.py): `by` and `metrics` default to DEFAULT_BY and DEFAULT_METRICS,
+    """`deqlab export`'s table and its warnings for the reader, the one computation behind the command, the
+    dashboard's Export page and `StudyResult.table` (deqlab/api.py): `by` and `metrics` default to DEFAULT_BY and DEFAULT_METRICS,
     directions come from the studies' objectives, `baseline` is a mapping or the CLI's `init=zeros` text;
     the warnings name rows that pool hardware or studies."""
     by, metrics = by or DEFAULT_BY, metrics or DEFAULT_METRICS
