@@ -114,3 +114,34 @@ def test_a_study_without_tracking_saves_no_tracking_section(tmp_path):
     spec = study("plain", {})
     assert "tracking" not in spec.dump() and spec.tracking.requested == []
     assert parse_study(study("t", {"tensorboard": True}).model_dump(mode="json")).tracking.tensorboard
+
+
+def test_a_run_tune_stopped_without_a_word_ends_with_the_drivers_status(tmp_path):
+    """Tune stops the trials a time budget cuts short without `on_trial_complete`: their runs are ended at
+    the study's end (left open, MLflow showed them running and W&B's callback held the study up to its
+    30-minute upload timeout), with the status the driver then records (pruned: 1 of its 2 epochs ran).
+    The callback is driven through Tune's hooks by hand, with a real Tune `Trial`; no cluster needed."""
+    import mlflow
+    from ray.tune.experiment import Trial
+    from study_factory import metrics, params, write_trial
+
+    from deqlab.study.tracking import tracker_callbacks
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = study("budget", {"mlflow": {"tracking_uri": uri}})
+    storage = str(tmp_path / "results")
+    write_trial(storage, "budget", "abc_00000", params("zeros", "anderson", 0), [metrics(0.5, 9.0, 1.0)], "running",
+                traces=False)
+    lines = []
+    (callback,) = tracker_callbacks(spec, storage, lines.append)
+    trial = Trial("run_trial", config={"point": {"deq.init": "zeros"}}, trial_id="abc_00000", stub=True)
+    callback.setup()
+    callback.on_trial_start(iteration=1, trials=[trial], trial=trial)
+    callback.on_trial_result(iteration=1, trials=[trial], trial=trial, result={"test_acc": 0.5, "training_iteration": 1})
+    callback.on_experiment_end(trials=[trial])  # no on_trial_complete: the time budget's way
+    assert lines == []
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("budget").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "pruned"
+    assert run.data.tags["trial_id"] == "abc_00000" and run.data.params["deq.init"] == "zeros"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test_acc")] == [(1, 0.5)]

@@ -82,17 +82,17 @@ def tracker_callbacks(spec, storage: str, say: Callable[[str], None]) -> list:
     callbacks = []
     if tracking.mlflow:
         m = tracking.mlflow
-        callbacks.append(classes["mlflow"](say, storage, spec.name, tracking_uri=m.tracking_uri,
+        callbacks.append(classes["mlflow"](say, storage, spec, tracking_uri=m.tracking_uri,
                                            experiment_name=m.experiment or spec.name,
                                            tags={"study": spec.name, **m.tags}))
     if tracking.wandb:
         w = tracking.wandb
-        callbacks.append(classes["wandb"](say, storage, spec.name, project=w.project or spec.name,
+        callbacks.append(classes["wandb"](say, storage, spec, project=w.project or spec.name,
                                           group=w.group or spec.name, entity=w.entity, mode=w.mode,
                                           dir=w.dir or (None if is_uri(path) else path),
                                           tags=[spec.name, *w.tags]))
     if tracking.tensorboard:
-        callbacks.append(classes["tensorboard"](say, storage, spec.name))
+        callbacks.append(classes["tensorboard"](say, storage, spec))
     return callbacks
 
 
@@ -104,8 +104,8 @@ HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_re
 
 
 def trial_record(storage: str, study: str, trial_id: str) -> Optional[dict]:
-    """What a trial's Parquet file knows that Tune does not: {"params", "status", "error", "provenance"}
-    from its last row; None when it has no readable row."""
+    """What a trial's Parquet file knows that Tune does not: {"params", "status", "error", "epoch",
+    "provenance"} from its last row; None when it has no readable row."""
     import pandas as pd
 
     from ..results import PROVENANCE, StudyStore
@@ -120,6 +120,7 @@ def trial_record(storage: str, study: str, trial_id: str) -> Optional[dict]:
     present = {k: v for k, v in last.items() if not (pd.api.types.is_scalar(v) and pd.isna(v))}
     return {"params": {k[len("param."):]: v for k, v in present.items() if k.startswith("param.")},
             "status": str(present.get("status", "")), "error": str(present.get("error", "")),
+            "epoch": int(present.get("epoch", -1)),
             "provenance": {k: present[k] for k in PROVENANCE if k in present}}
 
 
@@ -144,9 +145,9 @@ def _guarded(base: type, tracker: str) -> type:
 
         return hook
 
-    def __init__(self, say, storage, study, **kwargs):
+    def __init__(self, say, storage, spec, **kwargs):
         base.__init__(self, **kwargs)
-        self._say, self._storage, self._study, self._failed = say, storage, study, False
+        self._say, self._storage, self._spec, self._failed, self._ended = say, storage, spec, False, set()
 
     namespace = {name: guard(name) for name in HOOKS if hasattr(base, name)}
     return type(f"Tracked{base.__name__}", (base,), {**namespace, "__init__": __init__})
@@ -160,14 +161,40 @@ def _classes() -> dict:
     from ray.tune.result import TRAINING_ITERATION
     from ray.tune.utils import flatten_dict
 
+    from .bookkeeping import _train_config, stopped_status
     from .trial import trial_id_of
 
     def record_of(callback, trial) -> tuple[str, Optional[dict]]:
-        """(the trial's id in the study's files: a continued trial keeps its first id, its Parquet record)."""
+        """(the trial's id in the study's files: a continued trial keeps its first id, its Parquet record
+        with the status the driver records for it: Tune stops the trials a time budget cuts short without
+        telling the callbacks, and the driver settles them after Tune returns)."""
         trial_id = trial_id_of(trial.config or {}, trial.trial_id)
-        return trial_id, trial_record(callback._storage, callback._study, trial_id)
+        record = trial_record(callback._storage, callback._spec.name, trial_id)
+        if record is not None:
+            last = int(record["epoch"])
+            record["status"] = str(stopped_status(record["status"] or None, last,
+                                                  _train_config(callback._spec, trial.config or {})))
+        return trial_id, record
 
-    class MLflowWithRecord(MLflowLoggerCallback):
+    class EndsEveryRun:
+        """Ends at the study's end the runs of trials Tune stopped without `on_trial_complete` (the time
+        budget's): left open, MLflow shows them running and W&B's callback waits for them up to its upload
+        timeout (30 minutes) before the study can return."""
+
+        def log_trial_end(self, trial, failed: bool = False):
+            self._ended.add(trial)
+            super().log_trial_end(trial, failed)
+
+        def on_experiment_end(self, trials, **info):
+            for trial in trials:
+                if trial in self._open() and trial not in self._ended:
+                    self.log_trial_end(trial)
+            super().on_experiment_end(trials, **info)
+
+    class MLflowWithRecord(EndsEveryRun, MLflowLoggerCallback):
+        def _open(self):
+            return self._trial_runs
+
         def log_trial_end(self, trial, failed: bool = False):
             trial_id, record = record_of(self, trial)
             if record is not None and trial in self._trial_runs:
@@ -185,7 +212,10 @@ def _classes() -> dict:
                         client.set_tag(run_id, key, value)
             super().log_trial_end(trial, failed)
 
-    class WandbWithRecord(WandbLoggerCallback):
+    class WandbWithRecord(EndsEveryRun, WandbLoggerCallback):
+        def _open(self):
+            return self._trial_queues
+
         def setup(self, *args, **kwargs):
             # Ray asks for an API key unless $WANDB_MODE says offline: the study's `mode` says it here
             mode, before = self.kwargs.get("mode"), os.environ.get("WANDB_MODE")
