@@ -5,6 +5,7 @@ the study of tests/test_api.py (one Ray study less)."""
 
 import glob
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -145,3 +146,33 @@ def test_a_run_tune_stopped_without_a_word_ends_with_the_drivers_status(tmp_path
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "pruned"
     assert run.data.tags["trial_id"] == "abc_00000" and run.data.params["deq.init"] == "zeros"
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test_acc")] == [(1, 0.5)]
+
+
+def test_a_store_unwritable_mid_study_is_one_warning_and_the_tracker_stops(tmp_path, monkeypatch):
+    """MLflow's folder store is gone after the run started (a file stands where it was, which stops root
+    too): the next epoch's logging fails, one warning is printed, the tracker is off for the rest of the
+    study, and no hook raises into Tune (which would end the study)."""
+    from ray.tune.experiment import Trial
+
+    from deqlab.study.tracking import tracker_callbacks
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its folder store behind this
+    store = tmp_path / "mlruns"
+    spec = study("midway", {"mlflow": {"tracking_uri": store.as_uri()}})
+    lines = []
+    (callback,) = tracker_callbacks(spec, str(tmp_path / "results"), lines.append)
+    trial = Trial("run_trial", config={"point": {"deq.init": "zeros"}}, trial_id="abc_00000", stub=True)
+    callback.setup()
+    callback.on_trial_start(iteration=1, trials=[trial], trial=trial)
+    callback.on_trial_result(iteration=1, trials=[trial], trial=trial, result={"test_acc": 0.5, "training_iteration": 1})
+    assert len(list(store.glob("*/*/metrics/test_acc"))) == 1  # epoch 1 reached the store
+    shutil.rmtree(store)
+    store.write_text("not a folder")
+    for epoch in (2, 3):
+        callback.on_trial_result(iteration=epoch, trials=[trial], trial=trial,
+                                 result={"test_acc": 0.6, "training_iteration": epoch})
+    callback.on_trial_complete(iteration=3, trials=[trial], trial=trial)
+    callback.on_experiment_end(trials=[trial])
+    assert len(lines) == 1 and lines[0].startswith("warning: mlflow tracking failed (")
+    assert lines[0].endswith("it is off for the rest of this study, whose Parquet results are complete")
+    assert store.read_text() == "not a folder"
