@@ -39,9 +39,6 @@ def _names(value: Union[None, str, Sequence[str]]) -> Optional[list[str]]:
     return list(value)
 
 
-_INIT = "init"  # the figure's default colour, dropped when the trials have no init column
-
-
 class StudyResult:
     """One study directory read back from its Parquet files; every property re-reads what changed, so a
     running study shows its newest epochs (a `TableCache` re-reads only replaced files)."""
@@ -115,18 +112,18 @@ class StudyResult:
             warnings.warn(note, stacklevel=2)
         return csv_frame(table)
 
-    def figure(self, x: str = DEFAULT_X[0], y: str = DEFAULT_Y[0], color: Optional[str] = _INIT,
+    def figure(self, x: str = DEFAULT_X[0], y: str = DEFAULT_Y[0], color: Optional[str] = "init",
                facet: Optional[str] = None, log_x: bool = False):
         """The dashboard's Compare scatter (a plotly Figure): one point per trial, coloured by a
-        hyperparameter (default `init`, which finds param.deq.init, when the trials have it; None: no
-        colour), with the Pareto front of x and y in the directions of the study's objectives or the
+        hyperparameter (default `init`, which finds param.deq.init; no colour when the trials have none,
+        or with None), with the Pareto front of x and y in the directions of the study's objectives or the
         catalogue."""
         trials = self.trials
         if trials.empty:
             raise ValueError(f"study {self.name} has no trials yet")
         x, y = (resolve_column(trials, m, "metric", metric_candidates(trials)) for m in (x, y))
-        if color is _INIT and not any(c.endswith(".init") for c in hyperparameters(trials)):
-            color = None
+        if color == "init" and not any(c.endswith(".init") for c in hyperparameters(trials)):
+            color = None  # the default on a model without a DEQ layer: no colour rather than an error
         color, facet = (resolve_column(trials, c, "column") if c else None for c in (color, facet))
         cmap = figures.ColourMap(trials, ["study", *hyperparameters(trials)])  # the dashboard's colours
         hover = ["study", "trial_id", "status", "epochs",
