@@ -89,19 +89,24 @@ def import_module(module_name: str, what: str):
         if exc.name and module_name.split(".")[: len(exc.name.split("."))] == exc.name.split("."):
             looked = f"the study's folder {_FOLDERS[0]} and sys.path" if _FOLDERS else "sys.path"
             raise UserCodeError(f"{what}: no module named {exc.name!r} (looked in {looked})") from None
-        raise UserCodeError(f"{what}: importing {module_name!r} raised {_describe(exc)}") from None
+        raise UserCodeError(f"{what}: importing {module_name!r} raised {_describe(exc)}") from exc
     except Exception as exc:  # the user's module may raise anything at import
-        raise UserCodeError(f"{what}: importing {module_name!r} raised {_describe(exc)}") from None
+        raise UserCodeError(f"{what}: importing {module_name!r} raised {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:
-    """`Type: message (file, line n)` of the innermost frame: where the user's code failed."""
+    """`Type: message (file, line n)`, the line being the innermost one of the user's own code (not of torch
+    or deqlab), else the innermost: where the user's code failed."""
     text = " ".join(str(exc).split()) or "(no message)"
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    here = str(Path(__file__).resolve().parent) + os.sep
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
         tb = tb.tb_next
-    where = f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})" if tb is not None else ""
-    return f"{type(exc).__name__}: {text}{where}"
+    own = [f for f in frames if not f[0].startswith(here) and not f[0].startswith("<")
+           and not _installed(Path(f[0]))]
+    file, line = (own or frames or [(None, None)])[-1]
+    return f"{type(exc).__name__}: {text}" + (f" ({file}, line {line})" if file else "")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -83,7 +83,7 @@ def run_validate(args: argparse.Namespace) -> int:
         if is_train_config(Path(path)):
             c = read_train_config(Path(path))
             tried = []
-            if c.model.name not in _builtin_models() or c.data.name not in _builtin_data():
+            if c.own_code():
                 from ..run.preflight import try_config
 
                 tried = [try_config(c)]
@@ -97,15 +97,3 @@ def run_validate(args: argparse.Namespace) -> int:
             tried = preflight(spec) if names_own_code(spec) else []
             print(f"{path}: ok\n{describe(spec)}" + "".join(f"\n  tried: {line}" for line in tried))
     return EXIT_OK
-
-
-def _builtin_models():
-    from ..models.catalog import MODELS
-
-    return MODELS
-
-
-def _builtin_data():
-    from ..data import DATASETS
-
-    return DATASETS

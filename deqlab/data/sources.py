@@ -104,7 +104,7 @@ def produce(name: str, options: dict, path: Optional[str]):
     try:
         out = fn(**options)
     except Exception as exc:
-        raise plugins.UserCodeError(f"{what}: calling it raised {plugins.describe_error(exc)}") from None
+        raise plugins.UserCodeError(f"{what}: calling it raised {plugins.describe_error(exc)}") from exc
     if not isinstance(out, (tuple, list)) or len(out) not in (2, 4):
         shown = f"a {type(out).__name__}" + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
         raise plugins.UserCodeError(f"{what}: returned {shown}; {RETURNS}")

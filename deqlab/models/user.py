@@ -91,7 +91,7 @@ def build(name: str, input_shape: tuple, classes: int, deq: DEQConfig, **options
         built = model.build(tuple(input_shape), classes, deq, **options)
     except Exception as exc:  # the user's constructor may raise anything: one line naming it
         raise plugins.UserCodeError(f"model {name!r}: building it for inputs {tuple(input_shape)} and "
-                                    f"{classes} classes raised {plugins.describe_error(exc)}") from None
+                                    f"{classes} classes raised {plugins.describe_error(exc)}") from exc
     if not isinstance(built, Model):
         raise plugins.UserCodeError(f"model {name!r}: {model.target} returned a {type(built).__name__}, not a "
                                     "deqlab.models.Model")

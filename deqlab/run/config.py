@@ -14,9 +14,11 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from ..data.sources import check as check_data
+from .. import plugins
+from ..data.sources import NPZ, check as check_data
 from ..layers.config import DEQConfig
-from ..models.catalog import check_model, has_deq
+from ..data.table import TABLE
+from ..models.catalog import MODELS, check_model, has_deq
 
 DEFAULT_MAX_UNCONVERGED = 0.5
 
@@ -104,6 +106,19 @@ class TrainConfig(_Spec):
                              f"{'they' if len(ignored) > 1 else 'it'} would be ignored; remove "
                              f"{'them' if len(ignored) > 1 else 'it'} (its own settings go in model.options)")
         return self
+
+    def own_code(self) -> bool:
+        """Whether the config names your own model or data (a module to import, and to try before Ray)."""
+        return self.model.name not in MODELS or self.data.name not in TABLE
+
+    def own_targets(self) -> list:
+        """The import paths ("package.module:Attr") of your own model and data function, if any."""
+        out = []
+        if self.model.name not in MODELS:
+            out.append(plugins.target(self.model.name, plugins.MODELS_GROUP))
+        if self.data.name not in TABLE and self.data.name != NPZ:
+            out.append(plugins.target(self.data.name, plugins.DATASETS_GROUP))
+        return [t for t in out if t]
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]

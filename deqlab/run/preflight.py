@@ -12,15 +12,10 @@ import torch
 from torch import nn
 
 from .. import plugins
-from ..data import DATASETS, load_dataset
+from ..data import load_dataset
 from ..layers.deq import DEQInfo
-from ..models.catalog import MODELS
 from .config import TrainConfig
 from .loop import model_for
-
-
-def names_own_code(config: TrainConfig) -> bool:
-    return config.model.name not in MODELS or config.data.name not in DATASETS
 
 
 def try_config(config: TrainConfig) -> str:
@@ -54,7 +49,7 @@ def try_config(config: TrainConfig) -> str:
     except plugins.UserCodeError:
         raise
     except Exception as exc:  # the user's forward may raise anything: one line naming where
-        raise plugins.UserCodeError(f"{where}: {plugins.describe_error(exc)}") from None
+        raise plugins.UserCodeError(f"{where}: {plugins.describe_error(exc)}") from exc
     params = sum(p.numel() for p in model.parameters())
     return f"{config.model.name} on {d.name}: inputs {tuple(x.shape[1:])}, {splits.num_classes} classes, " \
            f"{params} parameters; a training step and a prediction on 2 samples passed"
@@ -78,4 +73,4 @@ def _step(model, x, y, classes: int) -> None:
     model.zero_grad(set_to_none=True)
 
 
-__all__ = ["names_own_code", "try_config"]
+__all__ = ["try_config"]

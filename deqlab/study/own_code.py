@@ -17,7 +17,6 @@ from typing import Callable, Optional
 
 from .. import plugins
 from ..data import DATASETS
-from ..models.catalog import MODELS
 from ..results import StudyStore
 from .space import walk
 from .spec import StudyError, StudySpec
@@ -37,7 +36,7 @@ def configs(spec: StudySpec) -> list:
         except ValueError:  # a value valid only with a sibling's: the probe judged the combinations
             continue
         key = (config.model.model_dump_json(), config.data.model_dump_json())
-        if key in seen or (config.model.name in MODELS and config.data.name in DATASETS):
+        if key in seen or not config.own_code():
             continue
         seen.add(key)
         out.append(config)
@@ -67,12 +66,7 @@ def preflight(spec: StudySpec, *, cluster: bool = False, say: Callable[[str], No
 
 def ship(spec: StudySpec) -> list[str]:
     """Local paths of the user's modules for Ray's `runtime_env` `py_modules` (none for installed ones)."""
-    targets = set()
-    for config in configs(spec):
-        for name, group in ((config.model.name, plugins.MODELS_GROUP), (config.data.name, plugins.DATASETS_GROUP)):
-            target = None if name in MODELS or name in DATASETS else plugins.target(name, group)
-            if target:
-                targets.add(target)
+    targets = {t for config in configs(spec) for t in config.own_targets()}
     return plugins.ship_paths(sorted(targets))
 
 
