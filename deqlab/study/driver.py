@@ -110,14 +110,16 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
             current = own_code.check_unchanged(spec, storage, allow_changed_code, say) if resume else None
             own_code.record(spec, storage, current)
         plan = _plan_resume(storage, path, spec, say) if resume else None
-        start_ray(address, num_cpus, py_modules=modules)
-        check_fits(spec, address is None, say)
-        if address and not resume and waiting_for_gpus(spec):
-            say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so trials "
-                "run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
         t0 = time.perf_counter()
         grid = None
-        if plan is None or plan.samples:
+        if plan is None or plan.samples:  # a resume with nothing left to run starts no Ray
+            start_ray(address, num_cpus, py_modules=modules)
+            check_fits(spec, address is None, say)
+            if address and not resume and waiting_for_gpus(spec):
+                say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so "
+                    "trials run one at a time; set search.max_concurrent_trials to what the cluster holds when "
+                    "scaled up")
+            t0 = time.perf_counter()
             try:
                 with graceful_interrupt() as interrupt:
                     grid = build_tuner(spec, storage, [make_callback(spec, storage, say)], plan=plan).fit()
