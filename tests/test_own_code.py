@@ -115,9 +115,12 @@ def test_forward_and_backward_nfe_equal_a_counting_wrapper_around_the_users_cell
 
     plugins.add_folder(EXAMPLE)
     data = {"name": "spirals:spirals", "options": {"n_train": 96, "n_test": 40}, "batch_size": 32}
-    for init, jac in (("zeros", 0.0), ("skip", 0.0), ("skipreg", 1.0)):  # DEQ, SkipDEQ, SkipRegDEQ + Jacobian reg.
+    cases = (("zeros", 0.0, "implicit"), ("skip", 0.0, "implicit"), ("skipreg", 1.0, "implicit"),  # DEQ, SkipDEQ,
+             ("zeros", 0.0, "phantom"), ("skip", 0.0, "unrolled"))  # SkipRegDEQ + Jacobian reg.; other gradients
+    for init, jac, backward in cases:
         cfg = TrainConfig(seed=0, epochs=1, data=data, model={"name": "gated:GatedDEQ", "options": {"width": 8}},
-                          deq={"solver": "broyden", "tol": 1e-3, "stop_mode": "batch", "init": init, "jac_weight": jac})
+                          deq={"solver": "broyden", "tol": 1e-3, "stop_mode": "batch", "init": init, "jac_weight": jac,
+                               "backward": backward})
         splits = load_dataset(cfg.data.name, options=cfg.data.options, seed=0)
         assert splits.input_shape == (2,) and splits.num_classes == 3 and len(splits.train) == 96
         torch.manual_seed(0)
@@ -137,6 +140,8 @@ def test_forward_and_backward_nfe_equal_a_counting_wrapper_around_the_users_cell
             assert m["nfe_jac"] * 3 == 2 * probes and Counts.second == probes
             if depth:
                 assert Counts.fwd == 3 * (depth + 1 + (init == "skipreg"))  # applications, residual, f(0, x)
+            elif backward != "implicit":
+                assert m["nfe_bwd"] == 5  # the default steps of phantom and unrolled gradients
             Counts.reset()
             t = evaluate(model, test_loader, torch.device("cpu"))
             assert t["nfe_fwd"] == Counts.fwd > 0  # one test batch
@@ -150,7 +155,7 @@ CELL = '''
 import torch
 from torch import nn
 from deqlab.layers import DEQ
-from deqlab.models import DEQModel
+from deqlab.models import DEQModel, Model
 
 class Net(DEQModel):
     def __init__(self, input_shape, classes, deq, width=8, into=None):
@@ -172,6 +177,19 @@ class Cell(nn.Module):
 
     def forward(self, z, x):
         return torch.tanh(0.5 * self.lin(z) + x)
+
+class Plain(Model):
+    """No DEQ layer: one linear map, reporting its cost as a DEQInfo as the zoo's neural ODE does."""
+
+    def __init__(self, input_shape, classes, deq):
+        super().__init__()
+        self.lin = nn.Linear(int(torch.tensor(input_shape).prod()), classes)
+
+
+def make(input_shape, classes, deq, width=8):
+    """A factory function instead of a class (width 5 on digits: 64*5+5 + 5*5+5 + 5*10+10 = 415 parameters)."""
+    return Net(input_shape, classes, deq, width=width)
+
 
 def blobs(n=60, wrong=False):
     import numpy as np
@@ -199,7 +217,8 @@ def refused(capsys, *argv) -> str:
 
 
 @pytest.mark.parametrize("case", ["no module", "no attribute", "import raises", "misspelt option", "not a model",
-                                  "misspelt data option", "wrong return", "shape error"])
+                                  "misspelt data option", "wrong return", "shape error", "no DEQ layer",
+                                  "factory option"])
 def test_own_code_mistakes_are_one_line_with_exit_2(case, tmp_path, capsys):
     mod = f"own_{case.replace(' ', '_')}"  # a module name of its own per case: imports are cached per process
     files = {f"{mod}.py": CELL}
@@ -233,7 +252,17 @@ def test_own_code_mistakes_are_one_line_with_exit_2(case, tmp_path, capsys):
         want = (rf"error: model '{mod}:Net' on 2 samples of data 'digits' \(shape \(1, 8, 8\)\): RuntimeError: mat1 "
                 rf"and mat2 shapes cannot be multiplied \(2x64 and 5x8\) \({re.escape(str(tmp_path / case / mod))}.py, "
                 r"line 15\)")
+    elif case == "no DEQ layer":
+        model = {"name": f"{mod}:Plain"}
+        want = rf"deq.solver: set, but model '{mod}:Plain' has no DEQ layer, so it would be ignored"
+    elif case == "factory option":
+        model = {"name": f"{mod}:make", "options": {"depth": 2}}
+        want = rf"unknown option\(s\) \['depth'\] for model '{mod}:make'; valid: width"
     path = write_study(tmp_path / case, model, data, files)
+    if case == "no DEQ layer":
+        raw = yaml.safe_load(path.read_text())
+        raw["base"]["deq"] = {"solver": "broyden"}
+        path.write_text(yaml.safe_dump(raw))
     line = refused(capsys, "validate", str(path))
     assert re.search(want, line), line
     assert line.startswith(f"error: {path}: ") or want.startswith("error:")
@@ -241,6 +270,12 @@ def test_own_code_mistakes_are_one_line_with_exit_2(case, tmp_path, capsys):
     assert refused(capsys, "run", str(path), "--storage", str(tmp_path / "res")) == line
     assert not (tmp_path / "res" / "mine").exists()
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_a_factory_function_builds_the_model(tmp_path, capsys):
+    path = write_study(tmp_path, {"name": "own_factory:make", "options": {"width": 5}}, files={"own_factory.py": CELL})
+    assert main(["validate", str(path)]) == 0
+    assert "tried: own_factory:make on digits: inputs (1, 8, 8), 10 classes, 415 parameters" in capsys.readouterr().out
 
 
 def test_debug_shows_the_users_traceback(tmp_path):
