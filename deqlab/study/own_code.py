@@ -56,11 +56,11 @@ def preflight(spec: StudySpec, *, cluster: bool = False, say: Callable[[str], No
     for config in configs(spec):
         try:
             lines.append(try_config(config))
-        except DataError as exc:
+        except DataError:
             if not cluster or config.data.name not in DATASETS:
                 raise
-            say(f"note: {config.model.name} not tried before the cluster run: {config.data.name} is not on this "
-                f"machine ({plugins.describe_error(exc).split(':', 1)[0]})")
+            say(f"note: {config.model.name} not tried before the cluster run: data set {config.data.name!r} is "
+                "not on this machine (the nodes read their own copy)")
     return lines
 
 
