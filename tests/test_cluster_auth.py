@@ -26,7 +26,7 @@ import pytest
 import yaml
 from ray_cluster import free_port
 
-pytestmark = pytest.mark.ray
+from deqlab.study.cluster import private_ray_token
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)
@@ -83,6 +83,7 @@ def start(script: str, home: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
+@pytest.mark.ray
 def test_cluster_from_cluster_yaml_refuses_a_call_without_its_token(tmp_path):
     with open(ROOT / "cluster.yaml") as f:
         config = yaml.safe_load(f)
@@ -137,3 +138,19 @@ def wait_for(check, what: str, timeout: float = 90, log: Path | None = None) -> 
             return
         time.sleep(1)
     pytest.fail(f"{what} never came up" + (f"; its log ends: {log.read_text()[-3000:]}" if log else ""))
+
+
+def test_the_token_of_a_local_ray_is_private(tmp_path, monkeypatch):
+    """What `deqlab run` does before `ray.init`: Ray would write a missing token with the umask's mode (0644)."""
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = tmp_path / ".ray" / "auth_token"
+    private_ray_token(create=False)  # joining a cluster: no token of our own invented
+    assert not token.exists()
+    private_ray_token(create=True)  # a local Ray: created 0600, as Ray's own generator would fill it
+    text = token.read_text()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(text) == 64 and int(text, 16) >= 0
+    os.chmod(token, 0o644)  # written earlier by Ray itself
+    private_ray_token(create=False)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text() == text  # the same token, private
