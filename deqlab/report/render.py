@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..results.schema import column_name, value_name
+from ..results.schema import column_name, printable, value_name
 from .tables import FORMATS, ComparisonTable
 
 TIME_UNITS = (("s", 1.0), ("ms", 1e3), ("µs", 1e6))
@@ -199,7 +199,7 @@ def markdown(table: ComparisonTable) -> str:
 def csv(table: ComparisonTable) -> str:
     """Machine names and every digit that matters (6 significant), in plain columns for further analysis."""
     f = table.frame
-    out = pd.DataFrame({b: [f"{v:g}" if isinstance(v, float) else str(v) for v in f[b]] for b in table.by})
+    out = pd.DataFrame({b: [f"{v:g}" if isinstance(v, float) else printable(v) for v in f[b]] for b in table.by})
     out["n"] = f["n"].astype(int).to_numpy()
     for m in table.metrics:
         info = table.info[m]
