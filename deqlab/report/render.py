@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -167,6 +168,17 @@ def render_table(table: ComparisonTable, fmt: str, caption: str = "", label: str
     raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]<>|~$!#&])")
+
+
+def markdown_text(value) -> str:
+    """A value from results as literal Markdown text: each character that could start a link, an image,
+    emphasis, code, HTML, an entity, a heading, math, a Streamlit `:colour[...]` or a new table cell is
+    backslash-escaped (CommonMark renders it as itself: `![x](http://...)` stays text and fetches nothing),
+    and control characters are escaped as in the terminal (`printable`)."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", printable(value))
+
+
 def group_cells(table: ComparisonTable) -> dict[str, list[str]]:
     return {b: [value_name(b, v) for v in table.frame[b]] for b in table.by}
 
@@ -177,7 +189,7 @@ def n_cells(table: ComparisonTable, dagger: str) -> list[str]:
 
 def markdown(table: ComparisonTable) -> str:
     cols, best = columns(table), best_rows(table)
-    cells = {**group_cells(table), "n": n_cells(table, "†")}
+    cells = {**{b: [markdown_text(c) for c in cs] for b, cs in group_cells(table).items()}, "n": n_cells(table, "†")}
     for m in table.metrics:
         texts = []
         for i, (mean, std) in enumerate(zip(table.frame[f"{m}_mean"], table.frame[f"{m}_std"])):
@@ -185,7 +197,7 @@ def markdown(table: ComparisonTable) -> str:
             text = f"{a} ± {b}" if b else a
             texts.append(f"**{text}**" if i in best[m] else text)
         cells[m] = texts
-    headers = [column_name(b) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
+    headers = [markdown_text(column_name(b)) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
     if table.ratio_header:
         cells["ratio"] = [ratio_text(table, i) for i in range(len(table.frame))]
         headers.append(table.ratio_header)
