@@ -169,14 +169,18 @@ def render_table(table: ComparisonTable, fmt: str, caption: str = "", label: str
 
 
 _MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]<>|~$!#&])")
+_BLOCK_START = re.compile(r"^(\d*)([-+.)=])")
 
 
-def markdown_text(value) -> str:
+def markdown_text(value, cell: bool = False) -> str:
     """A value from results as literal Markdown text: each character that could start a link, an image,
     emphasis, code, HTML, an entity, a heading, math, a Streamlit `:colour[...]` or a new table cell is
     backslash-escaped (CommonMark renders it as itself: `![x](http://...)` stays text and fetches nothing),
-    and control characters are escaped as in the terminal (`printable`)."""
-    return _MARKDOWN_ACTIVE.sub(r"\\\1", printable(value))
+    and control characters are escaped as in the terminal (`printable`), so the text is one line. A start that
+    Markdown reads as a block (`- `, `+ `, `1. `, `---`, four spaces of code) is escaped or dropped too,
+    except in a table `cell`, where no block starts (a negative number stays `-0.5`)."""
+    text = _MARKDOWN_ACTIVE.sub(r"\\\1", printable(value))
+    return text if cell else _BLOCK_START.sub(r"\1\\\2", text.lstrip(" "), count=1)
 
 
 def group_cells(table: ComparisonTable) -> dict[str, list[str]]:
@@ -189,7 +193,8 @@ def n_cells(table: ComparisonTable, dagger: str) -> list[str]:
 
 def markdown(table: ComparisonTable) -> str:
     cols, best = columns(table), best_rows(table)
-    cells = {**{b: [markdown_text(c) for c in cs] for b, cs in group_cells(table).items()}, "n": n_cells(table, "†")}
+    cells = {**{b: [markdown_text(c, cell=True) for c in cs] for b, cs in group_cells(table).items()},
+             "n": n_cells(table, "†")}
     for m in table.metrics:
         texts = []
         for i, (mean, std) in enumerate(zip(table.frame[f"{m}_mean"], table.frame[f"{m}_std"])):
@@ -197,7 +202,7 @@ def markdown(table: ComparisonTable) -> str:
             text = f"{a} ± {b}" if b else a
             texts.append(f"**{text}**" if i in best[m] else text)
         cells[m] = texts
-    headers = [markdown_text(column_name(b)) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
+    headers = [markdown_text(column_name(b), cell=True) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
     if table.ratio_header:
         cells["ratio"] = [ratio_text(table, i) for i in range(len(table.frame))]
         headers.append(table.ratio_header)
