@@ -93,6 +93,21 @@ def test_dashboard_hides_server_error_details_from_the_browser(tmp_path):
     assert "--client.showErrorDetails none" in " ".join(argv)
 
 
+def test_dashboard_answers_only_to_its_own_names(tmp_path):
+    import socket as sock
+
+    path = comparison_study(tmp_path)
+
+    def allowed(*extra):
+        argv, _ = dashboard_command(build_parser().parse_args(["dashboard", str(path), *extra]))
+        return [argv[i + 1] for i, a in enumerate(argv) if a == "--server.allowedHosts"]
+
+    assert allowed() == ["localhost", "127.0.0.1", "::1"]
+    assert allowed("--host", "10.1.2.3") == ["localhost", "127.0.0.1", "::1", "10.1.2.3"]
+    assert allowed("--host", "0.0.0.0") == list(dict.fromkeys(["localhost", "127.0.0.1", "::1", sock.gethostname(),
+                                                                sock.getfqdn()]))  # the machine's own names
+
+
 # --------------------------------------------------------------------------- a results root from anywhere
 
 
