@@ -16,6 +16,7 @@ from ..report.tables import aggregate, final_epochs, render
 from ..results import (STATUSES, STUDY_FILE, Status, StudyStore, column_name, load, metric_info, printable,
                        value_name)
 from ..results.store import join
+from ..results import checkpoints
 from .space import walk
 from .spec import StudySpec
 
@@ -87,8 +88,8 @@ def list_studies(storage: str) -> str:
 
 
 def _study_lines(study: StudyStore, name: str) -> list[str]:
-    """`name: N trials (counts) best ...`, then why its first failed trials failed; [] for a folder without
-    trials."""
+    """`name: N trials (counts, checkpoints size) best ...`, then why its first failed trials failed; [] for a
+    folder without trials."""
     if study.fs.get_file_info(study.at("trials")).type != pafs.FileType.Directory:
         return []
     final = final_rows(load(study.path, traces=False).trials)
@@ -101,7 +102,17 @@ def _study_lines(study: StudyStore, name: str) -> list[str]:
             value = values.max() if objective[1] == "max" else values.min()
             best = f"best {printable(objective[0])} {value:.4g}"
     status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
-    return [f"{printable(name)}: {len(final)} trials ({status}) {best}".rstrip(), *_failure_lines(final)]
+    size = checkpoints.size_on_disk(study)
+    saved = f", checkpoints {_size(size)}" if size else ""
+    return [f"{printable(name)}: {len(final)} trials ({status}{saved}) {best}".rstrip(), *_failure_lines(final)]
+
+
+def _size(n: int) -> str:
+    """Bytes as `deqlab ls` shows them: 1.5 MB, 830 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
