@@ -329,3 +329,17 @@ def test_dashboard_refuses_a_websocket_with_a_foreign_host(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_links_in_checkpoint_folders_are_not_followed(tmp_path, capsys):
+    """pyarrow's recursive listing follows links: `checkpoints/t/loop -> the study` made `deqlab ls` walk
+    forever. Links are neither followed nor counted; the study's own checkpoint bytes are."""
+    path = comparison_study(tmp_path)
+    own = path / "checkpoints" / "t" / "checkpoint_000001"
+    own.mkdir(parents=True)
+    (own / "state.pt").write_bytes(b"x" * 2000)
+    (path / "checkpoints" / "t" / "loop").symlink_to(path)
+    (own / "elsewhere.pt").symlink_to("/usr/bin/env")
+    assert main(["ls", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "cmp: 10 trials (1 running, 8 completed, 1 failed, checkpoints 2 kB) best test_acc 0.95"
