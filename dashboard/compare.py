@@ -41,7 +41,8 @@ def page_compare(summary, specs, params, trials, cmap):
     x_mode, y_mode = _mode(x, specs), _mode(y, specs)
     fig = figs.compare_scatter(summary, x, y, None if colour == "(none)" else colour, cmap, x_mode=x_mode,
                                y_mode=y_mode, facet=None if facet == "(none)" else facet, hover=hover, log_x=log_x)
-    st.caption(f"{len(summary)} trials; Pareto front: {figs.axis_title(y)} {y_mode}, {figs.axis_title(x)} {x_mode}")
+    st.caption(dd.as_text(f"{len(summary)} trials; Pareto front: {figs.axis_title(y)} {y_mode}, "
+                          f"{figs.axis_title(x)} {x_mode}"))
     st.plotly_chart(fig, key="compare_scatter")
 
     if params:

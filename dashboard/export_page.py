@@ -54,10 +54,10 @@ def page_export(trials, summary, specs, everything):
         table, notes = export.export_table(rows, list(specs.values()), by, chosen, baseline=baseline,
                                            ratio_metric=ratio_of)  # `deqlab export`'s table and warnings
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(dd.as_text(exc))
         return
     for note in notes:
-        st.warning(note)
+        st.warning(dd.as_text(note))
     texts = {f: export.render(table, f, **(latex if f == "latex" else {})) for f in export.FORMATS}
     st.code(texts[fmt], language={"latex": "latex", "markdown": "markdown", "csv": "text"}[fmt])
     if fmt == "markdown":

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..results.schema import Status, metric_info
+from .render import markdown_text
 from ..results.store import StudyStore, is_uri, join
 from .tables import metric_candidates, sort_key
 
@@ -39,6 +40,13 @@ RATIO_METRICS = ("epoch_time_s",)  # the baseline comparison's default ratio
 def mode_of(metric: str, goals: Mapping[str, str]) -> str:
     """The direction of a metric: the study's objective (`goals`), else the catalogue's, else max."""
     return goals.get(metric) or metric_info(metric).mode or "max"
+
+
+def as_text(value) -> str:
+    """Text from results (an error, a path, a warning) for Streamlit's Markdown elements (st.error,
+    st.warning, captions, widget labels), shown as the text it is (`render.markdown_text`): no link, image,
+    HTML, emphasis, `:red[...]` or `$math$` can come of it."""
+    return markdown_text(value)
 
 
 def split_dirs(text: str) -> list[str]:
