@@ -23,6 +23,7 @@ ALLOWED = {
     "study": {"solvers", "data", "results", "report", "run"},
     "cli": {"solvers", "data", "results", "report", "run", "study"},
     "dashboard": {"results", "report"},
+    "__init__": set(),  # `deqlab` itself: its version and lazy names (deqlab.load_model), resolved on first use
 }
 SHARED = {"__version__", "_lazy", "deqlab"}  # the package itself: its version and the lazy-import helper
 

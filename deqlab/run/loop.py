@@ -53,7 +53,12 @@ class TrainResult:
 
 def model_for(config: TrainConfig, splits) -> nn.Module:
     """The configured model for these data (its DEQ layer gets `config.deq` as it is)."""
-    return build(config.model.name, splits.input_shape, splits.num_classes, config.deq, **config.model.options)
+    return model_of_shape(config, splits.input_shape, splits.num_classes)
+
+
+def model_of_shape(config: TrainConfig, input_shape, num_classes: int) -> nn.Module:
+    """The configured model for inputs of this shape and these classes (a saved model's rebuild, no data)."""
+    return build(config.model.name, tuple(input_shape), num_classes, config.deq, **config.model.options)
 
 
 def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
@@ -152,6 +157,8 @@ class _Run:
     shard: Optional[tuple[int, int]]
     eval_x: torch.Tensor
     eval_y: torch.Tensor
+    input_shape: tuple = ()
+    num_classes: int = 0
 
     @property
     def epochs(self) -> int:
@@ -179,7 +186,7 @@ class _Run:
         opt, sched = _make_optimizer(config, model, (config.pretrain_epochs + config.epochs) * steps_per_epoch)
         eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
         return cls(config, device, model, train_loader, test_loader, opt, sched, shard, eval_x.to(device),
-                   eval_y.to(device))
+                   eval_y.to(device), tuple(splits.input_shape), int(splits.num_classes))
 
     def write(self, writer, epoch: int, metrics: dict, status: str) -> None:
         """The epoch's row, the fixed batch's residual traces and (if asked) its states over depth."""
