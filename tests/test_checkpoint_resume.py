@@ -7,6 +7,7 @@ study, after the newest checkpoint was cut short (as a kill during Ray's copy le
 is the same TrainConfig trained in this process without interruption.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -132,6 +133,13 @@ def test_worker_crash_retried_continues_from_its_checkpoint(tmp_path, reference)
     assert before.epoch.max() < EPOCHS - 1, "the trial finished before the kill"
     # a row written after its newest checkpoint (if any) is trained again: rows up to that checkpoint stay
     _assert_identical(study, before.trial_id.iloc[0], before, checkpointed, reference)
+    # its model back, run on its test set from another folder: the recorded final numbers, exactly
+    evaluated = subprocess.run([sys.executable, "-m", "deqlab", "evaluate", str(study), "--best", "test_acc",
+                                "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    out, last = json.loads(evaluated.stdout), _rows(study).iloc[-1]
+    assert (out["trial_id"], out["epoch"]) == (last.trial_id, EPOCHS - 1)
+    assert out["test_acc"] == last.test_acc and out["nfe_fwd"] == last.nfe_fwd
 
 
 def test_driver_killed_then_resume_continues_from_the_previous_whole_checkpoint(tmp_path, reference):

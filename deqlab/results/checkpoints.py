@@ -69,7 +69,7 @@ def make_meta(state_bytes: bytes, **fields) -> dict:
     return {"format": FORMAT, **fields, "state_bytes": len(state_bytes), "state_sha256": digest(state_bytes)}
 
 
-def _read_meta(fs: pafs.FileSystem, folder: str) -> dict:
+def read_meta(fs: pafs.FileSystem, folder: str) -> dict:
     try:
         with fs.open_input_stream(f"{folder}/{META_FILE}") as f:
             meta = json.loads(f.read().decode())
@@ -82,7 +82,7 @@ def _read_meta(fs: pafs.FileSystem, folder: str) -> dict:
 
 def read_state_bytes(fs: pafs.FileSystem, folder: str, meta: Optional[dict] = None) -> bytes:
     """state.pt's bytes, verified against meta.json (read when not given); else a CheckpointError."""
-    meta = meta if meta is not None else _read_meta(fs, folder)
+    meta = meta if meta is not None else read_meta(fs, folder)
     try:
         with fs.open_input_stream(f"{folder}/{STATE_FILE}") as f:
             data = f.read()
@@ -108,7 +108,7 @@ def find(store: StudyStore, trial_id: Optional[str] = None) -> list[CheckpointRe
             if name != META_FILE or not folder.rpartition("/")[2].startswith(PREFIX):
                 continue
             try:
-                meta = _read_meta(store.fs, folder)
+                meta = read_meta(store.fs, folder)
             except CheckpointError:
                 continue
             if trial_id is None or meta["trial_id"] == trial_id:
@@ -171,4 +171,4 @@ def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int
 
 
 __all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes", "size_on_disk",
-           "persist", "make_meta", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]
+           "persist", "make_meta", "read_meta", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]

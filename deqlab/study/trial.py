@@ -153,9 +153,33 @@ def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str, conf
     from ray import tune
 
     torch.set_num_threads(threads_for(spec.trainer.cpus_per_worker))
-    checkpointing = _checkpointing(spec, config, storage, trial_id, tune.get_checkpoint(), resumes)
+    ray_checkpoint = tune.get_checkpoint()
+    checkpointing = _checkpointing(spec, config, storage, trial_id, ray_checkpoint, resumes)
+    clone = pbt_clone(spec, ray_checkpoint, trial_id, config) if checkpointing is not None else {}
+    if clone:
+        checkpointing.meta["pbt"] = clone  # its checkpoints carry it: a retry keeps writing it
     run_one(train_config, study=spec.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
-            reporter=_reporter(tune.report, tune.Checkpoint), checkpointing=checkpointing)
+            reporter=_reporter(tune.report, tune.Checkpoint), checkpointing=checkpointing, row_extras=clone)
+
+
+def pbt_clone(spec: StudySpec, ray_checkpoint, trial_id: str, config: dict) -> dict:
+    """The row columns of a PBT clone: `pbt_source` (the trial whose checkpoint this one continues),
+    `pbt_source_epoch` (that checkpoint's epoch) and `pbt_changes` (`optim.lr: 0.001 -> 0.0012; ...`, the
+    mutated settings against the source's). {} for a trial that was never cloned."""
+    from ..results import checkpoints
+
+    if ray_checkpoint is None or spec.scheduler.name != "pbt":
+        return {}
+    try:
+        meta = checkpoints.read_meta(ray_checkpoint.filesystem, ray_checkpoint.path)
+    except checkpoints.CheckpointError:
+        return {}
+    if meta["trial_id"] == trial_id:  # its own checkpoint (a retry): what it was cloned from, if anything
+        return dict(meta.get("pbt") or {})
+    source, now = meta.get("tune_config") or {}, tune_config_of(config)
+    changes = [f"{k}: {source.get(k)!r} -> {now.get(k)!r}" for k in spec.scheduler.mutations
+               if source.get(k) != now.get(k)]
+    return {"pbt_source": meta["trial_id"], "pbt_source_epoch": int(meta["epoch"]), "pbt_changes": "; ".join(changes)}
 
 
 def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str, config: dict, resumes: bool) -> None:
