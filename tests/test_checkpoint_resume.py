@@ -168,3 +168,6 @@ def test_driver_killed_then_resume_continues_from_the_previous_whole_checkpoint(
     assert f"1 continue from their checkpoints ({trial_id} after epoch {previous})" in out, out
     assert not (study / "orphaned").exists()
     _assert_identical(study, trial_id, before, previous, reference)
+    # the killed driver's checkpoints of it were deleted once the resumed run stored one: keep 2, not 2 per resume
+    saved = files.find(StudyStore(str(study)))
+    assert len(saved) == 2 and len({r.meta["run"] for r in saved}) == 1

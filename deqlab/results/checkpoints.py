@@ -137,6 +137,16 @@ def newest_whole(store: StudyStore, trial_id: str) -> tuple[Optional[CheckpointR
     return None, skipped
 
 
+def prune_superseded(store: StudyStore, trial_id: str, run: str) -> list[str]:
+    """Delete a trial's checkpoints written by its earlier runs (meta.json's `run`: the Tune trial that wrote
+    them), once the run continuing it has stored a checkpoint of its own: each resume of a long study would
+    otherwise leave `keep` more behind. Returns the folders deleted."""
+    old = [ref.path for ref in find(store, trial_id) if ref.meta.get("run") != run]
+    for path in old:
+        store.fs.delete_dir(path)
+    return old
+
+
 def size_on_disk(store: StudyStore) -> int:
     """Bytes of every checkpoint folder's files in the study."""
     total = 0
@@ -171,4 +181,4 @@ def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int
 
 
 __all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes", "size_on_disk",
-           "persist", "make_meta", "read_meta", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]
+           "persist", "make_meta", "read_meta", "prune_superseded", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]
