@@ -259,3 +259,22 @@ def test_evaluate_command_reproduces_the_recorded_numbers_and_refuses_what_is_mi
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+
+
+def test_checkpoints_written_before_meta_recorded_shapes_still_load_and_reproduce(two_trials, tmp_path):
+    """Checkpoints of deqlab before load_model (meta.json without input_shape, num_classes, test batch, threads,
+    run): the model is rebuilt from the data set's shape and still gives the recorded numbers."""
+    import shutil
+
+    from deqlab.run.saved import evaluate_saved
+
+    old = tmp_path / "m"
+    shutil.copytree(two_trials, old)  # another folder: nothing points at the first one
+    for meta_file in old.glob("checkpoints/*/*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        for key in ("input_shape", "num_classes", "test_batch_size", "torch_threads", "run"):
+            meta.pop(key, None)
+        meta_file.write_text(json.dumps(meta))
+    final = load(old).trials.query("epoch == 1").set_index("trial_id")
+    out = evaluate_saved(old, "slow")
+    assert (out["test_acc"], out["nfe_fwd"]) == (final.loc["slow", "test_acc"], final.loc["slow", "nfe_fwd"])

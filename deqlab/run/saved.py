@@ -70,9 +70,41 @@ def load_checkpoint(study_dir, trial_id: Optional[str] = None, *, best: Optional
     store = StudyStore(study_dir)
     ref = choose_trial(store, trial_id, best)
     config = TrainConfig.model_validate(ref.meta["train_config"])
-    model = model_of_shape(config, ref.meta["input_shape"], ref.meta["num_classes"])
+    shape = _shape(ref.meta, config)
+    model = model_of_shape(config, shape["input_shape"], shape["num_classes"])
     model.load_state_dict(load_state(store.fs, ref.path)["model"])
     return model.to(torch.device(device)).eval(), config, ref
+
+
+def _shape(meta: dict, config: TrainConfig) -> dict:
+    """What rebuilding a model needs (input shape, classes), from meta.json; a checkpoint written before
+    meta.json recorded them (deqlab 0.2.0 before `load_model`) gets them from its data set's table entry
+    loaded once."""
+    if "input_shape" in meta:
+        return meta
+    from ..data import load_dataset
+
+    d = config.data
+    splits = load_dataset(d.name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
+                          normalize=d.normalize, seed=config.seed)
+    return {"input_shape": list(splits.input_shape), "num_classes": int(splits.num_classes)}
+
+
+def _threads(store: StudyStore, meta: dict) -> Optional[int]:
+    """The torch threads the trial trained with (meta.json; an older checkpoint: its study's trainer)."""
+    if "torch_threads" in meta:
+        return int(meta["torch_threads"])
+    from ..results import STUDY_FILE
+
+    try:
+        spec = store.read_yaml(STUDY_FILE)
+    except ValueError:
+        return None
+    trainer = spec.get("trainer") if spec else None
+    if not spec:
+        return None  # a `deqlab train` run: torch's default, as it trained
+    cpus = trainer.get("cpus_per_worker", 1.0) if isinstance(trainer, dict) else 1.0
+    return max(1, math.ceil(float(cpus) - 1e-9))  # as deqlab.study.trial.threads_for gave the trial
 
 
 def load_model(study_dir, trial_id: Optional[str] = None, *, best: Optional[str] = None,
@@ -102,9 +134,10 @@ def evaluate_saved(study_dir, trial_id: Optional[str] = None, *, best: Optional[
     d = config.data
     splits = load_dataset(data or d.name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
                           normalize=d.normalize, seed=config.seed)
-    test = make_loaders(splits, ref.meta["test_batch_size"], seed=config.seed)[1]
+    # an older checkpoint's test batch: the config's (a num_workers 0 trial or `deqlab train`)
+    test = make_loaders(splits, ref.meta.get("test_batch_size", d.batch_size), seed=config.seed)[1]
     threads = torch.get_num_threads()
-    torch.set_num_threads(ref.meta.get("torch_threads", threads))  # a reduction's order follows the threads
+    torch.set_num_threads(_threads(StudyStore(study_dir), ref.meta) or threads)  # reductions follow the threads
     try:
         model.set_fixed_depth(None)
         metrics = evaluate(model, test, torch.device(device))
