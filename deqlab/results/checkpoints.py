@@ -180,5 +180,6 @@ def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int
     return target
 
 
-__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes", "size_on_disk",
+__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes",
+           "size_on_disk",
            "persist", "make_meta", "read_meta", "prune_superseded", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]

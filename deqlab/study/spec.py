@@ -139,7 +139,8 @@ class StudySpec(_Spec):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
-                                       description="every: epochs between a trial's checkpoints (0: none); keep: newest kept")
+                                       description="every: epochs between a trial's checkpoints (0: none); "
+                                                   "keep: newest kept")
 
     @field_validator("name")
     @classmethod
@@ -169,8 +170,9 @@ class StudySpec(_Spec):
                              f"so {'they' if len(ignored) > 1 else 'it'} would be ignored; set scheduler.name: "
                              f"{wanted}, or remove " + ("them" if len(ignored) > 1 else "it"))
         if ignored:
+            them = "them" if len(ignored) > 1 else "it"
             raise ValueError(f"{', '.join(ignored)}: set, but scheduler.name is {sched.name}, which does not use "
-                             + ("them" if len(ignored) > 1 else "it") + "; remove " + ("them" if len(ignored) > 1 else "it"))
+                             f"{them}; remove {them}")
         if "seed" in self.search.inert() and "seed" in self.search.model_fields_set:
             raise ValueError("search.seed: the grid algorithm draws nothing at random, so a seed would be ignored; "
                              "remove it (to repeat each point with other training seeds, search the training "

@@ -217,7 +217,8 @@ def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str, con
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             # a continued trial's run gets a name of its own: the earlier driver's run folder keeps its files
-            name=f"train-{trial_id}" + (f"-{run}" if resumes else ""), storage_path=f"{absolute(storage)}/{spec.name}/train",
+            name=f"train-{trial_id}" + (f"-{run}" if resumes else ""),
+            storage_path=f"{absolute(storage)}/{spec.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
         ),
