@@ -40,6 +40,10 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
+    # With CheckpointConfig(num_to_keep) Tune snapshots its experiment state whenever a trial has checkpointed
+    # num_to_keep times since the last snapshot, and warns (twice a second in a study of short epochs) that
+    # this "may become a bottleneck" for restoring it; deqlab never restores Tune's state (study.durable)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                   runtime_env={"env_vars": dict(RAY_ENV)})
     if address and (num_cpus is not None or num_gpus is not None):
