@@ -56,6 +56,16 @@ def model_for(config: TrainConfig, splits) -> nn.Module:
     return model_of_shape(config, splits.input_shape, splits.num_classes)
 
 
+def dataset_of(config: TrainConfig, name: Optional[str] = None):
+    """The run's data set as its config describes it; `name`: another data set's, with the same subsets,
+    normalisation and seed (its own options and path, when it has any, are not the run's)."""
+    d = config.data
+    own = name is None or name == d.name
+    return load_dataset(d.name if own else name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
+                        normalize=d.normalize, seed=config.seed, options=d.options if own else None,
+                        path=d.path if own else None)
+
+
 def model_of_shape(config: TrainConfig, input_shape, num_classes: int) -> nn.Module:
     """The configured model for inputs of this shape and these classes (a saved model's rebuild, no data)."""
     return build(config.model.name, tuple(input_shape), num_classes, config.deq, **config.model.options)
@@ -166,10 +176,7 @@ class _Run:
 
     @classmethod
     def prepare(cls, config: TrainConfig, data, replicas: Optional[Replicas], device: torch.device) -> "_Run":
-        splits = data if data is not None else load_dataset(
-            config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
-            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
-            options=config.data.options, path=config.data.path)
+        splits = data if data is not None else dataset_of(config)
         if splits.task != "classification":
             raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
         batch_size, shard = config.data.batch_size, None
@@ -330,4 +337,4 @@ class _ProgressBar:
         self.p.stop()
 
 
-__all__ = ["TrainResult", "train", "evaluate", "model_for"]
+__all__ = ["TrainResult", "train", "evaluate", "model_for", "model_of_shape", "dataset_of"]

@@ -18,7 +18,7 @@ from ..results import METRICS, Status, StudyStore, load, metric_info
 from ..results import checkpoints as files
 from .checkpoint import load_state
 from .config import TrainConfig
-from .loop import evaluate, model_of_shape
+from .loop import dataset_of, evaluate, model_of_shape
 
 
 def choose_trial(store: StudyStore, trial_id: Optional[str] = None, best: Optional[str] = None) -> files.CheckpointRef:
@@ -82,11 +82,7 @@ def _shape(meta: dict, config: TrainConfig) -> dict:
     loaded once."""
     if "input_shape" in meta:
         return meta
-    from ..data import load_dataset
-
-    d = config.data
-    splits = load_dataset(d.name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
-                          normalize=d.normalize, seed=config.seed)
+    splits = dataset_of(config)
     return {"input_shape": list(splits.input_shape), "num_classes": int(splits.num_classes)}
 
 
@@ -128,12 +124,11 @@ def evaluate_saved(study_dir, trial_id: Optional[str] = None, *, best: Optional[
     `nfe_fwd`, `nfe_fwd_paper`, `residual`, `infer_time_s`, ...), plus `trial_id`, `epoch`, `data` and the
     values recorded for that epoch (`recorded_test_acc`, ...). On its own test set (`data` None) with the
     batch size and thread count it was trained with, `test_acc` and `nfe_fwd` equal the recorded ones."""
-    from ..data import load_dataset, make_loaders
+    from ..data import make_loaders
 
     model, config, ref = load_checkpoint(study_dir, trial_id, best=best, device=device)
     d = config.data
-    splits = load_dataset(data or d.name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
-                          normalize=d.normalize, seed=config.seed)
+    splits = dataset_of(config, data)
     # an older checkpoint's test batch: the config's (a num_workers 0 trial or `deqlab train`)
     test = make_loaders(splits, ref.meta.get("test_batch_size", d.batch_size), seed=config.seed)[1]
     threads = torch.get_num_threads()
