@@ -278,3 +278,19 @@ def test_checkpoints_written_before_meta_recorded_shapes_still_load_and_reproduc
     final = load(old).trials.query("epoch == 1").set_index("trial_id")
     out = evaluate_saved(old, "slow")
     assert (out["test_acc"], out["nfe_fwd"]) == (final.loc["slow", "test_acc"], final.loc["slow", "nfe_fwd"])
+
+
+def test_a_checkpoint_folder_linked_from_outside_or_with_an_oversized_meta_is_no_checkpoint(two_trials, tmp_path):
+    import shutil
+
+    study = tmp_path / "m"
+    shutil.copytree(two_trials, study)
+    store = StudyStore(str(study))
+    assert len(files.find(store, "slow")) == 2
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(study / "checkpoints" / "slow" / "checkpoint_000001"), elsewhere)
+    (study / "checkpoints" / "slow" / "checkpoint_000001").symlink_to(elsewhere)
+    assert [r.epoch for r in files.find(store, "slow")] == [0]
+    meta = study / "checkpoints" / "slow" / "checkpoint_000000" / "meta.json"
+    meta.write_text(meta.read_text()[:-1] + ', "pad": "' + "x" * (1 << 20) + '"}')
+    assert files.find(store, "slow") == []

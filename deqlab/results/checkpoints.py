@@ -71,10 +71,16 @@ def make_meta(state_bytes: bytes, **fields) -> dict:
     return {"format": FORMAT, **fields, "state_bytes": len(state_bytes), "state_sha256": digest(state_bytes)}
 
 
+MAX_META_BYTES = 1 << 20  # a meta.json is ~2 kB; a larger one is no checkpoint deqlab wrote
+
+
 def read_meta(fs: pafs.FileSystem, folder: str) -> dict:
     try:
         with fs.open_input_stream(f"{folder}/{META_FILE}") as f:
-            meta = json.loads(f.read().decode())
+            raw = f.read(MAX_META_BYTES + 1)
+        if len(raw) > MAX_META_BYTES:
+            raise ValueError(f"over {MAX_META_BYTES} bytes")
+        meta = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {folder}: unreadable {META_FILE}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "trial_id" not in meta or "epoch" not in meta:
@@ -87,7 +93,7 @@ def read_state_bytes(fs: pafs.FileSystem, folder: str, meta: Optional[dict] = No
     meta = meta if meta is not None else read_meta(fs, folder)
     try:
         with fs.open_input_stream(f"{folder}/{STATE_FILE}") as f:
-            data = f.read()
+            data = f.read(int(meta.get("state_bytes") or 0) + 1)  # never more than the recorded size, plus one
     except OSError as exc:
         raise CheckpointError(f"checkpoint {folder}: unreadable {STATE_FILE}: {exc}") from None
     if len(data) != meta.get("state_bytes") or digest(data) != meta.get("state_sha256"):
@@ -104,6 +110,8 @@ def find(store: StudyStore, trial_id: Optional[str] = None) -> list[CheckpointRe
         for path, _ in _files(store, root):
             folder, _, name = path.rpartition("/")
             if name != META_FILE or not folder.rpartition("/")[2].startswith(PREFIX):
+                continue
+            if store.outside(folder):  # a link leading out of the study folder: not this study's checkpoint
                 continue
             try:
                 meta = read_meta(store.fs, folder)
