@@ -6,13 +6,14 @@
     study.table(by="init,solver")       # the table `deqlab export --format csv` prints, as a DataFrame
     study.best("test_acc")              # the best completed trial (direction: the metric catalogue)
     study.figure("nfe_fwd", "test_acc", color="init")  # the dashboard's Compare scatter
+    model, config = study.model(best="test_acc")        # a trained model back (deqlab.load_model)
 
 Nothing here computes a result of its own: running is the driver of `deqlab
 run`, the table is `deqlab export`'s (`report.tables.export_table`), the
 figure the dashboard's (`report.figures.compare_scatter`). Reading a study
 (`open_study`, `StudyResult`) goes through deqlab.results and deqlab.report
 only, like the dashboard: a results folder opens without torch, Ray or the
-training code; `run_study` imports the driver when it is called.
+training code; `run_study` imports the driver and `model` the training code when called.
 """
 
 from __future__ import annotations
@@ -130,6 +131,14 @@ class StudyResult:
                  *[p for p in varying_params(trials) if p not in (color, facet)][:6]]  # as the dashboard's
         return figures.compare_scatter(trials, x, y, color, cmap, x_mode=mode_of(x, self._modes()),
                                        y_mode=mode_of(y, self._modes()), facet=facet, hover=hover, log_x=log_x)
+
+    def model(self, trial_id: Optional[str] = None, *, best: Optional[str] = None, device="cpu"):
+        """(a trained model of this study in eval mode, its TrainConfig): `deqlab.load_model` on this
+        directory: trial `trial_id`'s newest whole checkpoint, or the best completed trial by metric `best`
+        (`best="test_acc"`), or the study's only trial. Imports torch when called; reading does not."""
+        from .run.saved import load_model
+
+        return load_model(self.path, trial_id, best=best, device=device)
 
 
 def open_study(study_dir) -> StudyResult:

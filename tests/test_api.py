@@ -134,6 +134,12 @@ def test_run_study_from_python_matches_parquet_and_export(ray_local, tmp_path, c
     assert best["test_acc"] == max(r["test_acc"].iloc[-1] for r in rows)
     same_table(study.table(by="init", metrics="test_acc,nfe_fwd"),
                export_csv(study.path, "--by", "init", "--metrics", "test_acc,nfe_fwd", cwd=tmp_path))
+    model, config = study.model(best="test_acc")  # deqlab.load_model: the best trial's last checkpoint
+    assert not model.training and config.deq.init == best["param.deq.init"] and config.epochs == 1
+    other = trials.index[trials.index != best["trial_id"]][0]
+    assert study.model(other)[1].deq.init == trials.loc[other, "param.deq.init"] != config.deq.init
+    with pytest.raises(ValueError, match="2 trials with a checkpoint"):
+        study.model()
     fig = study.figure("nfe_fwd", "test_acc")
     shown = {(x, round(y, 9)) for t in fig.data if t.name != "Pareto front" for x, y in zip(t.x, t.y)}
     assert shown == {(r["nfe_fwd"].iloc[-1], round(r["test_acc"].iloc[-1] * 100, 9)) for r in rows}

@@ -22,7 +22,7 @@ ALLOWED = {
     "report": {"results"},
     "study": {"solvers", "data", "results", "report", "run"},
     "cli": {"solvers", "data", "results", "report", "run", "study", "models"},  # `deqlab models` lists the catalogue
-    "api": {"results", "report", "study"},
+    "api": {"results", "report", "study", "run"},
     "dashboard": {"results", "report"},
 }
 SHARED = {"__version__", "_lazy", "plugins", "deqlab"}  # the package itself: its version, the lazy-import helper
