@@ -12,7 +12,7 @@ from deqlab.report import figures as figs
 from deqlab.report import tables as export
 from deqlab.report import views as dd
 from deqlab.report.render import notes
-from deqlab.results import column_name, metric_info, value_name
+from deqlab.results import column_name, value_name
 
 
 def objectives(specs: dict) -> dict[str, str]:
@@ -20,16 +20,11 @@ def objectives(specs: dict) -> dict[str, str]:
     return export.objective_modes(list(specs.values())) or dict(dd.DEFAULT_OBJECTIVES)
 
 
-def mode_of(metric: str, goals: dict) -> str:
-    """The direction of a metric: the study's objective, else the metric's own, else max."""
-    return goals.get(metric) or metric_info(metric).mode or "max"
-
-
 def default_index(options, wanted, fallback=0):
     return next((options.index(w) for w in wanted if w in options), fallback)
 
 
-def by_hyperparameter(summary, frame, metrics, y, params, colour, cmap):
+def by_hyperparameter(summary, metrics, y, params, colour, cmap):
     st.subheader("By hyperparameter")
     b1, b2, b3 = st.columns(3)
     metric = b1.selectbox("metric", metrics, index=metrics.index(y), format_func=figs.axis_title, key="box_metric")
@@ -71,7 +66,7 @@ def search_analysis(summary, goals, params):
         st.info("Needs trials with a searched hyperparameter and an objective.")
         return
     metric = st.selectbox("objective", metrics, format_func=figs.axis_title, key="search_metric")
-    study = figs.optuna_study(summary, params, metric, mode_of(metric, goals))
+    study = figs.optuna_study(summary, params, metric, dd.mode_of(metric, goals))
     if study is None:
         st.info("Needs at least two completed trials with every searched value recorded.")
         return

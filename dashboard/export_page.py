@@ -51,12 +51,13 @@ def page_export(trials, summary, specs, everything):
         st.info("Choose at least one column to group by and one metric.")
         return
     try:
-        table = export.aggregate(rows, by, chosen, baseline=baseline, ratio_metric=ratio_of, modes=objectives(specs))
+        table, notes = export.export_table(rows, list(specs.values()), by, chosen, baseline=baseline,
+                                           ratio_metric=ratio_of)  # `deqlab export`'s table and warnings
     except ValueError as exc:
         st.warning(dd.as_text(exc))
         return
-    for warning in table.warnings:
-        st.warning(dd.as_text(warning))
+    for note in notes:
+        st.warning(dd.as_text(note))
     texts = {f: export.render(table, f, **(latex if f == "latex" else {})) for f in export.FORMATS}
     st.code(texts[fmt], language={"latex": "latex", "markdown": "markdown", "csv": "text"}[fmt])
     if fmt == "markdown":

@@ -22,8 +22,8 @@ ALLOWED = {
     "report": {"results"},
     "study": {"solvers", "data", "results", "report", "run"},
     "cli": {"solvers", "data", "results", "report", "run", "study", "models"},  # `deqlab models` lists the catalogue
+    "api": {"results", "report", "study", "run"},
     "dashboard": {"results", "report"},
-    "__init__": set(),  # `deqlab` itself: its version and lazy names (deqlab.load_model), resolved on first use
 }
 SHARED = {"__version__", "_lazy", "plugins", "deqlab"}  # the package itself: its version, the lazy-import helper
 # and the resolver of names that are not built in (imports nothing from deqlab: every room may ask it)
@@ -57,10 +57,10 @@ def _edges():
     files = [(p, "deqlab") for p in (ROOT / "deqlab").rglob("*.py")]
     files += [(p, "dashboard") for p in (ROOT / "dashboard").glob("*.py")]
     for path, top in files:
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
         source = "dashboard" if top == "dashboard" else _room(module)
-        for target in _imports(path, package.removesuffix(".__init__")):
+        for target in _imports(path, package):
             yield path.relative_to(ROOT), source, _room(target)
 
 
@@ -93,8 +93,9 @@ def test_no_package_export_shares_a_submodule_name():
     import importlib
 
     clashes = []
-    for init in (ROOT / "deqlab").glob("*/__init__.py"):
-        package = importlib.import_module(f"deqlab.{init.parent.name}")
+    for init in [ROOT / "deqlab" / "__init__.py", *(ROOT / "deqlab").glob("*/__init__.py")]:
+        name = ".".join(init.parent.relative_to(ROOT).parts)
+        package = importlib.import_module(name)
         modules = {p.stem for p in init.parent.glob("*.py")} | {p.name for p in init.parent.iterdir() if p.is_dir()}
-        clashes += [f"deqlab.{init.parent.name}.{n}" for n in getattr(package, "__all__", ()) if n in modules]
+        clashes += [f"{name}.{n}" for n in getattr(package, "__all__", ()) if n in modules]
     assert not clashes, f"exports named like a submodule: {clashes}"

@@ -41,3 +41,19 @@ def test_reports_and_the_dashboard_pages_import_no_torch():
             "sys.path.insert(0, 'dashboard')\n"
             "import compare, compare_sections, overview, trial_pages, export_page")
     assert "torch loaded: []" in _torch_loaded(body)
+
+
+def test_open_study_imports_no_torch_ray_or_study_code(tmp_path):
+    """`deqlab.open_study` reads a copied results folder like the dashboard: results and report only."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from study_factory import comparison_study
+
+    path = comparison_study(tmp_path)
+    body = ("import deqlab\n"
+            f"study = deqlab.open_study({str(path)!r})\n"
+            "assert len(study.trials) == 10 and study.best()['trial_id'] == 'skip-anderson-0'\n"
+            "assert len(study.table()) == 4 and study.figure().data\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'ray' or m.startswith(('deqlab.study', "
+            "'deqlab.run')))\n"
+            "assert not bad, bad")
+    assert "torch loaded: []" in _torch_loaded(body)

@@ -10,10 +10,10 @@ from .common import EXIT_OK, csv_list, results_dirs
 
 def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="study directories, or results roots holding studies")
-    p.add_argument("--by", type=csv_list, default=("init", "solver"),
+    p.add_argument("--by", type=csv_list, default=None,
                    help="hyperparameters to group by (default: init,solver); `init` finds param.deq.init; "
                         "a continuous one in bins: tol:4; several studies apart: study,init,solver")
-    p.add_argument("--metrics", type=csv_list, default=("test_acc", "nfe_fwd", "epoch_time_s"),
+    p.add_argument("--metrics", type=csv_list, default=None,
                    help="metrics at the final epoch of completed trials (default: test_acc,nfe_fwd,epoch_time_s)")
     p.add_argument("--format", choices=("latex", "markdown", "csv"), default="markdown",
                    help="table format (default: markdown); latex needs booktabs and siunitx")
@@ -46,13 +46,9 @@ def run_export(args: argparse.Namespace) -> int:
             specs.append(load_spec(d))
         except ValueError as exc:
             print(f"warning: {printable(exc)}", file=sys.stderr)
-    table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
-                             ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
-    from ..report.tables import pooled_hardware
-
-    for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
-        print(f"warning: {printable(line)}", file=sys.stderr)
-    for warning in table.warnings:
+    table, warnings_ = export.export_table(res.trials, specs, args.by, args.metrics, baseline=args.baseline,
+                                           ratio_metric=args.ratio_of)
+    for warning in warnings_:  # times from different machines, or studies, pooled in one mean
         print(f"warning: {printable(warning)}", file=sys.stderr)
     text = export.render(table, args.format, caption=args.caption, label=args.label, tabular_only=args.tabular_only)
     if args.output:

@@ -30,18 +30,10 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def finish(outcome) -> int:
-    from ..study.summary import comparison_table, pareto_table, status_counts, untried_choices
+    from ..study.summary import closing_report
 
-    counts = status_counts(outcome.path)
-    print(f"\n{outcome.spec.name}: {sum(counts.values())} trials in {outcome.seconds:.0f} s ("
-          + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
-    for line in untried_choices(outcome.path, outcome.spec):
-        print(f"warning: {line}; for a head-to-head comparison use `search: {{algorithm: grid}}`")
-    print(comparison_table(outcome.path, outcome.spec))
-    if len(outcome.spec.objectives) > 1:
-        print(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in outcome.spec.objectives)}):")
-        print(pareto_table(outcome.path, outcome.spec))
-    print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
+    text, counts = closing_report(outcome)
+    print(text)
     return EXIT_OK if counts.get(Status.COMPLETED) else EXIT_FAILED
 
 

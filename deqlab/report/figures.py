@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 
 from ..results.schema import CATALOGUE, Status, column_name, metric_info, value_name
 from .tables import sort_key
+from .views import pareto_mask
 
 PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.D3[1:] + px.colors.qualitative.Dark24
 STATUS_COLOURS = {Status.COMPLETED.value: "#2ca02c", Status.RUNNING.value: "#1f77b4", Status.PRUNED.value: "#ff7f0e",
@@ -100,6 +101,39 @@ def learning_curves(trials: pd.DataFrame, metric: str, colour: Optional[str], cm
         shown.add(name)
     fig.update_xaxes(**EPOCH_AXIS)
     fig.update_yaxes(title_text=axis_title(metric))
+    return fig
+
+
+FRONT = "Pareto front"  # the name of the front's trace in the legend
+
+
+def pareto_trace(frame: pd.DataFrame, x: str, y: str, x_mode: str, y_mode: str) -> go.Scatter:
+    """The Pareto front of (x, y) as a dotted black line through open circles."""
+    on = frame[pareto_mask(frame, x, y, x_mode, y_mode)].sort_values(x)
+    return go.Scatter(x=on[x], y=on[y], mode="lines+markers", name=FRONT,
+                      line=dict(color="black", width=1, dash="dot"),
+                      marker=dict(symbol="circle-open", size=12, color="black"), hoverinfo="skip")
+
+
+def compare_scatter(summary: pd.DataFrame, x: str, y: str, colour: Optional[str], cmap: ColourMap, *,
+                    x_mode: str, y_mode: str, facet: Optional[str] = None, hover: Sequence[str] = (),
+                    log_x: bool = False) -> go.Figure:
+    """The Compare page's figure (and `StudyResult.figure`): one point per trial (`summary`: one row per
+    trial, raw units), accuracy in %, coloured by `colour`'s display values with `cmap`'s fixed colours,
+    optionally one panel per `facet` value, each with its Pareto front for the given directions."""
+    split = [c for c in dict.fromkeys((colour, facet)) if c]
+    frame = with_display_values(in_display_units(summary), split)
+    facet_values = category_order(frame, summary, facet) if facet else [None]
+    fig = px.scatter(frame, x=x, y=y, color=colour, color_discrete_map=cmap.of(colour),
+                     category_orders={c: category_order(frame, summary, c) for c in split},
+                     facet_col=facet, hover_data=list(hover), log_x=log_x,
+                     render_mode="svg" if len(frame) <= 2000 else "webgl", labels=labels(frame.columns))
+    fig.update_xaxes(matches=None, showticklabels=True)  # each facet its own x range: one outlier squeezes none
+    for k, value in enumerate(facet_values, 1):
+        part = frame if value is None else frame[frame[facet] == value]
+        trace = pareto_trace(part, x, y, x_mode, y_mode)
+        trace.showlegend = k == 1
+        fig.add_trace(trace, row=1, col=k)
     return fig
 
 

@@ -213,10 +213,11 @@ def markdown(table: ComparisonTable) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes(table)) + "\n"
 
 
-def csv(table: ComparisonTable) -> str:
-    """Machine names and every digit that matters (6 significant), in plain columns for further analysis."""
+def csv_frame(table: ComparisonTable) -> pd.DataFrame:
+    """The CSV export as a DataFrame (`StudyResult.table`): machine names, display units (accuracy in %),
+    every digit; group values as stored (the CSV writes numbers as `%g`)."""
     f = table.frame
-    out = pd.DataFrame({b: [f"{v:g}" if isinstance(v, float) else printable(v) for v in f[b]] for b in table.by})
+    out = pd.DataFrame({b: f[b].to_numpy() for b in table.by})
     out["n"] = f["n"].astype(int).to_numpy()
     for m in table.metrics:
         info = table.info[m]
@@ -228,6 +229,14 @@ def csv(table: ComparisonTable) -> str:
         name = f"{table.ratio_metric}_{table.ratio_kind}_vs_" + "_".join(f"{k}={v}" for k, v in table.baseline.items())
         for suffix, col in (("", "ratio"), ("_ci_low", "ratio_lo"), ("_ci_high", "ratio_hi")):
             out[name + suffix] = f[col].to_numpy(dtype=float)
+    return out
+
+
+def csv(table: ComparisonTable) -> str:
+    """Machine names and every digit that matters (6 significant), in plain columns for further analysis."""
+    out = csv_frame(table)
+    for b in table.by:
+        out[b] = [f"{v:g}" if isinstance(v, float) else printable(v) for v in out[b]]
     buf = io.StringIO()
     out.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
     return buf.getvalue()

@@ -34,6 +34,8 @@ from ..results.schema import MODES, NOT_METRICS, Metric, Status, metric_info
 from .ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline, ratio_interval  # noqa: F401
 
 FORMATS = ("latex", "markdown", "csv")
+DEFAULT_BY = ("init", "solver")  # `deqlab export` and `StudyResult.table` without --by / by=
+DEFAULT_METRICS = ("test_acc", "nfe_fwd", "epoch_time_s")
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,21 @@ def pooled_hardware(trials: pd.DataFrame, by) -> list[str]:
                          f"({'; '.join(kinds)}): its times are not comparable; --by {','.join(by)},hardware "
                          "splits them")
     return lines
+
+
+def export_table(trials: pd.DataFrame, specs: Sequence[Optional[Mapping]], by: Optional[Sequence[str]] = None,
+                 metrics: Optional[Sequence[str]] = None, *, baseline=None,
+                 ratio_metric: Optional[str] = None) -> tuple[ComparisonTable, list[str]]:
+    """`deqlab export`'s table and its warnings for the reader, the one computation behind the command, the
+    dashboard's Export page and `StudyResult.table` (deqlab/api.py): `by` and `metrics` default to DEFAULT_BY and DEFAULT_METRICS,
+    directions come from the studies' objectives, `baseline` is a mapping or the CLI's `init=zeros` text;
+    the warnings name rows that pool hardware or studies."""
+    by, metrics = by or DEFAULT_BY, metrics or DEFAULT_METRICS
+    if isinstance(baseline, str):
+        baseline = parse_baseline(baseline)
+    table = aggregate(trials, by, metrics, baseline=baseline, ratio_metric=ratio_metric,
+                      modes=objective_modes(specs))
+    return table, [*pooled_hardware(trials, table.by), *table.warnings]
 
 
 def render(table: ComparisonTable, fmt: str, **options) -> str:

@@ -21,7 +21,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..results.schema import Status
+from ..results.schema import Status, metric_info
 from .render import markdown_text
 from ..results.store import StudyStore, is_uri, join
 from .tables import metric_candidates, sort_key
@@ -35,6 +35,11 @@ DEFAULT_Y = (HEADLINE_METRIC,)
 CURVE_METRICS = ("test_acc", "test_loss", "train_loss", "nfe_fwd")  # learning curves
 EXPORT_METRICS = ("nfe_fwd", "epoch_time_s")  # the Export page's defaults after the objectives
 RATIO_METRICS = ("epoch_time_s",)  # the baseline comparison's default ratio
+
+
+def mode_of(metric: str, goals: Mapping[str, str]) -> str:
+    """The direction of a metric: the study's objective (`goals`), else the catalogue's, else max."""
+    return goals.get(metric) or metric_info(metric).mode or "max"
 
 
 def as_text(value) -> str:

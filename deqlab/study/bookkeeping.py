@@ -70,11 +70,19 @@ def settle_trial(storage: str, spec: StudySpec, trial_id: str, config) -> str:
     so pruned).
     """
     status, last_epoch = StudyStore.of(storage, spec.name).trial_progress(trial_id)
+    final = stopped_status(status, last_epoch, config)
+    if final == status:
+        return status
+    return finalize_trial(storage, spec.name, trial_id, final, params=config.flat_params() if config else None)
+
+
+def stopped_status(status: Optional[str], last_epoch: int, config) -> str:
+    """The status of a trial Tune stopped (`settle_trial`'s rule, also what the trackers report): the one on
+    disk when final, else completed at its last epoch and pruned before it (`config` None: pruned)."""
     if status not in (None, Status.RUNNING):
         return status
     epochs = config.epochs + config.pretrain_epochs if config is not None else None
-    final = Status.COMPLETED if epochs is not None and last_epoch + 1 >= epochs else Status.PRUNED
-    return finalize_trial(storage, spec.name, trial_id, final, params=config.flat_params() if config else None)
+    return Status.COMPLETED if epochs is not None and last_epoch + 1 >= epochs else Status.PRUNED
 
 
 def settle_stopped_trials(storage: str, spec: StudySpec, configs: dict) -> dict:

@@ -30,6 +30,7 @@ from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_
 from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import walk
+from .tracking import tracker_callbacks
 from .trial import trial_id_of
 from .tuner import build_tuner, check_fits, close_orphaned_trials, save_optuna, start_ray, waiting_for_gpus
 
@@ -123,7 +124,8 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
             t0 = time.perf_counter()
             try:
                 with graceful_interrupt() as interrupt:
-                    grid = build_tuner(spec, storage, [make_callback(spec, storage, say)], plan=plan).fit()
+                    callbacks = [make_callback(spec, storage, say), *tracker_callbacks(spec, storage, say)]
+                    grid = build_tuner(spec, storage, callbacks, plan=plan).fit()
             except Exception as exc:
                 if is_disk_full(exc) or disk_is_full(path):
                     raise disk_full_error(spec, path) from None

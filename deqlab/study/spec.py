@@ -14,6 +14,7 @@ valid choices. The file itself is read by `yaml_io.read_yaml`.
     scheduler: {name: asha, grace_period: 1}
     trainer: {num_workers: 0}
     checkpoint: {every: 1, keep: 2}   # the default: a lost trial resumes from its last epoch
+    tracking: {mlflow: {tracking_uri: "sqlite:///mlflow.db"}, tensorboard: true}   # optional (tracking.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..solvers.options import _unknown_key
 from ..run.config import CheckpointSpec, TrainConfig
 from .probe import check_space
 from .space import Param, apply, grid_points, parse_space, walk
+from .tracking import TrackingSpec
 from .yaml_io import StudyError, read_yaml
 MULTI_OBJECTIVE_ALGORITHMS = ("tpe", "gp", "nsga2", "random", "grid")
 MAX_WORKERS, MAX_CPUS_PER_WORKER, MAX_GPUS_PER_WORKER = 4096, 512, 16
@@ -143,6 +145,10 @@ class StudySpec(_Spec):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
                                        description="every: epochs between a trial's checkpoints (0: none); "
                                                    "keep: newest kept")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow, W&B, TensorBoard (tracking.py)")
+
+    def inert(self) -> tuple[str, ...]:
+        return () if self.tracking.requested else ("tracking",)  # study.yaml shows it only when used
 
     @field_validator("name")
     @classmethod
@@ -294,6 +300,8 @@ def describe(spec: StudySpec) -> str:
         f"  scheduler: {spec.scheduler.name}; workers per trial: {spec.trainer.num_workers}"
         + (" (GPU)" if spec.trainer.use_gpu else ""),
     ]
+    if spec.tracking.requested:
+        lines.append(f"  tracking: {', '.join(spec.tracking.requested)}")
     return "\n".join(lines)
 
 

@@ -34,6 +34,23 @@ def status_counts(path: str) -> dict:
     return {s: counts[s] for s in STATUSES if counts[s]}
 
 
+def closing_report(outcome) -> tuple[str, dict]:
+    """What `deqlab run` and `deqlab.run_study` print when a study ends (trials by status, untried choices,
+    the comparison, the Pareto front, where the results are), and the status counts."""
+    counts = status_counts(outcome.path)
+    spec = outcome.spec
+    lines = [f"\n{spec.name}: {sum(counts.values())} trials in {outcome.seconds:.0f} s ("
+             + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"]
+    lines += [f"warning: {line}; for a head-to-head comparison use `search: {{algorithm: grid}}`"
+              for line in untried_choices(outcome.path, spec)]
+    lines.append(comparison_table(outcome.path, spec))
+    if len(spec.objectives) > 1:
+        lines.append(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in spec.objectives)}):")
+        lines.append(pareto_table(outcome.path, spec))
+    lines.append(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
+    return "\n".join(lines), counts
+
+
 def comparison_table(path: str, spec: StudySpec) -> str:
     """Completed trials by init mode x solver: mean +- std (n) of each objective, best in bold (Markdown:
     the same table `deqlab export` and the dashboard give)."""
