@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from deqlab.data import load_dataset, make_loaders
-from deqlab.report.bench import render_json, render_markdown, summarize
+from deqlab.report.bench import check_baseline, render_json, render_markdown, summarize
 from deqlab.run import TrainConfig, evaluate
 from deqlab.run.bench import Contender, time_models
 from deqlab.run.loop import _make_optimizer, _train_epoch, model_for
@@ -141,6 +141,12 @@ def test_bad_requests_are_one_clear_error(models):
     result = time_models(models[:1], repeats=1, warmup=0, kinds=("predict",))
     with pytest.raises(ValueError, match="no row matches the baseline init=skip; values present: init: zeros"):
         summarize(result.samples, ["init"], {"init": "skip"})
+    groups = [c.group for c in models]  # what `deqlab bench` checks before it times anything
+    with pytest.raises(ValueError, match="no row matches the baseline init=skip; values present: init: skipreg, zeros"):
+        check_baseline(groups, ["init"], {"init": "skip"})
+    with pytest.raises(ValueError, match="baseline names solver, which is not a group column; group columns: init"):
+        check_baseline(groups, ["init"], {"solver": "anderson"})
+    check_baseline(groups, ["init"], {"init": "zeros"})
     with pytest.raises(ValueError, match="group by solver: the samples carry init"):
         summarize(result.samples, ["solver"])
     with pytest.raises(ValueError, match="trial ids repeat: zeros-0"):

@@ -77,6 +77,20 @@ def summarize(samples: Sequence[Mapping], by: Sequence[str], baseline: Optional[
     return BenchTable(out, trials, tuple(by), kinds, dict(baseline) if baseline else None, dict(settings or {}))
 
 
+def check_baseline(groups: Sequence[Mapping], by: Sequence[str], baseline: Optional[Mapping[str, str]]) -> None:
+    """The same refusals as `summarize`'s ratio, from the contenders' group values alone (before timing)."""
+    if not baseline:
+        return
+    unknown = sorted(set(baseline) - set(by))
+    if unknown:
+        raise ValueError(f"baseline names {', '.join(unknown)}, which is not a group column; "
+                         f"group columns: {', '.join(by)}")
+    if not any(all(str(g.get(k)) == str(v) for k, v in baseline.items()) for g in groups):
+        present = {k: sorted({str(g.get(k)) for g in groups}) for k in baseline}
+        raise ValueError(f"no row matches the baseline {', '.join(f'{k}={v}' for k, v in baseline.items())}; "
+                         f"values present: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in present.items()))
+
+
 _SAMPLE_COLUMNS = {"trial_id", "seed", "kind", "repeat", "position", "batch", "time_s", "nfe"}
 
 
@@ -160,4 +174,4 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-__all__ = ["BenchTable", "summarize", "render_markdown", "render_json", "KINDS"]
+__all__ = ["BenchTable", "summarize", "check_baseline", "render_markdown", "render_json", "KINDS"]
