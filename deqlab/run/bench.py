@@ -194,7 +194,7 @@ def _splits(c: Contender, cache: dict):
     if c.data is not None:
         return c.data
     d = c.config.data
-    key = (d.model_dump_json(), c.config.seed)
+    key = (d.model_dump_json(), c.config.seed if d.subset or d.test_subset else None)  # seed: which subset
     if key not in cache:
         cache[key] = load_dataset(d.name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
                                   normalize=d.normalize, seed=c.config.seed)
