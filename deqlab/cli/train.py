@@ -13,6 +13,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default="results", help="results root (local path or s3://, gs:// URI)")
     p.add_argument("--name", default=None, help="study name (default: the config file's stem)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="save a checkpoint every N epochs and after the last (0: none; default 1)")
+    p.add_argument("--checkpoint-keep", type=int, default=2, metavar="K", help="checkpoints kept, newest first (default 2)")
 
 
 def read_train_config(path: Path):
@@ -36,21 +39,33 @@ def read_train_config(path: Path):
 
 def run_train(args: argparse.Namespace) -> int:
     """One configuration without Ray, writing the same Parquet files a study trial writes."""
+    from pydantic import ValidationError
+
     from ..results import TRAIN_FILE, check_name
+    from ..run.checkpoint import Checkpointing
+    from ..run.config import CheckpointSpec
     from ..run.one import run_one
+    from ..solvers.options import describe_validation_error
 
     path = Path(args.config)
     config = read_train_config(path)
+    try:
+        policy = CheckpointSpec(every=args.checkpoint_every, keep=args.checkpoint_keep)
+    except ValidationError as exc:
+        raise ValueError(f"--checkpoint-every/--checkpoint-keep: {describe_validation_error(exc)}") from None
     study = check_name("study", args.name or path.stem)
     trial = f"train-{config.config_hash()}"
     run = run_one(config, study=study, trial_id=trial, storage=args.storage, progress=not args.quiet,
-                  save_config_as=TRAIN_FILE)
+                  save_config_as=TRAIN_FILE, checkpointing=Checkpointing(policy) if policy.enabled else None,
+                  local_checkpoints=True)
     result, final = run.result, run.result.final
     print(f"{study}/{trial}: {result.status}" + (f" ({result.error})" if result.error else ""))
     if final:
         print(f"  test acc {100 * final['test_acc']:.1f}%  NFE fwd {final['nfe_fwd']:.2f}  NFE bwd {final['nfe_bwd']:.2f}"
               f"  epoch time {final['epoch_time_s']:.1f} s")
     print(f"  results: {run.path}/trials/{trial}.parquet")
+    if policy.enabled:
+        print(f"  model: {run.path}/checkpoints/{trial}/ (deqlab.load_model({run.path!r}))")
     return EXIT_OK if result.status == Status.COMPLETED else EXIT_FAILED
 
 

@@ -60,6 +60,22 @@ class OptimSpec(_Spec):
                                                  "per optimiser step: effective batch = batch_size x accumulate")
 
 
+class CheckpointSpec(_Spec):
+    """When a run saves its state (docs/reliability.md "Checkpoints"): every `every` epochs and after the last
+    epoch, keeping the newest `keep`; `every: 0` saves none (and a lost trial then starts again at epoch 0)."""
+
+    every: int = Field(1, ge=0, description="epochs between checkpoints (0: none); the last epoch is always saved")
+    keep: int = Field(2, ge=1, description="checkpoints kept per trial, newest first (the final one among them)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based) ends with a checkpoint."""
+        return self.enabled and ((epoch + 1) % self.every == 0 or epoch == last_epoch)
+
+
 class TrainConfig(_Spec):
     """Everything one run needs; unknown keys are errors, never ignored."""
 
@@ -112,4 +128,4 @@ class TrainConfig(_Spec):
         return out
 
 
-__all__ = ["TrainConfig", "DataSpec", "ModelSpec", "OptimSpec", "DEFAULT_MAX_UNCONVERGED"]
+__all__ = ["TrainConfig", "CheckpointSpec", "DataSpec", "ModelSpec", "OptimSpec", "DEFAULT_MAX_UNCONVERGED"]

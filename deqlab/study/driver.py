@@ -29,6 +29,7 @@ from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_
 from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import walk
+from .trial import trial_id_of
 from .tuner import build_tuner, check_fits, close_orphaned_trials, save_optuna, start_ray, waiting_for_gpus
 
 
@@ -39,7 +40,7 @@ def _tune_configs(result_grid) -> dict:
     for result in result_grid:
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id is not None:
-            out[trial_id] = result.config or {}
+            out[trial_id_of(result.config or {}, trial_id)] = result.config or {}
     return out
 
 
@@ -123,9 +124,12 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
 
 def _plan_resume(storage: str, path: str, spec: StudySpec, say: Callable[[str], None]) -> ResumePlan:
     close_orphaned_trials(spec, storage)  # under the lock, every RUNNING Optuna trial was a dead driver's
-    plan = plan_resume(storage, path, spec)
+    plan = plan_resume(storage, path, spec, say)
     say(f"resuming {spec.name}: {len(plan.finished)} finished trials kept, "
-        f"{len(plan.set_aside)} unfinished set aside ({path}/orphaned/), "
+        f"{len(plan.continued)} continue from their checkpoints"
+        + (f" ({', '.join(f'{t} after epoch {e}' for t, e in sorted(plan.resume_epochs.items()))})"
+           if plan.continued else "")
+        + f", {len(plan.set_aside)} unfinished set aside ({path}/orphaned/: no checkpoint), "
         f"{len(plan.grid) if plan.grid is not None else plan.samples} trials to run")
     return plan
 

@@ -13,6 +13,7 @@ valid choices. The file itself is read by `yaml_io.read_yaml`.
     search: {algorithm: tpe, num_samples: 8, seed: 0}
     scheduler: {name: asha, grace_period: 1}
     trainer: {num_workers: 0}
+    checkpoint: {every: 1, keep: 2}   # the default: a lost trial resumes from its last epoch
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..results import OBJECTIVE_METRICS, check_name
 from ..solvers.options import _unknown_key
-from ..run.config import TrainConfig
+from ..run.config import CheckpointSpec, TrainConfig
 from .probe import check_space
 from .space import Param, apply, grid_points, parse_space, walk
 from .yaml_io import StudyError, read_yaml
@@ -126,6 +127,8 @@ class StudySpec(_Spec):
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
+                                       description="every: epochs between a trial's checkpoints (0: none); keep: newest kept")
 
     @field_validator("name")
     @classmethod

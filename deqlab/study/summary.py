@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 from ..report.tables import aggregate, final_epochs, render
 from ..results import STATUSES, STUDY_FILE, Status, StudyStore, column_name, load, metric_info, value_name
 from ..results.store import join
+from ..results import checkpoints
 from .space import walk
 from .spec import StudySpec
 
@@ -90,9 +91,19 @@ def list_studies(storage: str) -> str:
                 value = values.max() if objective[1] == "max" else values.min()
                 best = f"best {objective[0]} {value:.4g}"
         status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
-        lines.append(f"{entry.base_name}: {len(final)} trials ({status}) {best}".rstrip())
+        size = checkpoints.size_on_disk(study)
+        saved = f", checkpoints {_size(size)}" if size else ""
+        lines.append(f"{entry.base_name}: {len(final)} trials ({status}{saved}) {best}".rstrip())
         lines.extend(_failure_lines(final))
     return "\n".join(lines) if lines else f"no studies in {storage}"
+
+
+def _size(n: int) -> str:
+    """Bytes as `deqlab ls` shows them: 1.5 MB, 830 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
