@@ -59,7 +59,7 @@ def study_contenders(study: str, by, device: str) -> list:
     if not StudyStore(study).is_study():
         raise ValueError(f"no study at {study}: expected a study directory with trials/ (deqlab ls lists them)")
     from ..run.bench import Contender
-    from ..run.checkpoint import load_model
+    from ..run.saved import load_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trials = load([study], traces=False).trials
