@@ -35,13 +35,15 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from ..report.bench import check_baseline, render_json, render_markdown, summarize
     from ..report.tables import parse_baseline
-    from ..run.bench import time_models
 
     baseline = parse_baseline(args.baseline)
-    contenders = study_contenders(args.study, args.by, args.device)
-    check_baseline([c.group for c in contenders], args.by, baseline)  # before minutes of timing, not after
-    print(f"timing {len(contenders)} trained models of {args.study}: {args.repeats} repetitions round-robin, "
-          f"{args.warmup} warm-up", file=sys.stderr, flush=True)
+    trials = completed_trials(args.study, args.by)
+    check_baseline([group for _, group in trials], args.by, baseline)  # before loading and timing, not after
+    contenders = load_contenders(args.study, trials, args.device)
+    print(f"timing {len(contenders)} trained models of {args.study}: {args.repeats} repetitions round-robin "
+          f"after {args.warmup} warm-up", file=sys.stderr, flush=True)
+    from ..run.bench import time_models
+
     result = time_models(contenders, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
                          threads=args.threads, device=args.device, clock=args.clock)
     table = summarize(result.samples, args.by, baseline, {"study": args.study, **result.settings})
@@ -49,8 +51,8 @@ def run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def study_contenders(study: str, by, device: str) -> list:
-    """The completed trials of a study that have a checkpoint, loaded, with their `by` values."""
+def completed_trials(study: str, by) -> list[tuple[str, dict]]:
+    """(trial id, its `by` values) of every completed trial of the study, from its results files."""
     import warnings
 
     from ..report.tables import final_epochs, group_candidates, resolve_column
@@ -58,8 +60,6 @@ def study_contenders(study: str, by, device: str) -> list:
 
     if not StudyStore(study).is_study():
         raise ValueError(f"no study at {study}: expected a study directory with trials/ (deqlab ls lists them)")
-    from ..run.bench import Contender
-    from ..run.saved import load_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trials = load([study], traces=False).trials
@@ -67,20 +67,26 @@ def study_contenders(study: str, by, device: str) -> list:
     if done.empty:
         raise ValueError(f"{study} has no completed trials to time")
     columns = [resolve_column(done, b, "group column", group_candidates(done)) for b in by]
-    contenders, missing = [], []
-    for _, row in done.iterrows():
+    return [(row["trial_id"], {b: _plain(row[c]) for b, c in zip(by, columns)}) for _, row in done.iterrows()]
+
+
+def load_contenders(study: str, trials: list[tuple[str, dict]], device: str) -> list:
+    """The trials' trained models (`deqlab.load_model`); a trial without a whole checkpoint is skipped with
+    a warning line."""
+    from ..run.bench import Contender
+    from ..run.saved import load_model
+
+    contenders = []
+    for trial_id, group in trials:
         try:
-            model, config = load_model(study, row["trial_id"], device=device)
+            model, config = load_model(study, trial_id, device=device)
         except ValueError as exc:  # no checkpoint, or none whole
-            missing.append(f"{row['trial_id']} ({exc})")
+            print(f"warning: skipped trial {trial_id}: {exc}", file=sys.stderr)
             continue
-        group = {b: _plain(row[c]) for b, c in zip(by, columns)}
-        contenders.append(Contender(row["trial_id"], model, config, group))
-    for line in missing:
-        print(f"warning: skipped trial {line}", file=sys.stderr)
+        contenders.append(Contender(trial_id, model, config, group))
     if not contenders:
-        raise ValueError(f"none of the {len(done)} completed trials of {study} has a checkpoint to load "
-                         f"(studies keep them with `checkpoint: {{every: 1}}`, the default)")
+        raise ValueError(f"none of the {len(trials)} completed trials of {study} has a checkpoint to load "
+                         f"(studies keep them unless their file says `checkpoint: {{every: 0}}`)")
     return contenders
 
 
