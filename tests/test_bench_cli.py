@@ -12,6 +12,7 @@ import pytest
 import yaml
 from study_factory import TINY
 
+from deqlab.cli import main
 from deqlab.report.tables import final_epochs
 from deqlab.results import load
 
@@ -66,20 +67,35 @@ def test_bench_times_the_studys_trained_models(study, tmp_path):
                                   "device": "cpu", "clock": "wall"}
 
 
-def test_bench_refuses_what_it_cannot_time(study, tmp_path):
-    bad = _deqlab("bench", str(study), "--baseline", "init=skip", cwd=tmp_path)
-    assert (bad.returncode, bad.stdout) == (2, "")
-    assert bad.stderr.strip().splitlines()[-1] == ("error: no row matches the baseline init=skip; "
-                                                   "values present: init: skipreg, zeros")
-    assert "Traceback" not in bad.stderr
+def test_bench_refuses_what_it_cannot_time(study, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    def bench(*args):
+        code = main(["bench", *args])
+        out, err = capsys.readouterr()
+        return code, out, err.strip().splitlines()
+
+    code, out, err = bench(str(study), "--baseline", "init=skip")
+    assert (code, out, err) == (2, "", ["error: no row matches the baseline init=skip; "
+                                        "values present: init: skipreg, zeros"])
+    missing = tmp_path / "nope"
+    assert bench(str(missing)) == (2, "", [f"error: no study at {missing}: expected a study directory with "
+                                           "trials/ (deqlab ls lists them)"])
     bare = tmp_path / "pair"  # the same study without its checkpoints
     shutil.copytree(study, bare, ignore=shutil.ignore_patterns("tune", "train", "checkpoints"))
-    none = _deqlab("bench", str(bare), cwd=tmp_path)
-    assert none.returncode == 2 and none.stderr.strip().splitlines()[-1].startswith(
-        f"error: none of the 2 completed trials of {bare} has a checkpoint to load")
-    missing = _deqlab("bench", str(tmp_path / "nope"), cwd=tmp_path)
-    assert missing.returncode == 2 and missing.stderr.strip() == (
-        f"error: no study at {tmp_path / 'nope'}: expected a study directory with trials/ (deqlab ls lists them)")
+    code, out, err = bench(str(bare))
+    assert code == 2 and out == "" and err[-1] == (
+        f"error: none of the 2 completed trials of {bare} has a checkpoint to load "
+        "(studies keep them unless their file says `checkpoint: {every: 0}`)")
+    assert [line.split(":")[0] for line in err[:-1]] == ["warning"] * 2  # one line per trial skipped, and why
+    zeros = final_epochs(load(study).trials).set_index("param.deq.init").loc["zeros", "trial_id"]
+    half = tmp_path / "half"  # only the DEQ trial's checkpoints removed: the other is timed, with a warning
+    shutil.copytree(study, half)
+    for folder in [p for p in half.rglob("checkpoint_*") if f'"trial_id": "{zeros}"' in (p / "meta.json").read_text()]:
+        shutil.rmtree(folder)
+    code, out, err = bench(str(half), "--repeats", "1", "--warmup", "0", "--json")
+    assert code == 0 and [t["init"] for t in json.loads(out)["trials"]] == ["skipreg"]
+    assert err[0] == f"warning: skipped trial {zeros}: trial {zeros!r} has no checkpoint in {half}"
 
 
 def test_dashboard_trial_page_shows_the_checkpoint_and_evaluate_command(study, monkeypatch):
