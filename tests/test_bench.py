@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from deqlab.data import load_dataset, make_loaders
 from deqlab.report.bench import check_baseline, render_json, render_markdown, summarize

@@ -110,7 +110,7 @@ def _wide(df: pd.DataFrame, keys: list[str], kinds) -> pd.DataFrame:
 
 def render_markdown(table: BenchTable) -> str:
     """A Markdown table (ms per call, NFE per sample, speed-ups with both intervals) and what it means."""
-    f, s = table.frame, table.settings
+    f = table.frame
     headers = [column_name(b) for b in table.by] + ["n"]
     cells = [[value_name(b, v) for v in f[b]] for b in table.by] + [[str(int(n)) for n in f["n"]]]
     for kind in table.kinds:
