@@ -50,6 +50,8 @@ def configure_resume(p: argparse.ArgumentParser) -> None:
     storage_args(p)
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto'); default: a local Ray")
     p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--allow-changed-code", action="store_true",
+                   help="resume although your own model/data module changed since the study ran")
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -57,7 +59,7 @@ def run_resume(args: argparse.Namespace) -> int:
     from ..study.driver import resume_study
 
     outcome = resume_study(check_name("study", args.name), args.storage, say=say, address=args.address,
-                           num_cpus=args.num_cpus)
+                           num_cpus=args.num_cpus, allow_changed_code=args.allow_changed_code)
     return finish(outcome)
 
 

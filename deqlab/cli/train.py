@@ -23,6 +23,8 @@ def read_train_config(path: Path):
     from pydantic import ValidationError
 
     from ..solvers.options import describe_validation_error
+    from .. import plugins
+    from ..study.spec import anchor_data_path
     from ..study.yaml_io import read_yaml
     from ..run.config import TrainConfig
 
@@ -31,6 +33,8 @@ def read_train_config(path: Path):
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top level")
+    plugins.add_folder(path.resolve().parent)  # your own modules beside the config
+    raw = anchor_data_path(raw, path.resolve().parent)
     try:
         return TrainConfig(**raw)
     except ValidationError as exc:
@@ -86,14 +90,25 @@ def is_train_config(path: Path) -> bool:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    """Each file checked as `deqlab run` checks it before Ray; your own model and data are also built and
+    tried on two samples (which imports them, and torch: a study of built-in names imports neither)."""
     from ..study import describe, load_study
 
     for path in args.studies:
         if is_train_config(Path(path)):
             c = read_train_config(Path(path))
+            tried = []
+            if c.own_code():
+                from ..run.preflight import try_config
+
+                tried = [try_config(c)]
             print(f"{path}: ok (a single-run training config: deqlab train {path})\n"
                   f"  {c.data.name} / {c.model.name}, {c.deq.init} init, {c.deq.solver}, "
-                  f"{c.pretrain_epochs}+{c.epochs} epochs")
+                  f"{c.pretrain_epochs}+{c.epochs} epochs" + "".join(f"\n  tried: {line}" for line in tried))
         else:
-            print(f"{path}: ok\n{describe(load_study(path))}")
+            from ..study.own_code import names_own_code, preflight
+
+            spec = load_study(path)
+            tried = preflight(spec) if names_own_code(spec) else []
+            print(f"{path}: ok\n{describe(spec)}" + "".join(f"\n  tried: {line}" for line in tried))
     return EXIT_OK

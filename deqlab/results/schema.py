@@ -99,6 +99,7 @@ PROVENANCE = (
     # where it ran (deqlab.provenance.COLUMNS)
     "hostname", "hardware", "cpu_model", "cpu_count", "gpu_name", "gpu_count", "gpu_memory_gb", "cuda_version",
     "gpu_driver", "python_version", "optuna_version", "torchdiffeq_version", "code_version", "node_id",
+    "model_source_hash", "data_source_hash",  # your own model's / data's source (run.env.code_hashes)
 )
 KEYS = ("study", "trial_id", "epoch", "status")  # every trials row; `phase` and `error` are text columns
 TRACE_COLUMNS = ("epoch", "phase", "step", "residual_max", "residual_mean")

@@ -161,7 +161,8 @@ class _Run:
     def prepare(cls, config: TrainConfig, data, replicas: Optional[Replicas], device: torch.device) -> "_Run":
         splits = data if data is not None else load_dataset(
             config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
-            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed)
+            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
+            options=config.data.options, path=config.data.path)
         if splits.task != "classification":
             raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
         batch_size, shard = config.data.batch_size, None

@@ -18,11 +18,13 @@ valid choices. The file itself is read by `yaml_io.read_yaml`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from .. import plugins
 from ..results import OBJECTIVE_METRICS, check_name
 from ..solvers.options import _unknown_key
 from ..run.config import CheckpointSpec, TrainConfig
@@ -239,11 +241,25 @@ def drop_inert(raw: dict) -> dict:
 
 
 def load_study(path) -> StudySpec:
-    """Read a study YAML with the safe loader and validate it."""
+    """Read a study YAML with the safe loader and validate it. Your own modules are looked up beside it
+    first, and a relative `data.path` is relative to its folder."""
     raw = read_yaml(path)
     if raw is None:
         raise StudyError(f"{path}: the file is empty")
+    folder = Path(path).resolve().parent
+    plugins.add_folder(folder)
+    if isinstance(raw, dict) and isinstance(raw.get("base"), dict):
+        raw = {**raw, "base": anchor_data_path(raw["base"], folder)}
     return parse_study(raw, str(path))
+
+
+def anchor_data_path(config: dict, folder: Path) -> dict:
+    """A train config whose relative `data.path` is made absolute against `folder` (the file's own), so the
+    run finds it from any working directory and the saved spec says which file it read."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and not Path(data["path"]).expanduser().is_absolute():
+        return {**config, "data": {**data, "path": str(folder / data["path"])}}
+    return config
 
 
 def describe(spec: StudySpec) -> str:

@@ -33,15 +33,17 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 # --------------------------------------------------------------------------- Ray
 
 
-def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
-    """Join a cluster (`address`) or start a local Ray sized to this machine (or to `num_cpus`)."""
+def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
+              py_modules: Optional[list] = None) -> None:
+    """Join a cluster (`address`) or start a local Ray sized to this machine (or to `num_cpus`). `py_modules`
+    (local files and folders: your own model and data modules) reach every worker through Ray's runtime_env."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
-    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-                  runtime_env={"env_vars": dict(RAY_ENV)})
+    runtime_env = {"env_vars": dict(RAY_ENV), **({"py_modules": list(py_modules)} if py_modules else {})}
+    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env=runtime_env)
     if address and (num_cpus is not None or num_gpus is not None):
         raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
     with code_path_for_workers():  # not the caller's folder: a checkout named deqlab/ there shadows the package
