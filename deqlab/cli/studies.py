@@ -71,12 +71,13 @@ def configure_ls(p: argparse.ArgumentParser) -> None:
 def run_ls(args: argparse.Namespace) -> int:
     import warnings
 
+    from ..results import printable
     from ..study.summary import list_studies
 
     with warnings.catch_warnings(record=True) as caught:  # one line each on stderr, not Python's two
         warnings.simplefilter("always")
         text = list_studies(args.storage)
     for w in caught:
-        print(f"warning: {one_line(w.message)}", file=sys.stderr)
+        print(f"warning: {printable(one_line(w.message))}", file=sys.stderr)
     print(text)
     return EXIT_OK

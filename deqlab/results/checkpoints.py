@@ -16,10 +16,12 @@ resumes from its checkpoints there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from typing import Optional
@@ -99,12 +101,8 @@ def find(store: StudyStore, trial_id: Optional[str] = None) -> list[CheckpointRe
     meta.json are left out (their state is checked when loaded: `read_state_bytes`)."""
     refs = []
     for root in ROOTS:
-        try:
-            infos = store.fs.get_file_info(pafs.FileSelector(store.at(root), recursive=True, allow_not_found=True))
-        except OSError:
-            continue
-        for info in infos:
-            folder, _, name = info.path.rpartition("/")
+        for path, _ in _files(store, root):
+            folder, _, name = path.rpartition("/")
             if name != META_FILE or not folder.rpartition("/")[2].startswith(PREFIX):
                 continue
             try:
@@ -139,14 +137,28 @@ def newest_whole(store: StudyStore, trial_id: str) -> tuple[Optional[CheckpointR
 
 def size_on_disk(store: StudyStore) -> int:
     """Bytes of every checkpoint folder's files in the study."""
-    total = 0
-    for root in ROOTS:
+    return sum(size for root in ROOTS for path, size in _files(store, root) if f"/{PREFIX}" in path)
+
+
+def _files(store: StudyStore, root: str) -> list[tuple[str, int]]:
+    """(path, size) of every file under one of the study's folders. On a local disk links are neither
+    followed nor listed: pyarrow's recursive listing follows them, and a results folder comes from anywhere
+    (`checkpoints/x -> ..` made `deqlab ls` walk forever)."""
+    if not isinstance(store.fs, pafs.LocalFileSystem):
         try:
             infos = store.fs.get_file_info(pafs.FileSelector(store.at(root), recursive=True, allow_not_found=True))
         except OSError:
-            continue
-        total += sum(i.size or 0 for i in infos if i.type == pafs.FileType.File and f"/{PREFIX}" in i.path)
-    return total
+            return []
+        return [(i.path, i.size or 0) for i in infos if i.type == pafs.FileType.File]
+    out = []
+    for folder, _, names in os.walk(store.at(root)):  # followlinks=False
+        for name in names:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode):
+                    out.append((path, st.st_size))
+    return out
 
 
 def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..results import filesystem, is_uri, study_path
-from .cluster import code_path_for_workers
+from .cluster import code_path_for_workers, private_ray_token
 from .durable import ResumePlan
 from .spec import StudyError, StudySpec
 from .space import suggest
@@ -46,6 +46,7 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env=runtime_env)
     if address and (num_cpus is not None or num_gpus is not None):
         raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
+    private_ray_token(create=not address)  # Ray itself would leave the token it generates readable by every user (0644)
     with code_path_for_workers():  # not the caller's folder: a checkout named deqlab/ there shadows the package
         if address:
             ray.init(address=address, **kwargs)
