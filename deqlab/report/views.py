@@ -100,11 +100,15 @@ def trial_checkpoint(study_dir: str, trial_id: str) -> Optional[tuple[int, int, 
 
     from ..results.checkpoints import find
 
-    refs = find(StudyStore(study_dir), trial_id)
+    try:
+        refs = find(StudyStore(study_dir), trial_id)
+        epoch = refs[-1].epoch if refs else None
+    except (OSError, TypeError, ValueError):  # a meta.json whose epoch or trial id is not what it should be
+        return None
     if not refs:
         return None
     command = f"deqlab evaluate {shlex.quote(os.fspath(study_dir))} --trial {shlex.quote(trial_id)}"
-    return refs[-1].epoch, len(refs), command
+    return epoch, len(refs), command
 
 
 def signature(paths: Sequence[str]) -> str:
