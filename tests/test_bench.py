@@ -153,3 +153,14 @@ def test_bad_requests_are_one_clear_error(models):
         time_models([models[0], models[0]])
     with pytest.raises(ValueError, match="clock must be one of wall, cpu"):
         time_models(models[:1], clock="gpu")
+
+
+def test_table_of_hand_made_timings():
+    """Closed forms on timings written by hand: ratio of means, ms without exponents, values from files as text."""
+    samples = [{"trial_id": t, "seed": 0, "init": init, "kind": "predict", "repeat": r, "time_s": time, "nfe": nfe}
+               for t, init, time, nfe in (("a", "zeros", 1.0, 3.0), ("b", "x\x1b[2J|y", 0.25, 2.0)) for r in (0, 1)]
+    table = summarize(samples, ["init"], {"init": "zeros"}, {"repeats": 2})
+    text = render_markdown(table)
+    assert "| DEQ | 1 | 1000 | 3.00 | 1.00× [–] [–] |" in text
+    assert "| x\\\\x1b\\[2J\\|y | 1 | 250 | 2.00 | 4.00× [4.00, 4.00] [–] |" in text  # escaped: one cell, no colour
+    assert "\x1b" not in text and "mean over 2 repetitions" in text

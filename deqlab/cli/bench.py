@@ -73,6 +73,7 @@ def completed_trials(study: str, by) -> list[tuple[str, dict]]:
 def load_contenders(study: str, trials: list[tuple[str, dict]], device: str) -> list:
     """The trials' trained models (`deqlab.load_model`); a trial without a whole checkpoint is skipped with
     a warning line."""
+    from ..results.schema import printable
     from ..run.bench import Contender
     from ..run.saved import load_model
 
@@ -81,7 +82,7 @@ def load_contenders(study: str, trials: list[tuple[str, dict]], device: str) -> 
         try:
             model, config = load_model(study, trial_id, device=device)
         except ValueError as exc:  # no checkpoint, or none whole
-            print(f"warning: skipped trial {trial_id}: {exc}", file=sys.stderr)
+            print(f"warning: skipped trial {printable(trial_id)}: {printable(exc)}", file=sys.stderr)
             continue
         contenders.append(Contender(trial_id, model, config, group))
     if not contenders:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..results.schema import column_name, metric_info, value_name
 from .ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline
+from .render import markdown_text
 
 KINDS = {"predict": ("predict_time_s", "nfe_fwd"), "train_step": ("train_step_time_s", "nfe_train_total")}
 OVER = ("repeats", "seeds")  # the two intervals: `<time>_speedup_lo_repeats`, ..._hi_seeds
@@ -112,7 +113,8 @@ def render_markdown(table: BenchTable) -> str:
     """A Markdown table (ms per call, NFE per sample, speed-ups with both intervals) and what it means."""
     f = table.frame
     headers = [column_name(b) for b in table.by] + ["n"]
-    cells = [[value_name(b, v) for v in f[b]] for b in table.by] + [[str(int(n)) for n in f["n"]]]
+    cells = [[markdown_text(value_name(b, v), cell=True) for v in f[b]] for b in table.by]  # values from files
+    cells.append([str(int(n)) for n in f["n"]])
     for kind in table.kinds:
         time, nfe = KINDS[kind]
         label = metric_info(time).label
@@ -120,7 +122,8 @@ def render_markdown(table: BenchTable) -> str:
         cells.append([_ms(m, sd) for m, sd in zip(f[f"{time}_mean"], f[f"{time}_std"])])
         cells.append([f"{v:.2f}" for v in f[nfe]])
         if table.baseline:
-            headers.append(f"{label.split(' ')[0]} speed-up vs {describe_baseline(table.baseline)}")
+            vs = markdown_text(describe_baseline(table.baseline), cell=True)
+            headers.append(f"{label.split(' ')[0]} speed-up vs {vs}")
             cells.append([_speedup(f, i, time) for i in range(len(f))])
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join(":---" if i < len(table.by) else "---:" for i in range(len(headers))) + "|"]
@@ -129,7 +132,10 @@ def render_markdown(table: BenchTable) -> str:
 
 
 def _ms(mean: float, std: float) -> str:
-    return f"{1e3 * mean:.3g}" + (f" ± {1e3 * std:.2g}" if math.isfinite(std) else "")
+    """Milliseconds to 3 significant digits, the std to the same decimals, never in exponent form."""
+    mean, std = 1e3 * mean, 1e3 * std
+    places = min(4, max(0, 2 - math.floor(math.log10(abs(mean))))) if mean else 2
+    return f"{mean:.{places}f}" + (f" ± {std:.{places}f}" if math.isfinite(std) else "")
 
 
 def _speedup(f: pd.DataFrame, i: int, time: str) -> str:
