@@ -322,6 +322,11 @@ def test_train_worker_killed_mid_trial(max_failures, expected, tmp_path):
     else:
         rows = load(storage / "wk").trials
         assert sorted(rows[rows["param.seed"] == 0].epoch) == [0, 1, 2]  # the retry rewrote its rows, once each
+        # rank 0 checkpointed through Ray Train into the study's train/ folder; the final one is the last epoch
+        from deqlab.results import StudyStore, checkpoints
+
+        saved = checkpoints.find(StudyStore(str(storage / "wk")))
+        assert saved and saved[-1].epoch == 2 and "/train/train-" in saved[-1].path
 
 
 # --------------------------------------------------------------------------- the dashboard over a real diverged run
