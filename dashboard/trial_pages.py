@@ -48,6 +48,16 @@ def page_trial(dirs, trials, summary):
         st.plotly_chart(figs.residual_figure(traces, tol), key="traces")
         st.caption("Dotted line: the trial's stopping tolerance (deq.tol); the forward solve stops below it.")
 
+    st.subheader("Trained model")
+    saved = dd.trial_checkpoint(folder, trial_id) if folder else None
+    if saved is None:
+        st.info("No checkpoint of this trial: its trained weights were not kept (a study keeps them unless "
+                "its file says `checkpoint: {every: 0}`).")
+    else:
+        epoch, kept, command = saved
+        st.markdown(f"Checkpoint after epoch {epoch} ({kept} kept). Test the trained model with:")
+        st.code(command, language="bash")
+
     left, right = st.columns(2)
     params = {dd.short_name(c): row[c] for c in dd.param_columns(summary) if c in row}
     left.subheader("Hyperparameters")

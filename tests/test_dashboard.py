@@ -308,6 +308,8 @@ def test_trial_detail_labels_ticks_and_tolerance(study, monkeypatch):
     assert [s.y0 for s in traces.layout.shapes] == [1e-3]  # the trial's tolerance, drawn on the residuals
     params = {r["name"]: r["value"] for r in at.dataframe[0].value.to_dict("records")}
     assert params["seed"] == "0" and params["deq.init"] == "SkipDEQ"
+    # files written by hand hold no checkpoint: the page says so and offers no command (test_bench_cli: one that has)
+    assert any(i.value.startswith("No checkpoint of this trial") for i in at.info) and not at.code
 
 
 def test_range_filter_stops_are_log_spaced_and_filter():

@@ -343,3 +343,20 @@ def test_links_in_checkpoint_folders_are_not_followed(tmp_path, capsys):
     assert main(["ls", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == \
         "cmp: 10 trials (1 running, 8 completed, 1 failed, checkpoints 2 kB) best test_acc 0.95"
+
+
+def test_a_checkpoint_meta_with_a_non_numeric_epoch_leaves_the_trial_page_without_a_checkpoint(tmp_path):
+    """The dashboard reads a trial's checkpoints from their meta.json: a malformed one is no checkpoint, no crash."""
+    import json
+
+    from deqlab.report.views import trial_checkpoint
+    from deqlab.results.checkpoints import FORMAT
+
+    study = comparison_study(tmp_path)
+    folder = study / "checkpoints" / "odd" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    meta = {"format": FORMAT, "trial_id": "odd", "epoch": 1}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert trial_checkpoint(str(study), "odd") == (1, 1, f"deqlab evaluate {study} --trial odd")
+    (folder / "meta.json").write_text(json.dumps({**meta, "epoch": "one"}))
+    assert trial_checkpoint(str(study), "odd") is None

@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import dashboard, datasets, demo, evaluate, export, models, studies, train
+from . import bench, dashboard, datasets, demo, evaluate, export, models, studies, train
 from .common import COMMANDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, register_command
 from .dashboard import dashboard_app, dashboard_command
 
@@ -43,6 +43,8 @@ register_command("data", "fetch and list data sets", datasets.configure_data, da
 register_command("models", "list the models: built in and installed plugins", models.configure_models, models.run_models)
 register_command("export", "comparison table (LaTeX, Markdown, CSV) of completed trials",
                  export.configure_export, export.run_export)
+register_command("bench", "time a study's trained models side by side: prediction, training step, speed-ups",
+                 bench.configure_bench, bench.run_bench)
 register_command("dashboard", "serve the Streamlit dashboard over study results (read-only)",
                  dashboard.configure_dashboard, dashboard.run_dashboard)
 

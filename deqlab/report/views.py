@@ -95,6 +95,27 @@ def trial_folder(dirs: Sequence[str], study: str, trial_id: str) -> Optional[str
     return dirs[0] if dirs else None
 
 
+def trial_checkpoint(study_dir: str, trial_id: str) -> Optional[tuple[int, int, str]]:
+    """(epoch of the trial's newest checkpoint, how many it keeps, the command that evaluates it), or None.
+
+    Read from the checkpoints' meta.json files (deqlab.results.checkpoints), not their weights: the page
+    says a trained model exists without loading torch; `deqlab evaluate` verifies it when it loads it.
+    """
+    import shlex
+
+    from ..results.checkpoints import find
+
+    try:
+        refs = find(StudyStore(study_dir), trial_id)
+        epoch = refs[-1].epoch if refs else None
+    except (OSError, TypeError, ValueError):  # a meta.json whose epoch or trial id is not what it should be
+        return None
+    if not refs:
+        return None
+    command = f"deqlab evaluate {shlex.quote(os.fspath(study_dir))} --trial {shlex.quote(trial_id)}"
+    return epoch, len(refs), command
+
+
 def signature(paths: Sequence[str]) -> str:
     """A digest of every results file's name, size and mtime: the dashboard's cache key."""
     h = hashlib.blake2b(digest_size=16)

@@ -87,6 +87,9 @@ CATALOGUE: dict[str, Metric] = {m.name: m for m in (
     Metric("lr", "Learning rate", every_row=False),
     Metric("replica_weight_spread", "Replica weight spread", mode="min", every_row=False),  # Ray Train workers
     Metric("total_time_s", "Train time", "s", mode="min", every_row=False),  # sum of epoch_time_s (final_epochs)
+    # `deqlab bench`: one call of a trained model, timed side by side with the others (deqlab/run/bench.py)
+    Metric("predict_time_s", "Prediction time", "s", mode="min", every_row=False),
+    Metric("train_step_time_s", "Training step time", "s", mode="min", every_row=False),
 )}
 
 METRICS = tuple(name for name, m in CATALOGUE.items() if m.every_row)

@@ -234,9 +234,7 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         sync(device)
         t0 = time.perf_counter()
-        logits, info = model(xb)
-        task = nn.functional.cross_entropy(logits, yb)
-        loss = task + info.reg_loss
+        task, loss, info = forward_loss(model, xb, yb)
         sync(device)
         t1 = time.perf_counter()
         if replicas is None and not torch.isfinite(loss):
@@ -265,6 +263,14 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
         "bwd_time_s": bwd_t,
         "epoch_time_s": time.perf_counter() - t_epoch,
     }
+
+
+def forward_loss(model, xb, yb):
+    """(task loss, training loss, DEQInfo) of one batch: cross-entropy plus the model's regularisers
+    (skip term, Jacobian penalty), the loss every training step (and `deqlab bench`'s) backpropagates."""
+    logits, info = model(xb)
+    task = nn.functional.cross_entropy(logits, yb)
+    return task, task + info.reg_loss, info
 
 
 def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
