@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from ..results.schema import Status
@@ -41,7 +42,9 @@ def finish(outcome) -> int:
     if len(outcome.spec.objectives) > 1:
         print(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in outcome.spec.objectives)}):")
         print(pareto_table(outcome.path, outcome.spec))
-    print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
+    where = shlex.quote(str(outcome.path))
+    print(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {where}\n"
+          f"export: deqlab export {where} --format latex -o table.tex")
     return EXIT_OK if counts.get(Status.COMPLETED) else EXIT_FAILED
 
 
