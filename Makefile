@@ -9,7 +9,7 @@ TORCH_BACKEND ?= cpu
 EXTRAS ?= dev,optuna
 export PYTHON TORCH_VERSION TORCH_BACKEND
 
-.PHONY: venv quickstart demo test bench gpu-check clean
+.PHONY: venv quickstart demo test bench bench-setup gpu-check clean
 
 # uv, installed into the venv with pip (pip alone if uv cannot be installed): scripts/install.sh.
 $(VENV)/.installed: pyproject.toml scripts/install.sh scripts/pip_sources.py
@@ -34,6 +34,10 @@ test: venv
 bench: venv
 	@scripts/install.sh $(VENV) $(EXTRAS),bench
 	$(PY) benchmarks/solvers.py
+
+# A fresh clone's `make quickstart`, install and study timed separately, uv's cache empty (docs/benchmarks.md).
+bench-setup:
+	$(PYTHON) benchmarks/fresh_clone.py
 
 # The GPU path on one GPU in < 5 minutes (NCCL study, 4 trials sharing the GPU, solvers and training
 # on CUDA vs CPU), one table; exits 2 on a machine without CUDA.
