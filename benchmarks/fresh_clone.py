@@ -7,9 +7,9 @@ with its extras) and the study, separately, with uv's cache empty.
 Clones this repository's HEAD (committed work only) into a new temporary folder, runs `make quickstart`
 there with UV_CACHE_DIR set to a new empty folder, and splits the wall time at the install's last line
 (`installed in ...`). Prints the first screen of the first run, then one Markdown row per run: install,
-study and total wall seconds, the CPU seconds of all child processes (less sensitive to other load than
-wall time), the load average before the run, and the torch build installed. Standard library only: it
-runs before any venv exists. Deletes the clone and the cache unless --keep.
+study and total wall seconds, the mean 1-minute load average during the run (on a shared machine the
+wall times grow with it), and the torch build installed. Standard library only: it runs before any venv
+exists. Deletes the clone and the cache unless --keep.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,9 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALLED = re.compile(r"installed in \d+ s \(torch (\S+)\)")
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def sample_load(samples: list, stop: threading.Event) -> None:
+    while True:
+        samples.append(os.getloadavg()[0])
+        if stop.wait(5):
+            return
 
 
 def one_run(keep: bool, show: bool) -> dict:
@@ -40,8 +42,10 @@ def one_run(keep: bool, show: bool) -> dict:
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     env = {**os.environ, "UV_CACHE_DIR": str(cache)}
     env.pop("VIRTUAL_ENV", None)
-    load = os.getloadavg()[0]
-    cpu0, t0 = cpu_seconds(), time.monotonic()
+    loads, stop = [], threading.Event()
+    sampler = threading.Thread(target=sample_load, args=(loads, stop), daemon=True)
+    sampler.start()
+    t0 = time.monotonic()
     proc = subprocess.Popen(["make", "quickstart"], cwd=clone, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     installed_at, torch, lines = None, None, []
@@ -54,10 +58,12 @@ def one_run(keep: bool, show: bool) -> dict:
             installed_at, torch = time.monotonic() - t0, match.group(1)
     code = proc.wait()
     total = time.monotonic() - t0
+    stop.set()
+    sampler.join()
     if code != 0 or installed_at is None:
         sys.exit(f"make quickstart failed (exit {code}) in {clone}:\n" + "".join(lines[-40:]))
     row = {"install_s": installed_at, "study_s": total - installed_at, "total_s": total,
-           "cpu_s": cpu_seconds() - cpu0, "load": load, "torch": torch}
+           "load": sum(loads) / len(loads), "torch": torch}
     if keep:
         print(f"kept: {work}", file=sys.stderr)
     else:
@@ -73,11 +79,11 @@ def main() -> int:
     args = p.parse_args()
     rows = [one_run(args.keep, show=not args.quiet and i == 0) for i in range(args.repeat)]
     print(f"\n{os.cpu_count()} CPUs; uv cache empty; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| run | install (s) | study (s) | total (s) | CPU (s) | load before | torch |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("| run | install (s) | study (s) | total (s) | mean load | torch |")
+    print("|---:|---:|---:|---:|---:|---|")
     for i, r in enumerate(rows, 1):
-        print(f"| {i} | {r['install_s']:.1f} | {r['study_s']:.1f} | {r['total_s']:.1f} | {r['cpu_s']:.1f} "
-              f"| {r['load']:.1f} | {r['torch']} |")
+        print(f"| {i} | {r['install_s']:.1f} | {r['study_s']:.1f} | {r['total_s']:.1f} | {r['load']:.1f} "
+              f"| {r['torch']} |")
     return 0
 
 
