@@ -70,4 +70,5 @@ def uv_args(items: dict[str, str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(uv_args(pip_config(sys.argv[1] if len(sys.argv) > 1 else sys.executable))))
+    for arg in uv_args(pip_config(sys.argv[1] if len(sys.argv) > 1 else sys.executable)):
+        print(arg)
