@@ -35,7 +35,8 @@ if install_uv && [ -x "$venv/bin/uv" ]; then
     # The CPU build from pip's own sources (a wheel folder, a mirror) where they have it; otherwise from
     # the PyTorch index for the backend (uv's --torch-backend): never PyPI's CUDA build by accident.
     if [ "$backend" != cpu ] || ! "${uv[@]}" "torch==$torch+cpu" 2>/dev/null; then
-        "${uv[@]}" "torch==$torch" --torch-backend "$backend"
+        "${uv[@]}" "torch==$torch" --torch-backend "$backend" \
+            || { echo "no torch $torch ($backend build) in pip's sources nor on the PyTorch index" >&2; exit 1; }
     fi
     "${uv[@]}" -e ".[$extras]" pip  # pip too: `pip install` in the activated venv stays in the venv
 else
