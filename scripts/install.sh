@@ -21,10 +21,10 @@ start=$SECONDS
 venv_pip() {  # the venv's own pip (a venv made here starts without one: ensurepip costs seconds)
     "$py" -m pip --version >/dev/null 2>&1 || "$py" -m ensurepip --default-pip >/dev/null
 }
-install_uv() {  # by the interpreter's pip into the venv (pip >= 22.3), else by the venv's own pip
-    [ -x "$venv/bin/uv" ] && return
-    # -qq: pip's warnings about configured sources that lack uv are noise here; errors still show
-    "$python" -m pip --python "$py" install -qq uv 2>/dev/null || { venv_pip && "$py" -m pip install -qq uv; }
+install_uv() {  # by the interpreter's pip into the venv (pip >= 22.3), else by the venv's own pip; silent:
+    [ -x "$venv/bin/uv" ] && return  # without uv, the line below says so and pip's own errors follow if any
+    "$python" -m pip --python "$py" install -qq uv 2>/dev/null \
+        || { venv_pip && "$py" -m pip install -qq uv 2>/dev/null; }
 }
 
 [ -x "$py" ] || "$python" -m venv --without-pip "$venv"
