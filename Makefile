@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # On a GPU machine: `make clean venv TORCH_BACKEND=auto` (uv picks the CUDA build for the driver).
 TORCH_VERSION ?= 2.13.0
 TORCH_BACKEND ?= cpu
-EXTRAS ?= dev,optuna
+EXTRAS ?= dev
 export PYTHON TORCH_VERSION TORCH_BACKEND
 
 .PHONY: venv quickstart demo test bench bench-setup gpu-check clean
