@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 TORCH_BACKEND ?= cpu
 EXTRAS ?= dev
-export PYTHON TORCH_VERSION TORCH_BACKEND
+INSTALLER ?= uv
+export PYTHON TORCH_VERSION TORCH_BACKEND INSTALLER
 
 .PHONY: venv quickstart demo test bench bench-setup gpu-check clean
 

@@ -7,7 +7,8 @@
 # only; uv gets pip's configured sources (scripts/pip_sources.py), so it installs from where pip would.
 #
 # usage: scripts/install.sh VENV EXTRAS
-# env:   PYTHON (python3), TORCH_VERSION (2.13.0), TORCH_BACKEND (cpu; auto or cu128... on a GPU machine, uv only)
+# env:   PYTHON (python3), TORCH_VERSION (2.13.0), TORCH_BACKEND (cpu; auto or cu128... on a GPU machine, uv only),
+#        INSTALLER (uv; pip: pip alone, as before uv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-.venv}
@@ -28,7 +29,7 @@ install_uv() {  # by the interpreter's pip into the venv (pip >= 22.3), else by 
 }
 
 [ -x "$py" ] || "$python" -m venv --without-pip "$venv"
-if install_uv && [ -x "$venv/bin/uv" ]; then
+if [ "${INSTALLER:-uv}" = uv ] && install_uv && [ -x "$venv/bin/uv" ]; then
     echo "installing deqlab into $venv with uv (torch $torch, $backend build) ..."
     mapfile -t sources < <("$py" scripts/pip_sources.py "$python")
     uv=("$venv/bin/uv" pip install --python "$py" --quiet ${sources[@]+"${sources[@]}"})
@@ -40,7 +41,8 @@ if install_uv && [ -x "$venv/bin/uv" ]; then
     fi
     "${uv[@]}" -e ".[$extras]" pip  # pip too: `pip install` in the activated venv stays in the venv
 else
-    echo "uv could not be installed: installing deqlab into $venv with pip (several minutes) ..."
+    [ "${INSTALLER:-uv}" = pip ] || echo -n "uv could not be installed: "
+    echo "installing deqlab into $venv with pip (several minutes) ..."
     venv_pip
     "$py" -m pip install -qq --upgrade pip
     "$py" -m pip install -qq "torch==$torch+cpu" 2>/dev/null \
