@@ -92,14 +92,14 @@ def sidebar_filters(summary: pd.DataFrame):
         choices = {"study": sorted(summary["study"].unique()), **choices}
     selected, chosen_ranges = {}, {}
     for col, values in choices.items():
-        picked = st.sidebar.multiselect(column_name(col), values, default=values, key=f"filter:{col}",
+        picked = st.sidebar.multiselect(dd.as_text(column_name(col)), values, default=values, key=f"filter:{col}",
                                         format_func=lambda v, c=col: value_name(c, v))
         if len(picked) < len(values):
             selected[col] = picked
     for col, (low, high) in ranges.items():
         # stops log-spaced over a log-uniform range (a tolerance), and every stop a real filter value
         stops = dd.range_steps(low, high)
-        value = st.sidebar.select_slider(column_name(col), stops, value=(stops[0], stops[-1]),
+        value = st.sidebar.select_slider(dd.as_text(column_name(col)), stops, value=(stops[0], stops[-1]),
                                          format_func=lambda v: f"{v:.3g}", key=f"filter:{col}")
         if tuple(value) != (low, high):
             chosen_ranges[col] = value
@@ -132,10 +132,10 @@ def main() -> None:
     signature = dd.signature(dirs)
     trials, summary, problems, specs = load_results(tuple(dirs), signature)
     page = st.sidebar.radio("Page", PAGES, key="page", bind="query-params")
-    st.sidebar.caption("Results: " + ", ".join(dirs))
+    st.sidebar.caption(dd.as_text("Results: " + ", ".join(dirs)))
     watch(dirs, signature)
-    for problem in problems:
-        st.warning(problem)
+    for problem in problems:  # paths and messages from the files: shown as text, never as Markdown
+        st.warning(dd.as_text(problem))
     selected, statuses, ranges = sidebar_filters(summary)
     shown = dd.apply_filters(summary, selected, statuses, ranges)
     cmap = figs.ColourMap(summary, ["study", *dd.hyperparameters(summary)])  # all trials: colours survive filters

@@ -65,7 +65,8 @@ def page_compare(summary, specs, params, trials, cmap):
         trace = _pareto_trace(part, x, y, x_mode, y_mode)
         trace.showlegend = k == 1
         fig.add_trace(trace, row=1, col=k)
-    st.caption(f"{len(frame)} trials; Pareto front: {figs.axis_title(y)} {y_mode}, {figs.axis_title(x)} {x_mode}")
+    st.caption(dd.as_text(f"{len(frame)} trials; Pareto front: {figs.axis_title(y)} {y_mode}, "
+                          f"{figs.axis_title(x)} {x_mode}"))
     st.plotly_chart(fig, key="compare_scatter")
 
     if params:

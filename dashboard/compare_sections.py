@@ -85,9 +85,9 @@ def search_analysis(summary, goals, params):
             importance = ov.plot_param_importances(study, target_name=figs.axis_title(metric))
         tabs[1].plotly_chart(importance, key="opt_imp")
         for w in caught:
-            tabs[1].caption(str(w.message))
+            tabs[1].caption(dd.as_text(w.message))
     except (ValueError, RuntimeError) as exc:  # the evaluator needs some spread in values
-        tabs[1].info(f"No importance: {exc}")
+        tabs[1].info(dd.as_text(f"No importance: {exc}"))
     tabs[2].plotly_chart(ov.plot_slice(study, target_name=figs.axis_title(metric)), key="opt_slice")
     st.caption(f"Optuna's own plots over the {len(study.trials)} completed trials shown (an in-memory study "
                "rebuilt from the results files).")
@@ -111,11 +111,11 @@ def baseline_intervals(trials, summary, goals, params):
     try:
         table = export.aggregate(rows, by, [metric], baseline={col[len("param."):]: str(base)}, modes=goals)
     except ValueError as exc:
-        st.info(str(exc))
+        st.info(dd.as_text(exc))
         return
     fig = figs.interval_bars(table)
     if fig is None:
         st.info("No interval: each side needs at least two trials (seeds).")
     else:
         st.plotly_chart(fig, key="ci_plot")
-    st.caption(" ".join(notes(table)))
+    st.caption(dd.as_text(" ".join(notes(table))))

@@ -53,10 +53,10 @@ def page_export(trials, summary, specs, everything):
     try:
         table = export.aggregate(rows, by, chosen, baseline=baseline, ratio_metric=ratio_of, modes=objectives(specs))
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(dd.as_text(exc))
         return
     for warning in table.warnings:
-        st.warning(warning)
+        st.warning(dd.as_text(warning))
     texts = {f: export.render(table, f, **(latex if f == "latex" else {})) for f in export.FORMATS}
     st.code(texts[fmt], language={"latex": "latex", "markdown": "markdown", "csv": "text"}[fmt])
     if fmt == "markdown":

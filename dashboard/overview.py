@@ -15,7 +15,8 @@ from deqlab.results import STATUSES, Status, metric_info
 def page_overview(dirs, summary, specs):
     st.header("Overview")
     if summary.empty:
-        st.info("No trial files yet under " + ", ".join(dirs) + ". Pages fill in as trials write their results.")
+        st.info(dd.as_text("No trial files yet under " + ", ".join(dirs) + ". Pages fill in as trials write their "
+                           "results."))
     else:
         counts = summary.groupby(["study", "status"]).size().unstack(fill_value=0)
         counts = counts.reindex(columns=[s for s in STATUSES if s in counts.columns])
@@ -52,7 +53,7 @@ def page_overview(dirs, summary, specs):
             st.dataframe(failed, hide_index=True)
     st.subheader("Study spec")
     for d in dirs:
-        with st.expander(d, expanded=len(dirs) == 1):
+        with st.expander(dd.as_text(d), expanded=len(dirs) == 1):
             if specs.get(d):
                 st.code(yaml.safe_dump(specs[d], sort_keys=False), language="yaml")
             else:

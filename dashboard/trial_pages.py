@@ -26,7 +26,7 @@ def page_trial(dirs, trials, summary):
     hist = dd.trial_history(trials, study, trial_id)
     row = hist.iloc[-1]
     if isinstance(row.get("error"), str) and row["error"]:
-        st.error(f"{status[pick]}: {row['error']}")
+        st.error(dd.as_text(f"{status[pick]}: {row['error']}"))  # text from a file: never Markdown
     hist = figs.in_display_units(hist[hist["epoch"] >= 0])
     if hist.empty:
         st.info("This trial ended before its first epoch.")
@@ -39,7 +39,7 @@ def page_trial(dirs, trials, summary):
     try:
         traces = load_trial_traces(folder, trial_id) if folder else pd.DataFrame()
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(dd.as_text(exc))
         traces = pd.DataFrame()
     if traces.empty:
         st.info("No residual traces for this trial.")
@@ -75,7 +75,7 @@ def page_depth(dirs, summary):
     try:
         states = load_states(pick[2], pick[1])
     except ValueError as exc:
-        st.warning(str(exc))
+        st.warning(dd.as_text(exc))
         return
     epochs = sorted(int(e) for e in states["epoch"].unique())
     epoch = st.selectbox("epoch", epochs, index=len(epochs) - 1, key="depth_epoch")

@@ -21,10 +21,11 @@ ALLOWED = {
     "run": {"solvers", "layers", "models", "data", "results"},
     "report": {"results"},
     "study": {"solvers", "data", "results", "report", "run"},
-    "cli": {"solvers", "data", "results", "report", "run", "study"},
+    "cli": {"solvers", "data", "results", "report", "run", "study", "models"},  # `deqlab models` lists the catalogue
     "dashboard": {"results", "report"},
 }
-SHARED = {"__version__", "_lazy", "deqlab"}  # the package itself: its version and the lazy-import helper
+SHARED = {"__version__", "_lazy", "plugins", "deqlab"}  # the package itself: its version, the lazy-import helper
+# and the resolver of names that are not built in (imports nothing from deqlab: every room may ask it)
 
 
 def _room(module: str) -> str:

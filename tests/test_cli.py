@@ -98,8 +98,10 @@ def test_data_list_shows_every_dataset_and_presence(tmp_path, capsys):
         (fashion / f"{stem}.gz").write_bytes(b"x")
     assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    status = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert set(status) == set(DATASETS)
+    assert out.splitlines()[-1].startswith("your own: data: {name: \"package.module:function\"")
+    status = {line.split()[0]: line for line in out.splitlines()[2:-1]}
+    assert set(status) == set(DATASETS) | {"npz"}  # no plugin installed here
+    assert "your file" in status["npz"]
     assert "built in" in status["digits"] and "built in" in status["y2x"]
     assert "partial (2/4 files)" in status["mnist"] and "deqlab data get mnist" in status["mnist"]
     assert "present" in status["fashion_mnist"]

@@ -1,5 +1,6 @@
 """cluster.yaml against the Ray cluster launcher's own schema, and against what deqlab needs of it."""
 
+import ast
 import json
 import os
 import re
@@ -59,3 +60,25 @@ def _launcher_default_profile() -> str:
     suffix = re.search(r'^DEFAULT_RAY_INSTANCE_PROFILE = RAY \+ "([^"]+)"', source, re.M).group(1)
     assert "AmazonS3FullAccess" in source  # the policy the launcher attaches to that profile's role
     return prefix + suffix
+
+
+def test_cluster_yaml_is_secure_as_written():
+    """Token authentication with a token from outside the repository, a security group open for SSH only
+    (the rules the launcher creates, read from its source: it imports boto3), the dashboard on loopback."""
+    config = load()
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"  # yours, copied by `ray up`
+    assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]  # `ray exec` drivers too
+    assert not re.search(r"\b[0-9a-f]{32,}\b", open("cluster.yaml").read())  # no token written in the recipe
+    assert config["provider"]["security_group"] == {"GroupName": "deqlab-ssh-only"}  # no IpPermissions added
+    assert not any("SecurityGroupIds" in t["node_config"] for t in config["available_node_types"].values())
+    tree = ast.parse(open(os.path.join(os.path.dirname(ray.autoscaler.__file__), "_private", "aws",
+                                       "config.py")).read())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    merged = ast.unparse(functions["_create_default_inbound_rules"])
+    assert "chain(intracluster_rules, ssh_rules, extended_rules)" in merged.replace("\n", "").replace("    ", "")
+    ssh = ast.literal_eval(functions["_create_default_ssh_inbound_rules"].body[-1].value)
+    assert ssh == [{"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    intracluster = ast.unparse(functions["_create_default_intracluster_inbound_rules"])
+    assert "'GroupId': security_group_id" in intracluster and "CidrIp" not in intracluster  # the nodes only
+    for command in (*config["head_start_ray_commands"], *config["worker_start_ray_commands"]):
+        assert "0.0.0.0" not in command and ("ray start" not in command or "RAY_AUTH_MODE=token" in command)

@@ -1,12 +1,16 @@
-"""Fuzzing the two places where untrusted input enters: the study validator and the results loader.
+"""Fuzzing the places where untrusted input enters: the study validator, the results loader, a results
+folder's study.yaml, and the text the terminal and the dashboard show of results.
 
 The study validator may only raise `StudyError`, whose message names the file and the key, is one line
 (unless the input itself holds a line break: the CLI joins the lines) and carries no traceback;
-the loader may only skip a file with a warning naming it.
+the loader may only skip a file with a warning naming it, and gives out only safe trial and study names;
+printed text has no control character, and the dashboard's Markdown renders as the text itself.
 """
 
 import copy
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -145,3 +149,84 @@ def test_loader_skips_random_and_mutated_files_with_a_warning(data, good_file, t
     if res.skipped:  # a mutation pyarrow still reads is data, not an error; anything else is named
         assert any("bad.parquet" in s for s in res.skipped)
         assert any("bad.parquet" in str(w.message) for w in caught)
+
+
+# --------------------------------------------------------------------------- what readers show of hostile files
+
+
+# any text, biased to what terminals and Markdown act on (escapes, line breaks, bidi, markup, block starts)
+pieces = st.one_of(st.characters(), st.sampled_from(list("\x1b\x07\n\r\t\u202e\u2028-+=.)(![]<>*_`~$#&|:\\ ")
+                                                    + ["http://x", "www.y.z", "1. ", "    ", "---", ":red["]))
+texts = st.lists(pieces, max_size=25).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts)
+def test_printable_text_has_no_control_character_and_keeps_the_rest(text):
+    from deqlab.results import printable
+
+    shown = printable(text)
+    assert shown.isprintable() and len(shown.splitlines()) <= 1  # nothing recolours, retitles or breaks a line
+    assert (shown == text) == text.isprintable()
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts)
+def test_markdown_text_renders_as_the_text_itself(text):
+    """What the dashboard hands Streamlit's Markdown: rendered by a CommonMark renderer (tables and
+    strikethrough on, raw HTML on), it is one paragraph of exactly the printable text, no element in it."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    from deqlab.report.render import markdown_text
+    from deqlab.results import printable
+
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown_text(text))
+    shown = printable(text).strip(" ")
+    if not shown:
+        assert rendered == ""
+        return
+    assert rendered.startswith("<p>") and rendered.endswith("</p>\n") and "<" not in rendered[3:-5], rendered
+    assert html.unescape(rendered[3:-5]) == shown
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=20), column=st.sampled_from(["trial_id", "study"]))
+def test_loader_passes_only_safe_names(name, column, good_file, tmp_path_factory):
+    """A trials file may carry any name: the reader gives the name out only when it is a safe one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deqlab.results.schema import is_safe_name
+
+    root = tmp_path_factory.mktemp("nm")
+    folder = root / "s" / "trials"
+    folder.mkdir(parents=True)
+    (folder / "good.parquet").write_bytes(good_file)
+    row = {"study": "s", "trial_id": "t", "epoch": 0, "status": "completed", **{column: name}}
+    pq.write_table(pa.table({k: [v] for k, v in row.items()}), folder / "named.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = load(root / "s")
+    assert "good" in set(res.trials.trial_id)
+    assert all(is_safe_name(v) for c in ("study", "trial_id") for v in res.trials[c])
+    assert (name in set(res.trials[column])) == is_safe_name(name)
+    assert bool(res.skipped) != is_safe_name(name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
+                 st.integers(1, 3000).map(lambda n: (b"[" * n + b"]" * n)),
+                 st.integers(1, 3000).map(lambda n: b"a: " * n + b"1")))
+def test_a_results_folders_study_yaml_is_a_mapping_or_one_value_error(blob):
+    from deqlab.results import load_spec
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "study.yaml").write_bytes(blob)
+        try:
+            spec = load_spec(d)
+        except ValueError as exc:
+            assert str(exc).startswith(f"unreadable study spec {d}/study.yaml: ") and exc.__cause__ is None
+        else:
+            assert isinstance(spec, dict)

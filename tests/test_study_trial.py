@@ -3,6 +3,7 @@ the StudySpec object it was handed (never parsing the study again), a Ray Train 
 object itself, and every caller trains through `run_one`."""
 
 import sys
+import types
 
 import pandas as pd
 import pytest
@@ -75,12 +76,16 @@ def test_a_ray_train_worker_receives_the_train_config_object(in_a_trial, monkeyp
     from deqlab.run import parallel
 
     runs = []
-    monkeypatch.setattr(parallel.Replicas, "from_process_group", classmethod(lambda cls: "replicas"))
+    replicas = types.SimpleNamespace(rank=1)
+    monkeypatch.setattr(parallel.Replicas, "from_process_group", classmethod(lambda cls: replicas))
     monkeypatch.setattr(ray.train.torch, "get_device", lambda: "cpu")
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)  # a first attempt: no checkpoint yet
     monkeypatch.setattr(trial, "run_one", lambda config, **kw: runs.append((config, kw)))
     trial.worker_loop(cfg)
     (config, kw), = runs
-    assert config is cfg["train_config"] and kw["replicas"] == "replicas"  # the object itself, not a rebuilt dump
+    assert config is cfg["train_config"] and kw["replicas"] is replicas  # the object itself, not a rebuilt dump
+    # rank 1 loads a checkpoint when there is one, rank 0 writes them
+    assert kw["checkpointing"].writes is False and kw["checkpointing"].start is None
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # no Ray was started for this
 
 

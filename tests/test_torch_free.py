@@ -23,7 +23,7 @@ def _torch_loaded(body: str) -> str:
 
 def test_configs_and_study_specs_import_no_torch():
     body = ("import deqlab.run.config, deqlab.layers.config, deqlab.solvers.options, deqlab.models.catalog, "
-            "deqlab.study.spec\n"
+            "deqlab.study.spec, deqlab.plugins, deqlab.data.sources, deqlab.study.own_code\n"
             "from deqlab.run import TrainConfig\n"
             "TrainConfig(model={'name': 'conv'}, deq={'solver': 'broyden', 'solver_options': {'memory': 4}})")
     assert "torch loaded: []" in _torch_loaded(body)

@@ -129,3 +129,40 @@ def test_ls_prints_warnings_as_one_line_each_and_survives_a_closed_pipe(tmp_path
     proc.stdout.close()  # like `| head -0`: the reader is gone before deqlab writes
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and "BrokenPipeError" not in err and "Traceback" not in err, err
+
+
+BASE = {"epochs": 1, "data": {"name": "digits"}, "model": {"name": "mlp"}}
+
+
+@pytest.mark.parametrize("space, search, said", [
+    # a 1 kB file: five lists of 60 values are 60**5 = 777,600,000 points (built: 1.3 GB for 3.2 million)
+    ({p: {"grid": [v * k for k in range(1, 61)]} for p, v in
+      (("seed", 1), ("optim.lr", 1e-4), ("model.options.width", 8), ("deq.max_iter", 5), ("deq.tol", 1e-5))},
+     {"algorithm": "grid"}, "the grid has more than 10000 points (limit 10000 trials)"),
+    ({"seed": {"int": [0, 10**15], "step": 1}}, {"algorithm": "grid"}, "more than 10000 points"),  # one range
+    ({"seed": {"grid": list(range(100))}}, {"algorithm": "grid", "num_samples": 101},
+     "the grid has 100 points x num_samples 101 (limit 10000 trials)"),  # repeats are trials too
+    ({"seed": {"choice": list(range(3000))}}, {"algorithm": "tpe"}, "lists 3000 values in all (limit 2048)"),
+])
+def test_a_space_is_counted_before_anything_is_built(space, search, said, capsys, tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    err = refused({"base": BASE, "space": space, "search": search}, capsys, tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert said in err, err
+    assert elapsed < 1.0, elapsed  # was 4 s and 1.3 GB for 3.2 million points, a MemoryError for 60**5
+
+
+def test_a_grid_at_the_limit_still_runs(tmp_path):
+    spec = parse_study({**HEAD, "base": BASE, "space": {"seed": {"grid": list(range(100))},
+                                                         "deq.tol": {"grid": [1e-3, 1e-4]}},
+                        "search": {"algorithm": "grid", "num_samples": 50}}, "s.yaml")
+    assert len(spec.grid()) * spec.search.samples == 10_000  # exactly the limit: allowed
+
+
+@pytest.mark.parametrize("name", ["x\n", "x\r\n", "ok\x1b[31m", "../up", "a" * 202])
+def test_a_name_is_matched_whole(name, capsys, tmp_path):
+    """`$` matched before a final newline: `name: "x\\n"` passed and became a folder name with a newline."""
+    err = refused({"base": BASE, "space": {"seed": {"grid": [0]}}, "name": name}, capsys, tmp_path)
+    assert "invalid study name" in err, err

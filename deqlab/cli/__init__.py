@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import dashboard, datasets, demo, export, studies, train
+from . import dashboard, datasets, demo, export, models, studies, train
 from .common import COMMANDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, register_command
 from .dashboard import dashboard_app, dashboard_command
 
@@ -38,6 +38,7 @@ register_command("train", "train one configuration (YAML) without Ray and write 
 register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds",
                  demo.configure_demo, demo.run_demo)
 register_command("data", "fetch and list data sets", datasets.configure_data, datasets.run_data)
+register_command("models", "list the models: built in and installed plugins", models.configure_models, models.run_models)
 register_command("export", "comparison table (LaTeX, Markdown, CSV) of completed trials",
                  export.configure_export, export.run_export)
 register_command("dashboard", "serve the Streamlit dashboard over study results (read-only)",
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare deep equilibrium models and their solvers, with honest NFE counts.",
     )
     parser.add_argument("--version", action="version", version=f"deqlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
     for cmd in COMMANDS.values():
         cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help))
@@ -70,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
         return code
     except _input_errors() as exc:
+        if args.debug:
+            raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # a study says how to continue it (`deqlab resume NAME`)

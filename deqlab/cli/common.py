@@ -67,4 +67,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """A progress line: text from results (a trial's error) may hold control characters, escaped here."""
+    from ..results.schema import printable
+
+    print(printable(line), flush=True)

@@ -51,7 +51,22 @@ def dashboard_command(args: argparse.Namespace) -> tuple[list[str], dict]:
             "--server.headless", "true", "--server.address", args.host, "--server.port", str(args.port),
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
             "--client.showErrorDetails", "none"]  # no server tracebacks or paths in the browser
+    for host in allowed_hosts(args.host):  # DNS rebinding: a page of evil.example must not reach the server
+        argv += ["--server.allowedHosts", host]
     return argv, {**os.environ, "DEQLAB_DASHBOARD_DIRS": os.pathsep.join(dirs)}
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The names a browser may use in its Host header: the loopback names, and `--host` when given (for a
+    wildcard address, the machine's own names). Streamlit accepts any Host without this list, so a page of
+    a foreign site whose name was rebound to 127.0.0.1 could open the WebSocket and read every study."""
+    import socket
+
+    names = [host] if host not in ("0.0.0.0", "::", "") else [socket.gethostname(), socket.getfqdn()]
+    return list(dict.fromkeys([*LOOPBACK_NAMES, *names]))
 
 
 def run_dashboard(args: argparse.Namespace) -> int:

@@ -22,11 +22,17 @@ def run_data(args: argparse.Namespace) -> int:
         path = data.fetch(args.name, data_dir=args.data_dir)
         print(f"{args.name}: ready in {path}")
         return EXIT_OK
+    from .. import plugins
+
     root = data.resolve_data_dir(args.data_dir)
     rows = [(name, *data.status(name, root)) for name in data.DATASETS]
+    rows.append((data.NPZ, "your file", "data: {name: npz, path: FILE.npz}"))
+    rows += [(name, f"plugin {target}", "installed package")
+             for name, target in plugins.entry_points(plugins.DATASETS_GROUP).items()]
     header = ("name", "status", "how to get it")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     print(f"data folder: {root}")
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print('your own: data: {name: "package.module:function", options: {...}} (docs/reference.md)')
     return EXIT_OK

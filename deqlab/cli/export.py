@@ -32,28 +32,28 @@ def run_export(args: argparse.Namespace) -> int:
     import warnings
 
     from ..report import tables as export
-    from ..results import load, load_spec
+    from ..results import load, load_spec, printable
 
     dirs = results_dirs(args.dirs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, one line per file
         res = load(dirs, traces=False)
     for skipped in res.skipped:
-        print(f"warning: skipped unreadable results file {skipped}", file=sys.stderr)
+        print(f"warning: skipped unreadable results file {printable(skipped)}", file=sys.stderr)
     specs = []
     for d in dirs:
         try:
             specs.append(load_spec(d))
         except ValueError as exc:
-            print(f"warning: {exc}", file=sys.stderr)
+            print(f"warning: {printable(exc)}", file=sys.stderr)
     table = export.aggregate(res.trials, args.by, args.metrics, baseline=export.parse_baseline(args.baseline),
                              ratio_metric=args.ratio_of, modes=export.objective_modes(specs))
     from ..report.tables import pooled_hardware
 
     for line in pooled_hardware(res.trials, args.by):  # times from different machines in one mean
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {printable(line)}", file=sys.stderr)
     for warning in table.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     text = export.render(table, args.format, caption=args.caption, label=args.label, tabular_only=args.tabular_only)
     if args.output:
         out = Path(args.output)

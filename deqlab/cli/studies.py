@@ -53,6 +53,8 @@ def configure_resume(p: argparse.ArgumentParser) -> None:
     storage_args(p)
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto'); default: a local Ray")
     p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--allow-changed-code", action="store_true",
+                   help="resume although your own model/data module changed since the study ran")
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -60,7 +62,7 @@ def run_resume(args: argparse.Namespace) -> int:
     from ..study.driver import resume_study
 
     outcome = resume_study(check_name("study", args.name), args.storage, say=say, address=args.address,
-                           num_cpus=args.num_cpus)
+                           num_cpus=args.num_cpus, allow_changed_code=args.allow_changed_code)
     return finish(outcome)
 
 
@@ -72,12 +74,13 @@ def configure_ls(p: argparse.ArgumentParser) -> None:
 def run_ls(args: argparse.Namespace) -> int:
     import warnings
 
+    from ..results import printable
     from ..study.summary import list_studies
 
     with warnings.catch_warnings(record=True) as caught:  # one line each on stderr, not Python's two
         warnings.simplefilter("always")
         text = list_studies(args.storage)
     for w in caught:
-        print(f"warning: {one_line(w.message)}", file=sys.stderr)
+        print(f"warning: {printable(one_line(w.message))}", file=sys.stderr)
     print(text)
     return EXIT_OK

@@ -15,6 +15,8 @@ so a training loop never cares where the bytes came from:
     read with a restricted unpickler: a data file must never be able to run code.
 ``y2x``
     the y = 2x sanity regression of the original DEQ-as-steady-state article.
+``npz`` (with ``path``), ``"package.module:function"``, an entry point in ``deqlab.datasets``
+    your own data (``sources``): four arrays or two torch Datasets, shape and classes read from them.
 
 ``DATA_DIR`` is the ``data_dir`` argument, else ``$DEQLAB_DATA``, else
 ``$XDG_CACHE_HOME/deqlab/data`` (``~/.cache/deqlab/data``).
@@ -37,6 +39,7 @@ from .common import DataError, default_data_dir, resolve_data_dir
 from .fetching import CHECKSUMS
 from .formats import read_idx
 from .loading import DatasetSplits, load_dataset, make_loaders
+from .sources import NPZ
 from .table import DATASETS, TABLE, Dataset, dataset, fetch, status
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "DATASETS",
     "TABLE",
     "DataError",
+    "NPZ",
     "Dataset",
     "DatasetSplits",
     "dataset",

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from . import sources
 from .common import DataError, resolve_data_dir
-from .table import dataset
+from .table import TABLE, dataset
 
 if TYPE_CHECKING:
     import torch
@@ -50,10 +51,11 @@ def _subset_indices(n: int, k: int | None, seed: int, stream: int) -> np.ndarray
 
 
 def _standardized(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel standardisation with the full training split's statistics (the test split never leaks in)."""
+    """Per-channel standardisation with the full training split's statistics (the test split never leaks in);
+    dimension 1 is the channel (a feature of flat rows)."""
     import torch
 
-    std, mean = torch.std_mean(x_train, dim=(0, 2, 3), correction=0, keepdim=True)
+    std, mean = torch.std_mean(x_train, dim=(0, *range(2, x_train.dim())), correction=0, keepdim=True)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (x_train - mean) / std, (x_test - mean) / std
 
@@ -67,6 +69,8 @@ def load_dataset(
     normalize: bool = True,
     seed: int = 0,
     flatten: bool = False,
+    options: dict | None = None,
+    path: str | None = None,
 ) -> DatasetSplits:
     """Load a data set as float32 inputs and int64 labels (float32 targets for y2x).
 
@@ -79,14 +83,19 @@ def load_dataset(
 
     ``subset``/``test_subset`` keep a seeded random sample (not stratified) of
     the train/test split; a value at least the split's size keeps all of it.
+
+    A name not in the table is your own data (``data.sources``): a function called with ``options``, or
+    ``npz`` read from ``path``; its arrays are used as they are (no scaling) and standardised likewise.
     """
     import torch
     from torch.utils.data import TensorDataset
 
-    entry = dataset(name)
     for label, k in (("subset", subset), ("test_subset", test_subset)):
         if k is not None:
             _check_int(label, k, 1, "a positive int or None")
+    if name not in TABLE:
+        return _own_splits(name, options or {}, path, subset, test_subset, normalize, seed, flatten)
+    entry = dataset(name)
     x_train, y_train, x_test, y_test = entry.arrays(resolve_data_dir(data_dir))
     shape = tuple(int(d) for d in x_train.shape[1:])
     if shape != entry.input_shape:
@@ -115,6 +124,119 @@ def load_dataset(
         name=name,
         task=entry.task,
     )
+
+
+def _own_splits(name: str, options: dict, path: str | None, subset, test_subset, normalize: bool, seed: int,
+                flatten: bool) -> DatasetSplits:
+    """Your own data as splits: four arrays become tensors (labels decide the task), two Datasets stay."""
+    import torch
+    from torch.utils.data import Dataset, TensorDataset
+
+    what = f"data {name!r}"
+    out = sources.produce(name, options, path)
+    if len(out) == 2:
+        if not all(isinstance(d, Dataset) and hasattr(d, "__len__") for d in out):
+            raise DataError(f"{what}: returned 2 items that are not both torch Datasets with a length; "
+                            f"{sources.RETURNS}")
+        if flatten:
+            raise DataError(f"{what}: flatten is for arrays; flatten inside your Datasets")
+        return _own_datasets(name, out, subset, test_subset, normalize, seed)
+    xs, ys = [], []
+    for label, value in zip(sources.NPZ_KEYS, out):
+        try:
+            arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        except Exception as exc:
+            raise DataError(f"{what}: {label} is not an array ({type(value).__name__}: {exc})") from None
+        (xs if label.startswith("x") else ys).append(arr)
+    for split, x, y in (("train", xs[0], ys[0]), ("test", xs[1], ys[1])):
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
+            raise DataError(f"{what}: x_{split} {x.shape} and y_{split} {y.shape} must be samples x features "
+                            "(or x channels x height x width) and one label per sample")
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{what}: x_{split} has dtype {x.dtype}; inputs are numbers")
+    if xs[0].shape[1:] != xs[1].shape[1:]:
+        raise DataError(f"{what}: train samples have shape {xs[0].shape[1:]}, test samples {xs[1].shape[1:]}")
+    integer = all(np.issubdtype(y.dtype, np.integer) for y in ys)
+    if not integer and not all(np.issubdtype(y.dtype, np.floating) for y in ys):
+        raise DataError(f"{what}: labels have dtype {ys[0].dtype}/{ys[1].dtype}; use integers (classes) or "
+                        "floats (a regression target)")
+    if integer and min(int(y.min()) for y in ys) < 0:
+        raise DataError(f"{what}: class labels must be 0..classes-1, found {min(int(y.min()) for y in ys)}")
+    classes = int(max(int(y.max()) for y in ys)) + 1 if integer else None
+    tx = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in xs]
+    ty = [torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64 if integer else np.float32)) for y in ys]
+    if normalize:
+        tx = list(_standardized(*tx))
+    for split, k in enumerate((subset, test_subset)):
+        idx = _subset_indices(len(tx[split]), k, seed, split)
+        if idx is not None:
+            ti = torch.from_numpy(idx)
+            tx[split], ty[split] = tx[split][ti], ty[split][ti]
+    input_shape = tuple(int(d) for d in tx[0].shape[1:])
+    if flatten:
+        tx = [x.reshape(len(x), -1) for x in tx]
+        input_shape = (int(np.prod(input_shape)),)
+    return DatasetSplits(TensorDataset(tx[0].contiguous(), ty[0]), TensorDataset(tx[1].contiguous(), ty[1]),
+                         classes, input_shape, name, "classification" if integer else "regression")
+
+
+def _own_datasets(name: str, pair, subset, test_subset, normalize: bool, seed: int) -> DatasetSplits:
+    """(train, test) Datasets: shape and task from the first sample; classes from the Dataset's `classes`
+    (torchvision's) or one pass over the training labels, which also gathers the channel statistics."""
+    import torch
+    from torch.utils.data import Subset
+
+    train, test = pair
+    x0, y0 = train[0]
+    x0, y0 = torch.as_tensor(x0), torch.as_tensor(y0)
+    integer = not torch.is_floating_point(y0)
+    classes = len(train.classes) if integer and hasattr(train, "classes") else None
+    stats = None
+    if (integer and classes is None) or normalize:
+        total = total_sq = top = count = 0
+        for i in range(len(train)):
+            x, y = train[i]
+            x = torch.as_tensor(x, dtype=torch.float64)
+            if normalize:
+                dims = tuple(d for d in range(x.dim()) if d != 0) if x.dim() > 1 else ()
+                total = total + (x.sum(dims) if dims else x)
+                total_sq = total_sq + ((x * x).sum(dims) if dims else x * x)
+                count += x[0].numel() if x.dim() > 1 else 1
+            if integer:
+                top = max(top, int(y))
+        if integer and classes is None:
+            classes = top + 1
+        if normalize:
+            mean = total / count
+            std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+            std = torch.where(std > 0, std, torch.ones_like(std))
+            shape = (-1,) + (1,) * (x0.dim() - 1) if x0.dim() > 1 else (-1,)
+            stats = (mean.float().reshape(shape), std.float().reshape(shape))
+    splits = [train, test]
+    for split, k in enumerate((subset, test_subset)):
+        idx = _subset_indices(len(splits[split]), k, seed, split)
+        if idx is not None:
+            splits[split] = Subset(splits[split], idx.tolist())
+    if stats is not None:
+        splits = [_Standardized(d, *stats) for d in splits]
+    return DatasetSplits(splits[0], splits[1], classes, tuple(int(d) for d in x0.shape), name,
+                         "classification" if integer else "regression")
+
+
+class _Standardized:
+    """A Dataset whose inputs are standardised per channel with the training split's statistics."""
+
+    def __init__(self, data, mean, std):
+        self.data, self.mean, self.std = data, mean, std
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        import torch
+
+        x, y = self.data[i]
+        return (torch.as_tensor(x, dtype=torch.float32) - self.mean) / self.std, y
 
 
 def make_loaders(

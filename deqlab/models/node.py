@@ -18,7 +18,7 @@ from torch import nn
 from ..layers import backward as bw
 from ..layers.config import DEQConfig
 from ..layers.deq import DEQInfo
-from .base import ZooModel
+from .base import Model
 from .catalog import ODE_METHODS
 from .zoo import MLPCell
 
@@ -47,7 +47,7 @@ class _Dynamics(nn.Module):
         return out
 
 
-class NeuralODE(ZooModel):
+class NeuralODE(Model):
     """Dense(in->width), ODE block over [0, t1] with the MLP cell, Dense(width->classes)."""
 
     def __init__(self, in_dim: int = 784, width: int = 128, inner: int | None = None, num_classes: int = 10,

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from ..results.schema import column_name, value_name
+from ..results.schema import column_name, printable, value_name
 from .tables import FORMATS, ComparisonTable
 
 TIME_UNITS = (("s", 1.0), ("ms", 1e3), ("µs", 1e6))
@@ -167,6 +168,21 @@ def render_table(table: ComparisonTable, fmt: str, caption: str = "", label: str
     raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]<>|~$!#&])")
+_BLOCK_START = re.compile(r"^(\d*)([-+.)=])")
+
+
+def markdown_text(value, cell: bool = False) -> str:
+    """A value from results as literal Markdown text: each character that could start a link, an image,
+    emphasis, code, HTML, an entity, a heading, math, a Streamlit `:colour[...]` or a new table cell is
+    backslash-escaped (CommonMark renders it as itself: `![x](http://...)` stays text and fetches nothing),
+    and control characters are escaped as in the terminal (`printable`), so the text is one line. A start that
+    Markdown reads as a block (`- `, `+ `, `1. `, `---`, four spaces of code) is escaped or dropped too,
+    except in a table `cell`, where no block starts (a negative number stays `-0.5`)."""
+    text = _MARKDOWN_ACTIVE.sub(r"\\\1", printable(value))
+    return text if cell else _BLOCK_START.sub(r"\1\\\2", text.lstrip(" "), count=1)
+
+
 def group_cells(table: ComparisonTable) -> dict[str, list[str]]:
     return {b: [value_name(b, v) for v in table.frame[b]] for b in table.by}
 
@@ -177,7 +193,8 @@ def n_cells(table: ComparisonTable, dagger: str) -> list[str]:
 
 def markdown(table: ComparisonTable) -> str:
     cols, best = columns(table), best_rows(table)
-    cells = {**group_cells(table), "n": n_cells(table, "†")}
+    cells = {**{b: [markdown_text(c, cell=True) for c in cs] for b, cs in group_cells(table).items()},
+             "n": n_cells(table, "†")}
     for m in table.metrics:
         texts = []
         for i, (mean, std) in enumerate(zip(table.frame[f"{m}_mean"], table.frame[f"{m}_std"])):
@@ -185,7 +202,7 @@ def markdown(table: ComparisonTable) -> str:
             text = f"{a} ± {b}" if b else a
             texts.append(f"**{text}**" if i in best[m] else text)
         cells[m] = texts
-    headers = [column_name(b) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
+    headers = [markdown_text(column_name(b), cell=True) for b in table.by] + ["n"] + [header(cols[m]) for m in table.metrics]
     if table.ratio_header:
         cells["ratio"] = [ratio_text(table, i) for i in range(len(table.frame))]
         headers.append(table.ratio_header)
@@ -199,7 +216,7 @@ def markdown(table: ComparisonTable) -> str:
 def csv(table: ComparisonTable) -> str:
     """Machine names and every digit that matters (6 significant), in plain columns for further analysis."""
     f = table.frame
-    out = pd.DataFrame({b: [f"{v:g}" if isinstance(v, float) else str(v) for v in f[b]] for b in table.by})
+    out = pd.DataFrame({b: [f"{v:g}" if isinstance(v, float) else printable(v) for v in f[b]] for b in table.by})
     out["n"] = f["n"].astype(int).to_numpy()
     for m in table.metrics:
         info = table.info[m]

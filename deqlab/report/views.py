@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..results.schema import Status
+from .render import markdown_text
 from ..results.store import StudyStore, is_uri, join
 from .tables import metric_candidates, sort_key
 
@@ -34,6 +35,13 @@ DEFAULT_Y = (HEADLINE_METRIC,)
 CURVE_METRICS = ("test_acc", "test_loss", "train_loss", "nfe_fwd")  # learning curves
 EXPORT_METRICS = ("nfe_fwd", "epoch_time_s")  # the Export page's defaults after the objectives
 RATIO_METRICS = ("epoch_time_s",)  # the baseline comparison's default ratio
+
+
+def as_text(value) -> str:
+    """Text from results (an error, a path, a warning) for Streamlit's Markdown elements (st.error,
+    st.warning, captions, widget labels), shown as the text it is (`render.markdown_text`): no link, image,
+    HTML, emphasis, `:red[...]` or `$math$` can come of it."""
+    return markdown_text(value)
 
 
 def split_dirs(text: str) -> list[str]:

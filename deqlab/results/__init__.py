@@ -14,7 +14,8 @@ from importlib import import_module
 
 _HOMES = {
     "schema": ("CATALOGUE", "FINAL_STATUSES", "METRICS", "OBJECTIVE_METRICS", "PROVENANCE", "STATUSES",
-               "TRACE_COLUMNS", "Metric", "Status", "check_name", "column_name", "metric_info", "value_name"),
+               "TRACE_COLUMNS", "Metric", "Status", "check_name", "column_name", "metric_info", "printable",
+               "value_name"),
     "store": ("COMPACT_DIR", "FAULT_PAUSE_ENV", "STUDY_FILE", "TRAIN_FILE", "StudyStore", "absolute",
               "filesystem", "is_uri", "study_path",
               "write_table_atomic", "write_text_atomic"),

@@ -4,6 +4,7 @@ states, a study's spec. Unreadable files are skipped with a warning naming them,
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .schema import KEYS, TRACE_COLUMNS
+from .schema import KEYS, TRACE_COLUMNS, printable
 from .snapshot import read_kind
 from .store import STUDY_FILE, TRAIN_FILE, StudyStore
 
@@ -84,10 +85,15 @@ def load(paths, *, traces: bool = True, cache: Optional[TableCache] = None) -> R
         paths = [paths]
     trials, trace_tables, skipped = [], [], []
     for p in paths:
-        store = StudyStore(p)
-        trials += read_kind(store, "trials", skipped, cache)
-        if traces:
-            trace_tables += read_kind(store, "traces", skipped, cache)
+        try:
+            store = StudyStore(p)
+            got = read_kind(store, "trials", skipped, cache), read_kind(store, "traces", skipped, cache) if traces else []
+        except Exception as exc:  # whatever one study's folder holds, the other studies still load
+            skipped.append(f"{p}: {type(exc).__name__}: {exc}")
+            warnings.warn(f"skipping the study {printable(p)}: {printable(exc)}", stacklevel=2)
+            continue
+        trials += got[0]
+        trace_tables += got[1]
     return Results(_frame(trials, list(KEYS)),
                    _frame(trace_tables, ["study", "trial_id", *TRACE_COLUMNS]), skipped)
 

@@ -96,6 +96,7 @@ PROVENANCE = (
     # where it ran (deqlab.provenance.COLUMNS)
     "hostname", "hardware", "cpu_model", "cpu_count", "gpu_name", "gpu_count", "gpu_memory_gb", "cuda_version",
     "gpu_driver", "python_version", "optuna_version", "torchdiffeq_version", "code_version", "node_id",
+    "model_source_hash", "data_source_hash",  # your own model's / data's source (run.env.code_hashes)
 )
 KEYS = ("study", "trial_id", "epoch", "status")  # every trials row; `phase` and `error` are text columns
 TRACE_COLUMNS = ("epoch", "phase", "step", "residual_max", "residual_mean")
@@ -103,11 +104,12 @@ NOT_METRICS = frozenset({"study", "trial_id", "epoch", "epochs", "status", "phas
 
 
 # Study and trial names: path components of a study directory.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,200}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,200}")
 
 
 def is_safe_name(name) -> bool:
-    return isinstance(name, str) and bool(_SAFE_NAME.match(name)) and ".." not in name
+    """fullmatch, not match with `$`: `$` also matches before a final newline (`name: "x\n"`)."""
+    return isinstance(name, str) and bool(_SAFE_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_name(kind: str, name: str) -> str:
@@ -157,12 +159,22 @@ def _key(column: str) -> str:
 
 
 def column_name(column: str) -> str:
-    """`param.deq.init` or `init` -> `Init`; unknown columns keep their name (without `param.`)."""
-    return COLUMN_NAMES.get(_key(column), str(column).removeprefix("param."))
+    """`param.deq.init` or `init` -> `Init`; unknown columns keep their name (without `param.`), printable."""
+    return COLUMN_NAMES.get(_key(column), printable(str(column).removeprefix("param.")))
 
 
 def value_name(column: str, value) -> str:
-    """(`init`, `skipreg`) -> `SkipRegDEQ`; numbers as `%g` (`seed 0`, not `seed 0.0`); others as text."""
+    """(`init`, `skipreg`) -> `SkipRegDEQ`; numbers as `%g` (`seed 0`, not `seed 0.0`); others as printable text."""
     if isinstance(value, float):
         return f"{value:g}"
-    return VALUE_NAMES.get(_key(column), {}).get(str(value), str(value))
+    return VALUE_NAMES.get(_key(column), {}).get(str(value), printable(value))
+
+
+def printable(value) -> str:
+    """Text from a results file, safe to print: each control character (an escape sequence that recolours
+    the terminal or sets its title, a newline that forges a line, a bidi override) written as its escape
+    (`\\x1b`, `\\n`, `\\u202e`), the rest as it is."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

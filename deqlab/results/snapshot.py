@@ -20,9 +20,8 @@ from typing import Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from .store import COMPACT_DIR, StudyStore, read_files, write_table_atomic
+from .store import COMPACT_DIR, StudyStore, check_names, open_parquet, read_files, write_table_atomic
 
 SNAPSHOT_KEY = b"deqlab.snapshot"  # schema metadata: JSON manifest, see `_Snapshot`
 SNAPSHOT_VERSION = 1
@@ -118,8 +117,9 @@ def _read_snapshot(fs: pafs.FileSystem, path: str, skipped: list, cache=None) ->
         if isinstance(hit, _Snapshot):
             return hit
         with fs.open_input_file(path) as f:
-            table = pq.ParquetFile(f).read()
+            table = open_parquet(f).read()
         table.validate(full=True)
+        check_names(table)
         snap = _Snapshot.parse(table)
     except Exception as exc:  # corrupt, truncated, not ours: the per-trial files still hold everything
         skipped.append(f"{path}: {type(exc).__name__}: {exc}")

@@ -29,10 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .schema import KEYS, METRICS, check_name, is_safe_name
+from .safe_yaml import load_capped, too_big
+from .schema import KEYS, METRICS, check_name, is_safe_name, printable
 
 STUDY_FILE = "study.yaml"
 TRAIN_FILE = "train.yaml"
@@ -40,6 +42,10 @@ TRIAL_KINDS = ("trials", "traces", "states")
 ORPHAN_DIR = "orphaned"
 COMPACT_DIR = "compact"
 FAULT_PAUSE_ENV = "DEQLAB_FAULT_PAUSE_BEFORE_RENAME_S"  # test hook, see write_table_atomic
+# A results file beyond these is no file deqlab wrote (a 10,000-trial snapshot is ~100 MB, its footer ~1 MB):
+# refused from its size and footer, before pyarrow allocates what they claim.
+MAX_RESULTS_FILE_BYTES, MAX_FOOTER_BYTES = 1 << 30, 64 << 20
+MAX_YAML_READ = (1 << 20) + 1  # a spec that grew past its listed size is still read only this far
 # --------------------------------------------------------------------------- local paths and URIs
 
 
@@ -149,12 +155,46 @@ def read_table(fs: pafs.FileSystem, path: str):
     """
     try:
         with fs.open_input_file(path) as f:
-            table = pq.ParquetFile(f).read(use_threads=False)
+            table = open_parquet(f).read(use_threads=False)
         table.validate(full=True)  # a flipped bit can leave invalid UTF-8 that only breaks later, in pandas
         _check_columns(table, path)
         return table
     except Exception as exc:  # a corrupt file must not hide the rest of the study
         return exc
+
+
+def open_parquet(f) -> pq.ParquetFile:
+    """A Parquet file opened after its size and footer were found sane: a footer that claims 2 GB of
+    metadata, or row groups that claim more than MAX_RESULTS_FILE_BYTES, are refused before any allocation."""
+    size = f.size()
+    if size > MAX_RESULTS_FILE_BYTES:
+        raise ValueError(f"{size} bytes; a results file is at most {MAX_RESULTS_FILE_BYTES}")
+    if size < 12:
+        raise ValueError(f"{size} bytes: too short for a Parquet file")
+    f.seek(size - 8)
+    tail = f.read(8)
+    footer = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1":
+        raise ValueError("not a Parquet file (no PAR1 at its end)")
+    if footer > min(size - 12, MAX_FOOTER_BYTES):
+        raise ValueError(f"its footer claims {footer} bytes of metadata in a file of {size}")
+    f.seek(0)
+    parquet = pq.ParquetFile(f)
+    meta = parquet.metadata
+    claimed = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if claimed > MAX_RESULTS_FILE_BYTES:
+        raise ValueError(f"its row groups claim {claimed} bytes; a results file holds at most {MAX_RESULTS_FILE_BYTES}")
+    return parquet
+
+
+def check_names(table: pa.Table) -> None:
+    """Trial and study names, as every reader gets them: each must be a safe name (they become paths and
+    page keys: `../../etc/passwd` is refused here, where it is read)."""
+    for column in ("study", "trial_id"):
+        if column in table.column_names:
+            bad = [v for v in pc.unique(table.column(column)).to_pylist() if not is_safe_name(v)]
+            if bad:
+                raise ValueError(f"column {column} holds invalid names: {', '.join(map(printable, map(repr, bad[:3])))}")
 
 
 _KEYS = {"trials": KEYS, "traces": KEYS[:3]}
@@ -169,6 +209,7 @@ def _check_columns(table: pa.Table, path: str) -> None:
     missing = [c for c in _KEYS[kind] if c not in table.column_names]
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
+    check_names(table)
     for f in table.schema:
         if f.name.startswith("param.") and pa.types.is_nested(f.type):
             raise ValueError(f"column {f.name} holds {f.type} values, not scalars")
@@ -241,9 +282,32 @@ class StudyStore:
                 or any(self.fs.get_file_info(self.at(f)).type == pafs.FileType.File for f in (STUDY_FILE, TRAIN_FILE)))
 
     def files(self, kind: str, skipped: Optional[list] = None) -> list[pafs.FileInfo]:
-        """The visible Parquet files of one kind (a write's temp file is hidden); a listing error goes to
-        `skipped` (when given)."""
-        return _parquet_files(self.fs, self.at(kind), skipped if skipped is not None else [])
+        """The visible Parquet files of one kind (a write's temp file is hidden); a listing error, and a
+        link leading out of the study folder, go to `skipped` (when given)."""
+        skipped = skipped if skipped is not None else []
+        infos = _parquet_files(self.fs, self.at(kind), skipped)
+        if not infos or not isinstance(self.fs, pafs.LocalFileSystem):
+            return infos  # object stores have no links
+        plain = self.outside(self.at(kind)) is None  # the folder itself: then only a link among its files can lead out
+        kept = []
+        for info in infos:
+            outside = None if plain and not os.path.islink(info.path) else self.outside(info.path)
+            if outside:  # a link to another study's file would pool its rows in silently
+                skipped.append(f"{info.path}: {outside}")
+                warnings.warn(f"skipping {printable(info.path)}: {printable(outside)}", stacklevel=5)
+            else:
+                kept.append(info)
+        return kept
+
+    def outside(self, path: str) -> Optional[str]:
+        """Why a local file of the study is not read (it resolves outside the study folder), None when it is
+        inside (or in an object store, which has no links)."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            return None
+        real, root = os.path.realpath(path), os.path.realpath(self.base)
+        if real == root or real.startswith(root + os.sep):
+            return None
+        return f"a link to {real}, outside the study folder"
 
     def trial_ids(self, kind: str = "trials") -> set[str]:
         """The trials that have a (visible) file of one kind in the study."""
@@ -265,6 +329,8 @@ class StudyStore:
         if not self.has(kind, trial_id):
             return None
         path = self.file(kind, trial_id)
+        if self.outside(path):
+            raise ValueError(f"not reading {path}: {self.outside(path)}")
         out = read_table(self.fs, path)
         if isinstance(out, Exception):
             raise ValueError(f"unreadable results file {path}: {type(out).__name__}: {out}")
@@ -274,8 +340,8 @@ class StudyStore:
         """(status on disk, last epoch written), or (None, -1) when the trial has no readable file yet."""
         try:
             with self.fs.open_input_file(self.file("trials", trial_id)) as f:
-                table = pq.read_table(f, columns=["status", "epoch"])
-        except (OSError, pa.ArrowException):
+                table = open_parquet(f).read(columns=["status", "epoch"])
+        except (OSError, ValueError, pa.ArrowException):
             return None, -1
         if table.num_rows == 0:
             return None, -1
@@ -288,16 +354,19 @@ class StudyStore:
         _write_atomic(self.fs, self.at(relative), lambda out: out.write(text.encode()))
 
     def read_yaml(self, relative: str = STUDY_FILE) -> dict:
-        """A YAML file of the study as a mapping ({} when there is none); unreadable: a ValueError naming it."""
-        import yaml
-
+        """A YAML file of the study as a mapping ({} when there is none); unreadable: a ValueError naming it.
+        Read with a study file's caps (`safe_yaml`: size, nesting), since a results folder comes from anywhere."""
         path = self.at(relative)
         try:
-            if self.fs.get_file_info(path).type != pafs.FileType.File:
+            info = self.fs.get_file_info(path)
+            if info.type != pafs.FileType.File:
                 return {}
+            outside = self.outside(path)
+            if outside or too_big(info.size):
+                raise ValueError(outside or too_big(info.size))
             with self.fs.open_input_stream(path) as f:
-                spec = yaml.safe_load(f.read().decode())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                spec = load_capped(f.read(MAX_YAML_READ).decode())
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise ValueError(f"unreadable study spec {path}: {exc}") from None
         if spec is None:
             return {}

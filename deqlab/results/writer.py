@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .schema import FINAL_STATUSES, METRICS, STATUSES, Status
-from .store import StudyStore, check_name
+from .store import StudyStore, check_name, read_table
 
 
 def is_scalar(v) -> bool:
@@ -61,6 +61,19 @@ class TrialWriter:
         for step, (mx, mean) in enumerate(zip(trace_max, trace_mean)):
             self.traces.append({"study": self.study, "trial_id": self.trial_id, "epoch": int(epoch), "phase": phase,
                                 "step": step, "residual_max": float(mx), "residual_mean": float(mean)})
+
+    def keep_until(self, epoch: int) -> None:
+        """Continue a trial from its checkpoint after `epoch`: take back the rows and traces its files hold up
+        to that epoch, as they are (a later epoch's, written before the checkpoint that would have followed it,
+        is trained again and written once)."""
+        for kind, rows in (("trials", self.rows), ("traces", self.traces)):
+            if not self.store.has(kind, self.trial_id):
+                continue
+            table = read_table(self.fs, self.store.file(kind, self.trial_id))
+            if isinstance(table, Exception):  # atomic writes leave none torn; a damaged one is rewritten whole
+                continue
+            kept = [r for r in table.to_pylist() if 0 <= r["epoch"] <= epoch]
+            rows[:] = kept + [r for r in rows if r["epoch"] > epoch]
 
     def set_status(self, status: str) -> None:
         """Mark the trial's final status on every row (a pruned trial's rows all say pruned)."""

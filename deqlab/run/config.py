@@ -12,11 +12,13 @@ import hashlib
 import json
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from ..data import dataset
+from .. import plugins
+from ..data.sources import NPZ, check as check_data
 from ..layers.config import DEQConfig
-from ..models.catalog import DEQ_MODELS, check_model
+from ..data.table import TABLE
+from ..models.catalog import MODELS, check_model, has_deq
 
 DEFAULT_MAX_UNCONVERGED = 0.5
 
@@ -26,22 +28,33 @@ class _Spec(BaseModel):
 
 
 class DataSpec(_Spec):
-    name: str = "digits"
+    name: str = Field("digits", description="a built-in data set, npz (with path), or 'package.module:function'")
+    path: Optional[str] = Field(None, description="name npz: the .npz file (relative: to the study file's folder)")
+    options: dict = Field(default_factory=dict, description="keywords of your own data function")
     data_dir: Optional[str] = None
     subset: Optional[int] = Field(None, ge=1, description="training images used (seeded)")
     test_subset: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     normalize: bool = True
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v):
-        return dataset(v).name  # the data-set table's own "unknown data set" error
+    @model_validator(mode="after")
+    def _known(self):
+        check_data(self.name, self.options, self.path)  # "unknown data set" lists the valid names
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_set_only(self, handler):
+        # a built-in set's dump (and so its config_hash and param.* columns) is what it was before own data
+        out = handler(self)
+        for key in ("path", "options"):
+            if not out.get(key):
+                out.pop(key, None)
+        return out
 
 
 class ModelSpec(_Spec):
-    name: str = "mlp"
-    options: dict = Field(default_factory=dict, description="zoo constructor arguments (width, inner, channels, ...)")
+    name: str = Field("mlp", description="a built-in model, an installed plugin's name, or 'package.module:Class'")
+    options: dict = Field(default_factory=dict, description="the model's keywords (width, inner, channels, ...)")
 
     @model_validator(mode="after")
     def _known(self):
@@ -58,6 +71,22 @@ class OptimSpec(_Spec):
     grad_clip: Optional[float] = Field(None, gt=0)
     accumulate: int = Field(1, ge=1, description="micro-batches (of data.batch_size) whose gradients are averaged "
                                                  "per optimiser step: effective batch = batch_size x accumulate")
+
+
+class CheckpointSpec(_Spec):
+    """When a run saves its state (docs/reliability.md "Checkpoints"): every `every` epochs and after the last
+    epoch, keeping the newest `keep`; `every: 0` saves none (and a lost trial then starts again at epoch 0)."""
+
+    every: int = Field(1, ge=0, description="epochs between checkpoints (0: none); the last epoch is always saved")
+    keep: int = Field(2, ge=1, description="checkpoints kept per trial, newest first (the final one among them)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based) ends with a checkpoint."""
+        return self.enabled and ((epoch + 1) % self.every == 0 or epoch == last_epoch)
 
 
 class TrainConfig(_Spec):
@@ -83,7 +112,7 @@ class TrainConfig(_Spec):
     @model_validator(mode="after")
     def _honoured(self):
         """A model without a DEQ layer cannot honour deq.* (or pretraining) settings: refuse, never drop them."""
-        if self.model.name in DEQ_MODELS:
+        if has_deq(self.model.name) is not False:  # None: a user's factory, checked when built
             return self
         ignored = [f"deq.{k}" for k in self.deq.changed()]
         ignored += [k for k in ("pretrain_epochs", "pretrain_depth", "depth_states") if k in self.model_fields_set
@@ -93,6 +122,19 @@ class TrainConfig(_Spec):
                              f"{'they' if len(ignored) > 1 else 'it'} would be ignored; remove "
                              f"{'them' if len(ignored) > 1 else 'it'} (its own settings go in model.options)")
         return self
+
+    def own_code(self) -> bool:
+        """Whether the config names your own model or data (a module to import, and to try before Ray)."""
+        return self.model.name not in MODELS or self.data.name not in TABLE
+
+    def own_targets(self) -> list:
+        """The import paths ("package.module:Attr") of your own model and data function, if any."""
+        out = []
+        if self.model.name not in MODELS:
+            out.append(plugins.target(self.model.name, plugins.MODELS_GROUP))
+        if self.data.name not in TABLE and self.data.name != NPZ:
+            out.append(plugins.target(self.data.name, plugins.DATASETS_GROUP))
+        return [t for t in out if t]
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
@@ -112,4 +154,4 @@ class TrainConfig(_Spec):
         return out
 
 
-__all__ = ["TrainConfig", "DataSpec", "ModelSpec", "OptimSpec", "DEFAULT_MAX_UNCONVERGED"]
+__all__ = ["TrainConfig", "CheckpointSpec", "DataSpec", "ModelSpec", "OptimSpec", "DEFAULT_MAX_UNCONVERGED"]

@@ -27,13 +27,17 @@ from ..data import load_dataset, make_loaders
 from ..models import build
 from .parallel import Replicas
 from ..results.schema import Status
+from . import checkpoint
 from .config import TrainConfig
 from .diagnostics import depth_states, residual_traces
 from .env import select_device, sync
 
 
 class Reporter(Protocol):
-    def __call__(self, epoch: int, metrics: dict) -> None: ...
+    """Hears every epoch; on a checkpoint epoch also gets `checkpoint=<local folder>` (Ray's report copies
+    it to the study's storage; the folder is deleted when the call returns)."""
+
+    def __call__(self, epoch: int, metrics: dict, **checkpoint) -> None: ...
 
 
 @dataclass
@@ -64,19 +68,28 @@ def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress: bool = False,
           writer=None, data=None, replicas: Optional[Replicas] = None,
-          device: Optional[torch.device] = None) -> TrainResult:
+          device: Optional[torch.device] = None, checkpointing=None) -> TrainResult:
     """Run one configuration; report after every epoch; return the status and per-epoch metrics.
 
     With `replicas` (data-parallel workers in a process group) each replica
     trains on its shard with batch `data.batch_size // world_size`, so the
     global batch, and with it the optimisation, does not depend on the number
     of workers; gradients are averaged every step. Give the writer to one rank.
+
+    With `checkpointing` (a `checkpoint.Checkpointing`) the reporter gets a checkpoint folder on the epochs
+    its policy names, and a run given a start state continues after that state's epoch: the writer keeps its
+    rows up to that epoch, and on CPU the run ends as if it had never stopped.
     """
     torch.manual_seed(config.seed)
     run = _Run.prepare(config, data, replicas, device if device is not None else select_device(config.device))
     result = TrainResult(status=Status.RUNNING)
+    first = 0
+    if checkpointing is not None and checkpointing.start is not None:
+        first = checkpoint.restore(run, checkpointing.start)
+        if writer is not None:
+            writer.keep_until(first - 1)
     bar = _ProgressBar(run.epochs) if progress else None
-    for epoch in range(run.epochs):
+    for epoch in range(first, run.epochs):
         pretraining = epoch < config.pretrain_epochs
         run.model.set_fixed_depth(config.pretrain_depth if pretraining else None)
         if run.shard is not None:
@@ -98,7 +111,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
             run.write(writer, epoch, metrics, Status.DIVERGED if diverged else Status.RUNNING)
         result.history.append(metrics)
         if reporter is not None:
-            reporter(epoch, metrics)
+            _report(reporter, run, epoch, metrics, None if diverged else checkpointing)
         if bar is not None:
             bar.update(epoch, metrics)
         if diverged:
@@ -112,6 +125,17 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
         writer.set_status(result.status)
         writer.flush()
     return result
+
+
+def _report(reporter: Reporter, run: "_Run", epoch: int, metrics: dict, checkpointing) -> None:
+    """Hand the epoch to the reporter, with a checkpoint folder when one is due (a diverged epoch gets none)."""
+    if checkpointing is None or not checkpointing.due(epoch, run.epochs - 1):
+        reporter(epoch, metrics)
+    elif not checkpointing.writes:  # a Ray Train rank other than 0: rank 0's checkpoint is the trial's
+        reporter(epoch, metrics)
+    else:
+        with checkpoint.written(run, epoch, checkpointing.meta) as folder:
+            reporter(epoch, metrics, checkpoint=folder)
 
 
 @dataclass
@@ -137,7 +161,8 @@ class _Run:
     def prepare(cls, config: TrainConfig, data, replicas: Optional[Replicas], device: torch.device) -> "_Run":
         splits = data if data is not None else load_dataset(
             config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
-            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed)
+            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
+            options=config.data.options, path=config.data.path)
         if splits.task != "classification":
             raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
         batch_size, shard = config.data.batch_size, None

@@ -16,7 +16,7 @@ from ..results import Status, StudyStore, compact, finalize_trial, load, study_p
 from .failures import trial_error
 from .heartbeat import Heartbeat
 from .spec import StudySpec
-from .trial import assignment_of
+from .trial import assignment_of, trial_id_of
 
 # While a study runs the driver re-compacts its results (the dashboard's cold load reads the snapshot) at
 # most every COMPACT_EVERY_S seconds and at least COMPACT_COST_RATIO x the last compaction's duration apart.
@@ -113,26 +113,26 @@ class StudyBooks:
         self.beat.restart()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        line = self.beat.update(trial.trial_id, result.get("epoch"), self._length(trial))
+        line = self.beat.update(self._id(trial), result.get("epoch"), self._length(trial))
         if line:
             self.say(line)
         value = result.get(self.metric)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best, self.best_trial = value, trial.trial_id
+            self.best, self.best_trial = value, self._id(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.beat.finish(trial.trial_id)
-        status = settle_trial(self.storage, self.spec, trial.trial_id, self._config(trial))
+        self.beat.finish(self._id(trial))
+        status = settle_trial(self.storage, self.spec, self._id(trial), self._config(trial))
         self._report(trials, trial, status)
         self._maybe_compact()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.beat.finish(trial.trial_id)
+        self.beat.finish(self._id(trial))
         error = trial_error(trial)
         config = self._config(trial)
-        status = finalize_trial(self.storage, self.spec.name, trial.trial_id, Status.FAILED, error=error or "trial failed",
+        status = finalize_trial(self.storage, self.spec.name, self._id(trial), Status.FAILED, error=error or "trial failed",
                                 params=config.flat_params() if config else {})
         self._report(trials, trial, status + (f": {error}" if error else ""))
         self._maybe_compact()
@@ -148,6 +148,11 @@ class StudyBooks:
     def _config(self, trial):
         return _train_config(self.spec, trial.config)
 
+    @staticmethod
+    def _id(trial) -> str:
+        """The trial's id in the study's files (a resumed study's trial may continue an earlier one's)."""
+        return trial_id_of(trial.config or {}, trial.trial_id)
+
     def _length(self, trial) -> int:
         """Epochs the trial runs if not pruned (read from its config once)."""
         if trial.trial_id not in self.lengths:
@@ -162,7 +167,7 @@ class StudyBooks:
         running = sum(t.status == "RUNNING" for t in others)
         best = f"best {_shown(self.metric, self.best)} ({self.best_trial})" if self.best is not None else ""
         self.say(f"[{done}/{self.total} done, {running} running, {time.perf_counter() - self.t0:.0f} s] "
-                 f"{trial.trial_id} {status}  {best}")
+                 f"{self._id(trial)} {status}  {best}")
 
 
 def make_callback(spec: StudySpec, storage: str, say: Callable[[str], None]):

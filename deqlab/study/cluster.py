@@ -106,3 +106,34 @@ def refuse_unshared_storage(storage: str) -> None:
 
 
 __all__ += ["unshared_nodes", "refuse_unshared_storage"]
+
+
+# --------------------------------------------------------------------------- the Ray token
+
+
+def private_ray_token(create: bool) -> None:
+    """The token file of Ray's authentication, readable by its owner only (0600).
+
+    `ray.init` of a new local cluster writes ~/.ray/auth_token with the umask's mode (0644 usually):
+    any user of the machine could read it and use this user's Ray. So before a local Ray starts
+    (`create`), a missing token file is created 0600 (a token as Ray generates one: 256 random bits in
+    hex), and before any start or join one of ours that others may read is made 0600. Nothing to do
+    where the token comes from RAY_AUTH_TOKEN or authentication is off.
+    """
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if path.exists():
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o600)
+    elif create:  # joining a cluster: its token is the one to use, never a new one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError), os.fdopen(
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_hex(32))
+
+
+__all__ += ["private_ray_token"]

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from pyarrow.fs import FileType
 
 from ..results import STUDY_FILE, StudyStore, absolute, compact, is_uri, study_path
+from . import own_code
 from .bookkeeping import make_callback, settle_stopped_trials
 from .cluster import refuse_unshared_storage
 from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_is_full, failed_for_space,
@@ -29,6 +30,7 @@ from .durable import (ResumePlan, StudyLock, check_owner, disk_full_error, disk_
 from .interrupt import StudyInterrupted, graceful_interrupt, resume_hint
 from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import walk
+from .trial import trial_id_of
 from .tuner import build_tuner, check_fits, close_orphaned_trials, save_optuna, start_ray, waiting_for_gpus
 
 
@@ -39,7 +41,7 @@ def _tune_configs(result_grid) -> dict:
     for result in result_grid:
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id is not None:
-            out[trial_id] = result.config or {}
+            out[trial_id_of(result.config or {}, trial_id)] = result.config or {}
     return out
 
 
@@ -57,14 +59,14 @@ class StudyOutcome:
 def check_data(spec: StudySpec) -> None:
     """Load every data set the study can use once, before Ray starts: missing or corrupt files are a
     one-line error naming the command that fetches them, not a failed trial an hour in."""
-    from ..data import load_dataset
+    from ..data import DATASETS, load_dataset
 
     base = spec.train_config({})
     names = {base.data.name}
     for p in walk(spec.params):
         if p.path == "data.name":
             names.update(p.probe_values())
-    for name in sorted(names):
+    for name in sorted(n for n in names if n in DATASETS):  # own data is tried by own_code.preflight
         load_dataset(name, data_dir=base.data.data_dir, seed=base.seed)
 
 
@@ -85,28 +87,40 @@ def prepare(spec: StudySpec, storage: str, *, exist_ok: bool = False) -> str:
 
 
 def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = print, resume: bool = False,
-              address: Optional[str] = None, num_cpus: Optional[int] = None) -> StudyOutcome:
+              address: Optional[str] = None, num_cpus: Optional[int] = None,
+              allow_changed_code: bool = False) -> StudyOutcome:
     """Run the study, or with `resume` continue it from its trials' files (`durable.plan_resume`), holding
     the study's lock throughout. Trials write their Parquet files as they go. A disk that fills up ends the
-    study with a StudyError saying so (the study stays resumable)."""
+    study with a StudyError saying so (the study stays resumable). Your own model and data are tried on two
+    samples before Ray starts and reach the workers through Ray's runtime_env (`own_code`); a resume whose
+    code changed is refused unless `allow_changed_code`."""
     storage = absolute(storage)
+    own = own_code.names_own_code(spec)
+    if own:
+        own_code.preflight(spec, cluster=address is not None, say=say)
+    modules = own_code.ship(spec) if own else []
     if address is None:
         check_data(spec)  # a cluster's data lives on its nodes (cluster.yaml fetches it there)
     elif not is_uri(storage):  # before anything is written there
-        start_ray(address)
+        start_ray(address, py_modules=modules)
         refuse_unshared_storage(storage)
     path = study_path(storage, spec.name)
     with StudyLock(path, spec.name):
         prepare(spec, storage, exist_ok=resume)
+        if own:
+            current = own_code.check_unchanged(spec, storage, allow_changed_code, say) if resume else None
+            own_code.record(spec, storage, current)
         plan = _plan_resume(storage, path, spec, say) if resume else None
-        start_ray(address, num_cpus)
-        check_fits(spec, address is None, say)
-        if address and not resume and waiting_for_gpus(spec):
-            say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so trials "
-                "run one at a time; set search.max_concurrent_trials to what the cluster holds when scaled up")
         t0 = time.perf_counter()
         grid = None
-        if plan is None or plan.samples:
+        if plan is None or plan.samples:  # a resume with nothing left to run starts no Ray
+            start_ray(address, num_cpus, py_modules=modules)
+            check_fits(spec, address is None, say)
+            if address and not resume and waiting_for_gpus(spec):
+                say("hint: the cluster has no GPU free for a trial yet (autoscaling GPU nodes start on demand), so "
+                    "trials run one at a time; set search.max_concurrent_trials to what the cluster holds when "
+                    "scaled up")
+            t0 = time.perf_counter()
             try:
                 with graceful_interrupt() as interrupt:
                     grid = build_tuner(spec, storage, [make_callback(spec, storage, say)], plan=plan).fit()
@@ -123,9 +137,12 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
 
 def _plan_resume(storage: str, path: str, spec: StudySpec, say: Callable[[str], None]) -> ResumePlan:
     close_orphaned_trials(spec, storage)  # under the lock, every RUNNING Optuna trial was a dead driver's
-    plan = plan_resume(storage, path, spec)
+    plan = plan_resume(storage, path, spec, say)
     say(f"resuming {spec.name}: {len(plan.finished)} finished trials kept, "
-        f"{len(plan.set_aside)} unfinished set aside ({path}/orphaned/), "
+        f"{len(plan.continued)} continue from their checkpoints"
+        + (f" ({', '.join(f'{t} after epoch {e}' for t, e in sorted(plan.resume_epochs.items()))})"
+           if plan.continued else "")
+        + f", {len(plan.set_aside)} unfinished set aside ({path}/orphaned/: no checkpoint), "
         f"{len(plan.grid) if plan.grid is not None else plan.samples} trials to run")
     return plan
 
@@ -160,6 +177,7 @@ def load_saved_spec(storage: str, name: str) -> StudySpec:
         raise StudyError(str(exc)) from None
     if not raw:
         raise StudyError(f"no study {name!r} in {storage} (no {STUDY_FILE} there); `deqlab ls {storage}` lists them")
+    own_code.restore_folders(store)  # your own modules: where the study first found them
     return parse_study(drop_inert(raw), store.at(STUDY_FILE))  # older saves recorded ignored defaults too
 
 
@@ -168,7 +186,7 @@ def resume_study(name: str, storage: str, **kwargs) -> StudyOutcome:
     trials: `durable`). Only a study directory of the current user is resumed."""
     storage = absolute(storage)
     check_owner(study_path(storage, name))
-    return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)
+    return run_study(load_saved_spec(storage, name), storage, resume=True, **kwargs)  # own code: refused if changed
 
 
 __all__ = ["run_study", "resume_study", "prepare", "load_saved_spec", "check_data", "StudyOutcome"]

@@ -4,11 +4,14 @@ Resume never restores Tune's saved experiment state. Tune saves it every ~10 s
 (`TUNE_GLOBAL_CHECKPOINT_S`), so a driver killed in between leaves trials on
 disk the saved state does not know (or no trial state at all, when the kill
 came before the first save): a restore then runs their share of the budget
-again or stops early. The trials' own Parquet files are written every epoch
-and are the truth instead: a resume keeps every trial whose file holds a final
-status, sets aside the unfinished ones (`StudyStore.set_aside`) and starts a new
-Tune run for the rest of the budget (the grid points not yet finished), its
-Optuna sampler continuing the study's SQLite history.
+again or stops early. The trials' own files are written every epoch and are
+the truth instead: a resume keeps every trial whose Parquet file holds a final
+status; an unfinished trial with a checkpoint in the study (`results.checkpoints`)
+continues under its own id from that checkpoint's epoch (its Tune config, read
+from the checkpoint, is handed to the new run marked with the id it continues);
+one without is set aside (`StudyStore.set_aside`). A new Tune run then runs
+the rest of the budget (the grid points not yet finished), its Optuna sampler
+continuing the study's SQLite history.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Optional
 import pandas as pd
 
 from ..results import FINAL_STATUSES, Status, StudyStore, is_uri, load, scalar
+from ..results.checkpoints import newest_whole
 from .spec import StudyError, StudySpec
+from .trial import GRID_KEY, with_continues
 
 LOCK_FILE = ".driver.lock"
 NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
@@ -142,6 +147,8 @@ class ResumePlan:
     set_aside: list = field(default_factory=list)    # unfinished trial ids moved to orphaned/
     samples: int = 0                                 # trials still to run (grid: 1, over `grid`)
     grid: Optional[list] = None                      # grid points still to run, one per missing trial
+    continued: dict = field(default_factory=dict)    # {unfinished trial id: its Tune config}: from its checkpoint
+    resume_epochs: dict = field(default_factory=dict)  # {that trial id: the epoch of its newest checkpoint}
 
 
 def finished_trials(path: str) -> pd.DataFrame:
@@ -160,14 +167,33 @@ def _final_rows(path: str) -> pd.DataFrame:
     return trials.sort_values("epoch", kind="stable").groupby("trial_id", sort=True).tail(1)
 
 
-def plan_resume(storage: str, path: str, spec: StudySpec) -> ResumePlan:
-    """Keep the finished trials, set the unfinished ones aside, and say what is left of the budget."""
+def _whole_checkpoints(store: StudyStore, trial_ids, say) -> dict:
+    """{trial id: its newest whole checkpoint} of the trials that have one; each newer one cut short or
+    corrupt is named (the trial falls back to the one before it)."""
+    out = {}
+    for trial_id in sorted(trial_ids):
+        ref, skipped = newest_whole(store, trial_id)
+        for reason in skipped:
+            say(f"{reason}: falling back to the trial's previous checkpoint")
+        if ref is not None:
+            out[trial_id] = ref
+    return out
+
+
+def plan_resume(storage: str, path: str, spec: StudySpec, say=lambda line: None) -> ResumePlan:
+    """Keep the finished trials, continue the unfinished ones that have a whole checkpoint, set the others
+    aside, and say what is left of the budget."""
     final = finished_trials(path)
     finished = sorted(final.trial_id) if not final.empty else []
     store = StudyStore.of(storage, spec.name)
-    moved = store.set_aside(store.trial_ids() - set(finished))
+    unfinished = store.trial_ids() - set(finished)
+    latest = _whole_checkpoints(store, unfinished, say) if spec.checkpoint.enabled else {}
+    continued = {t: latest[t].meta["tune_config"] for t in sorted(unfinished)
+                 if t in latest and isinstance(latest[t].meta.get("tune_config"), dict)}
     if spec.search.algorithm != "grid":
-        return ResumePlan(finished, moved, max(0, spec.search.samples - len(finished)))
+        moved = store.set_aside(unfinished - set(continued))
+        return ResumePlan(finished, moved, max(len(continued), spec.search.samples - len(finished)),
+                          continued=continued, resume_epochs={t: latest[t].epoch for t in continued})
     done = Counter(_row_key(row) for _, row in final.iterrows())
     todo = []
     for point in spec.grid() * spec.search.samples:
@@ -176,7 +202,18 @@ def plan_resume(storage: str, path: str, spec: StudySpec) -> ResumePlan:
             done[key] -= 1
         else:
             todo.append(point)
-    return ResumePlan(finished, moved, 1 if todo else 0, todo)
+    keys = [_point_key(spec, p) for p in todo]
+    for trial_id, config in list(continued.items()):  # a continued trial runs its own point, marked
+        point = config.get(GRID_KEY)
+        key = _point_key(spec, point) if isinstance(point, dict) else None
+        if key in keys:
+            k = keys.index(key)
+            todo[k], keys[k] = with_continues(config, trial_id)[GRID_KEY], None
+        else:  # a point the grid no longer has (or already finished): not continued
+            del continued[trial_id]
+    moved = store.set_aside(unfinished - set(continued))
+    return ResumePlan(finished, moved, 1 if todo else 0, todo, continued,
+                      {t: latest[t].epoch for t in continued})
 
 
 def _point_key(spec: StudySpec, point: dict) -> tuple:

@@ -8,10 +8,11 @@ from pydantic import BaseModel, ValidationError
 
 from ..solvers.options import describe_validation_error
 from ..run.config import TrainConfig
-from .space import Param, SpaceError
+from .space import Param, SpaceError, grid_size, walk
 from .yaml_io import StudyError
 
 MAX_GRID_POINTS = 10_000
+MAX_SPACE_VALUES = 2048  # values listed in the whole space: each is tried alone (~0.5 ms apiece)
 MAX_COMBINATIONS = 2048  # combinations of probe values tried together (beyond it: that many, drawn at random)
 
 
@@ -24,6 +25,12 @@ def check_space(spec) -> None:
     if not params:
         raise StudyError("space: empty: nothing to search. Use `deqlab train` for one configuration, "
                          "or search at least the seed, e.g. space: {seed: {grid: [0, 1, 2]}}")
+    listed = sum(len(p.values) for p in walk(params) if p.kind in ("choice", "grid"))
+    if listed > MAX_SPACE_VALUES:
+        raise StudyError(f"space: lists {listed} values in all (limit {MAX_SPACE_VALUES}), and each is tried before "
+                         "the study runs; search a range instead ({int: [low, high]}, {uniform: [low, high]})")
+    if spec.search.algorithm == "grid":
+        _check_grid_size(spec, params)
     try:
         base = TrainConfig.model_validate(spec.base)
     except ValidationError as exc:
@@ -32,17 +39,24 @@ def check_space(spec) -> None:
         raise StudyError(f"base: {exc}") from None
     _probe(spec, params, {}, "space")
     _probe_combinations(spec, params)
-    if spec.search.algorithm == "grid":
-        try:
-            points = spec.grid()
-        except ValueError as exc:
-            raise StudyError(str(exc)) from None
-        if len(points) > MAX_GRID_POINTS:
-            raise StudyError(f"space: the grid has {len(points)} points (limit {MAX_GRID_POINTS}); narrow it")
     epochs = base.epochs + base.pretrain_epochs
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period >= epochs:
         raise StudyError(f"scheduler.grace_period: {spec.scheduler.grace_period} >= the {epochs} epochs of a "
                          "trial, so ASHA could never prune; lower it or set scheduler.name: none")
+
+
+def _check_grid_size(spec, params: list[Param]) -> None:
+    """The grid is counted (the product of the value counts), never built, before it is refused: a 1 kB
+    file of five 60-value lists is 778 million points."""
+    try:
+        points = grid_size(params, MAX_GRID_POINTS)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from None
+    trials = points * spec.search.samples  # each point runs num_samples times
+    if trials > MAX_GRID_POINTS:
+        counted = (f"{points} points" if points <= MAX_GRID_POINTS else f"more than {MAX_GRID_POINTS} points")
+        repeats = f" x num_samples {spec.search.samples}" if spec.search.samples > 1 else ""
+        raise StudyError(f"space: the grid has {counted}{repeats} (limit {MAX_GRID_POINTS} trials); narrow it")
 
 
 def _probe(spec, params: list[Param], given: dict, key: str) -> None:

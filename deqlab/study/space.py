@@ -61,10 +61,17 @@ class Param:
         return [self.low, self.high]
 
     def grid_values(self) -> list:
+        return list(self._grid_range())
+
+    def grid_count(self) -> int:
+        """len(grid_values()), without building the list (an int range counts in O(1))."""
+        return len(self._grid_range())
+
+    def _grid_range(self):
         if self.kind in ("choice", "grid", "fixed"):
-            return list(self.values)
+            return self.values
         if self.kind == "int" and self.step:
-            return list(range(int(self.low), int(self.high) + 1, int(self.step)))
+            return range(int(self.low), int(self.high) + 1, int(self.step))
         what = "an int range without step" if self.kind == "int" else f"a {self.kind} range"
         raise ValueError(
             f"space: {self.name}: {what} has no finite grid; "
@@ -188,6 +195,18 @@ def suggest(trial, params: list[Param]) -> dict:
     return out
 
 
+def grid_size(params: list[Param], limit: int) -> int:
+    """How many points `grid_points` would build, counted without building them: the product of the value
+    counts, a choice's sub-spaces summed under it. Counting stops once past `limit` (then the count is a
+    lower bound): a hostile file's huge products never become huge integers."""
+    n = 1
+    for p in params:
+        n *= sum(grid_size(p.branches[str(v)], limit) for v in p.values) if p.branches else p.grid_count()
+        if n > limit:
+            return n
+    return n
+
+
 def grid_points(params: list[Param]) -> list[dict]:
     """Every combination, conditional sub-spaces expanded under their value only."""
     points = [{}]
@@ -224,5 +243,5 @@ def apply(base: dict, assignment: dict) -> dict:
     return out
 
 
-__all__ = ["Param", "SpaceError", "parse_space", "walk", "suggest", "grid_points", "to_paths", "apply",
+__all__ = ["Param", "SpaceError", "parse_space", "walk", "suggest", "grid_points", "grid_size", "to_paths", "apply",
            "DISTRIBUTIONS"]

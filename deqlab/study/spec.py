@@ -13,18 +13,21 @@ valid choices. The file itself is read by `yaml_io.read_yaml`.
     search: {algorithm: tpe, num_samples: 8, seed: 0}
     scheduler: {name: asha, grace_period: 1}
     trainer: {num_workers: 0}
+    checkpoint: {every: 1, keep: 2}   # the default: a lost trial resumes from its last epoch
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from .. import plugins
 from ..results import OBJECTIVE_METRICS, check_name
 from ..solvers.options import _unknown_key
-from ..run.config import TrainConfig
+from ..run.config import CheckpointSpec, TrainConfig
 from .probe import check_space
 from .space import Param, apply, grid_points, parse_space, walk
 from .yaml_io import StudyError, read_yaml
@@ -126,6 +129,8 @@ class StudySpec(_Spec):
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
+                                       description="every: epochs between a trial's checkpoints (0: none); keep: newest kept")
 
     @field_validator("name")
     @classmethod
@@ -236,11 +241,25 @@ def drop_inert(raw: dict) -> dict:
 
 
 def load_study(path) -> StudySpec:
-    """Read a study YAML with the safe loader and validate it."""
+    """Read a study YAML with the safe loader and validate it. Your own modules are looked up beside it
+    first, and a relative `data.path` is relative to its folder."""
     raw = read_yaml(path)
     if raw is None:
         raise StudyError(f"{path}: the file is empty")
+    folder = Path(path).resolve().parent
+    plugins.add_folder(folder)
+    if isinstance(raw, dict) and isinstance(raw.get("base"), dict):
+        raw = {**raw, "base": anchor_data_path(raw["base"], folder)}
     return parse_study(raw, str(path))
+
+
+def anchor_data_path(config: dict, folder: Path) -> dict:
+    """A train config whose relative `data.path` is made absolute against `folder` (the file's own), so the
+    run finds it from any working directory and the saved spec says which file it read."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and not Path(data["path"]).expanduser().is_absolute():
+        return {**config, "data": {**data, "path": str(folder / data["path"])}}
+    return config
 
 
 def describe(spec: StudySpec) -> str:

@@ -6,14 +6,17 @@ the dashboard and `deqlab export` will show, and works on a resumed study.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import pandas as pd
 import pyarrow.fs as pafs
 
 from ..report.tables import aggregate, final_epochs, render
-from ..results import STATUSES, STUDY_FILE, Status, StudyStore, column_name, load, metric_info, value_name
+from ..results import (STATUSES, STUDY_FILE, Status, StudyStore, column_name, load, metric_info, printable,
+                       value_name)
 from ..results.store import join
+from ..results import checkpoints
 from .space import walk
 from .spec import StudySpec
 
@@ -77,22 +80,39 @@ def list_studies(storage: str) -> str:
     for entry in sorted(root.fs.get_file_info(pafs.FileSelector(root.base)), key=lambda i: i.base_name):
         if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
             continue
-        study = StudyStore(join(root.path, entry.base_name))
-        if study.fs.get_file_info(study.at("trials")).type != pafs.FileType.Directory:
-            continue
-        final = final_rows(load(study.path, traces=False).trials)
-        counts = Counter(final["status"]) if len(final) else Counter()
-        objective = _first_objective(study)
-        best = ""
-        if objective and len(final) and objective[0] in final:
-            values = pd.to_numeric(final.loc[final["status"] == Status.COMPLETED, objective[0]], errors="coerce").dropna()
-            if len(values):
-                value = values.max() if objective[1] == "max" else values.min()
-                best = f"best {objective[0]} {value:.4g}"
-        status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
-        lines.append(f"{entry.base_name}: {len(final)} trials ({status}) {best}".rstrip())
-        lines.extend(_failure_lines(final))
+        try:
+            lines.extend(_study_lines(StudyStore(join(root.path, entry.base_name)), entry.base_name))
+        except Exception as exc:  # one study's files, whatever they hold, never hide the others
+            warnings.warn(f"skipping the study {printable(entry.base_name)}: {type(exc).__name__}: {exc}")
     return "\n".join(lines) if lines else f"no studies in {storage}"
+
+
+def _study_lines(study: StudyStore, name: str) -> list[str]:
+    """`name: N trials (counts, checkpoints size) best ...`, then why its first failed trials failed; [] for a
+    folder without trials."""
+    if study.fs.get_file_info(study.at("trials")).type != pafs.FileType.Directory:
+        return []
+    final = final_rows(load(study.path, traces=False).trials)
+    counts = Counter(final["status"]) if len(final) else Counter()
+    objective = _first_objective(study)
+    best = ""
+    if objective and len(final) and objective[0] in final:
+        values = pd.to_numeric(final.loc[final["status"] == Status.COMPLETED, objective[0]], errors="coerce").dropna()
+        if len(values):
+            value = values.max() if objective[1] == "max" else values.min()
+            best = f"best {printable(objective[0])} {value:.4g}"
+    status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
+    size = checkpoints.size_on_disk(study)
+    saved = f", checkpoints {_size(size)}" if size else ""
+    return [f"{printable(name)}: {len(final)} trials ({status}{saved}) {best}".rstrip(), *_failure_lines(final)]
+
+
+def _size(n: int) -> str:
+    """Bytes as `deqlab ls` shows them: 1.5 MB, 830 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
 def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
@@ -100,7 +120,7 @@ def _failure_lines(final: pd.DataFrame, shown: int = 5) -> list[str]:
     if not len(final) or "error" not in final:
         return []
     failed = final[final["status"] == Status.FAILED].sort_values("trial_id")
-    lines = [f"  {r.trial_id} failed: {r.error}" for r in failed.head(shown).itertuples()]
+    lines = [f"  {printable(r.trial_id)} failed: {printable(r.error)}" for r in failed.head(shown).itertuples()]
     if len(failed) > shown:
         lines.append(f"  ... {len(failed) - shown} more failed")
     return lines

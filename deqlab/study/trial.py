@@ -28,6 +28,7 @@ from .spec import StudySpec
 from .space import to_paths
 
 GRID_KEY = "point"  # the grid algorithm hands each trial its whole point under this key
+CONTINUES = "deqlab_continues"  # a resumed study's Tune config names the trial (id) it continues, if any
 
 
 def threads_for(cpus: float) -> int:
@@ -37,9 +38,38 @@ def threads_for(cpus: float) -> int:
 
 def assignment_of(config: dict) -> dict:
     """Tune config -> {config path: value}, for Optuna's flat names and for grid points alike."""
+    config = tune_config_of(config)
     if GRID_KEY in config and isinstance(config[GRID_KEY], dict):
         return dict(config[GRID_KEY])
     return to_paths(config)
+
+
+def continued_id(config: dict) -> Optional[str]:
+    """The id of the unfinished trial this Tune trial continues (a resumed study), or None."""
+    point = config.get(GRID_KEY)
+    if isinstance(point, dict) and CONTINUES in point:
+        return point[CONTINUES]
+    return config.get(CONTINUES)
+
+
+def trial_id_of(config: dict, tune_id: str) -> str:
+    """The trial's id in the study's files: the one it continues, else Tune's."""
+    return continued_id(config) or tune_id
+
+
+def tune_config_of(config: dict) -> dict:
+    """A Tune config without the continuation mark: what a trial of these hyperparameters is given."""
+    point = config.get(GRID_KEY)
+    if isinstance(point, dict) and CONTINUES in point:
+        return {**config, GRID_KEY: {k: v for k, v in point.items() if k != CONTINUES}}
+    return {k: v for k, v in config.items() if k != CONTINUES}
+
+
+def with_continues(tune_config: dict, trial_id: str) -> dict:
+    """A trial's Tune config marked to continue `trial_id` (grid: inside its point)."""
+    if isinstance(tune_config.get(GRID_KEY), dict):
+        return {**tune_config, GRID_KEY: {**tune_config[GRID_KEY], CONTINUES: trial_id}}
+    return {**tune_config, CONTINUES: trial_id}
 
 
 def tune_metrics(epoch: int, metrics: dict) -> dict:
@@ -64,17 +94,18 @@ def run_trial(config: dict, *, spec: StudySpec, storage: str) -> None:
     """The Tune trainable: one trial of `spec` (validated by the driver), `config` its Tune config."""
     from ray import tune
 
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = trial_id_of(config, tune.get_context().get_trial_id())
     stored = stored_result(storage, spec.name, trial_id)
     if stored is not None:  # (a retry of a trial that had finished): nothing trains twice under one id
         if stored:
             tune.report(stored)
         return
     train_config = spec.train_config(assignment_of(config))
+    resumes = continued_id(config) is not None
     if spec.trainer.num_workers == 0:
-        _train_here(spec, train_config, trial_id, storage)
+        _train_here(spec, train_config, trial_id, storage, config, resumes)
     else:
-        _fit_trainer(spec, train_config, trial_id, storage)
+        _fit_trainer(spec, train_config, trial_id, storage, config, resumes)
 
 
 def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
@@ -93,16 +124,42 @@ def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
                                              and last[k] is not None})
 
 
-def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
+def _checkpointing(spec: StudySpec, config: dict, storage: str, trial_id: str, ray_checkpoint, scan: bool,
+                   writes: bool = True):
+    """The trial's checkpoint policy and the state it starts from: Ray's latest checkpoint of this trial (a
+    retry after a crash, a PBT exploit), else, when it continues a trial of an earlier driver (`scan`) or
+    Ray's was not whole, that trial's newest whole checkpoint in the study (None: epoch 0)."""
+    from ..run.checkpoint import Checkpointing, from_ray, newest_state
+
+    if not spec.checkpoint.enabled:
+        return None
+    start = from_ray(ray_checkpoint)
+    if start is None and (scan or ray_checkpoint is not None):
+        start = newest_state(StudyStore.of(storage, spec.name), trial_id)
+    return Checkpointing(spec.checkpoint, {"tune_config": tune_config_of(config)}, writes=writes, start=start)
+
+
+def _reporter(report, checkpoint_cls):
+    """Tune's or Ray Train's `report`, handed a checkpoint folder as that library's `Checkpoint` (Ray copies
+    it into the study's storage and keeps the newest `checkpoint.keep`)."""
+    def reporter(epoch: int, metrics: dict, checkpoint: Optional[str] = None) -> None:
+        report(tune_metrics(epoch, metrics),
+               checkpoint=checkpoint_cls.from_directory(checkpoint) if checkpoint is not None else None)
+
+    return reporter
+
+
+def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str, config: dict, resumes: bool) -> None:
     from ray import tune
 
     torch.set_num_threads(threads_for(spec.trainer.cpus_per_worker))
+    checkpointing = _checkpointing(spec, config, storage, trial_id, tune.get_checkpoint(), resumes)
     run_one(train_config, study=spec.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
-            reporter=lambda epoch, m: tune.report(tune_metrics(epoch, m)))
+            reporter=_reporter(tune.report, tune.Checkpoint), checkpointing=checkpointing)
 
 
-def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str, config: dict, resumes: bool) -> None:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -111,12 +168,13 @@ def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str) -> 
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"train_config": train_config, "study": spec.name,
-                           "trial_id": trial_id, "storage": storage,
-                           "threads": threads_for(t.cpus_per_worker)},
+                           "trial_id": trial_id, "storage": storage, "spec": spec, "tune_config": config,
+                           "resumes": resumes, "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=f"train-{trial_id}", storage_path=f"{absolute(storage)}/{spec.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
         ),
     )
     trainer.fit()
@@ -133,9 +191,15 @@ def worker_loop(cfg: dict) -> None:
     torch.set_num_threads(cfg["threads"])
     train_config = cfg["train_config"]
     device = ray.train.torch.get_device() if train_config.device != "cpu" else torch.device("cpu")
+    replicas = Replicas.from_process_group()
+    # every rank loads the same checkpoint (a retried worker group, a continued trial); rank 0 writes
+    checkpointing = _checkpointing(cfg["spec"], cfg["tune_config"], cfg["storage"], cfg["trial_id"],
+                                   ray.train.get_checkpoint(), cfg["resumes"], writes=replicas.rank == 0)
     run_one(train_config, study=cfg["study"], trial_id=cfg["trial_id"], storage=cfg["storage"],
-            replicas=Replicas.from_process_group(), device=device, node_id=_node_id(),
-            reporter=lambda epoch, m: ray.train.report(tune_metrics(epoch, m)))
+            replicas=replicas, device=device, node_id=_node_id(),
+            reporter=_reporter(ray.train.report, ray.train.Checkpoint),
+            checkpointing=checkpointing)
 
 
-__all__ = ["run_trial", "worker_loop", "assignment_of", "tune_metrics", "GRID_KEY"]
+__all__ = ["run_trial", "worker_loop", "assignment_of", "tune_metrics", "GRID_KEY", "CONTINUES", "continued_id",
+           "trial_id_of", "tune_config_of", "with_continues"]

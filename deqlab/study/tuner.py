@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..results import filesystem, is_uri, study_path
-from .cluster import code_path_for_workers
+from .cluster import code_path_for_workers, private_ray_token
 from .durable import ResumePlan
 from .spec import StudyError, StudySpec
 from .space import suggest
-from .trial import GRID_KEY, run_trial
+from .trial import CONTINUES, GRID_KEY, run_trial
 
 TUNE_DIR = "tune"
 OPTUNA_DB = "optuna.db"
@@ -38,8 +38,10 @@ RAY_NOTICES = {"ray._private.authentication.authentication_token_setup":
 # --------------------------------------------------------------------------- Ray
 
 
-def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
-    """Join a cluster (`address`) or start a local Ray sized to this machine (or to `num_cpus`)."""
+def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
+              py_modules: Optional[list] = None) -> None:
+    """Join a cluster (`address`) or start a local Ray sized to this machine (or to `num_cpus`). `py_modules`
+    (local files and folders: your own model and data modules) reach every worker through Ray's runtime_env."""
     import ray
 
     if ray.is_initialized():
@@ -47,10 +49,11 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     for name in RAY_NOTICES:
         logging.getLogger(name).addFilter(_not_a_notice)  # a filter already there is not added twice
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
-    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-                  runtime_env={"env_vars": dict(RAY_ENV)})
+    runtime_env = {"env_vars": dict(RAY_ENV), **({"py_modules": list(py_modules)} if py_modules else {})}
+    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env=runtime_env)
     if address and (num_cpus is not None or num_gpus is not None):
         raise ValueError("--num-cpus/--num-gpus size a local Ray; a cluster (--address) has its own resources")
+    private_ray_token(create=not address)  # Ray itself would leave the token it generates readable by every user (0644)
     with code_path_for_workers():  # not the caller's folder: a checkout named deqlab/ there shadows the package
         if address:
             ray.init(address=address, **kwargs)
@@ -118,11 +121,13 @@ def _trainable(spec: StudySpec, storage: str):
     return tune.with_resources(fn, resources)
 
 
-def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
+def _searcher(spec: StudySpec, storage: str, draws_done: int = 0, continued: Optional[dict] = None):
     """OptunaSearch over the define-by-run space, its study in SQLite inside the study directory.
 
     A resumed study's sampler continues the SQLite history; its seed moves on by the trials already drawn
-    (`draws_done`), else a random sampler would propose the first run's configurations again.
+    (`draws_done`), else a random sampler would propose the first run's configurations again. Its first
+    suggestions are the `continued` trials' own configurations ({trial id: Tune config}), marked with the
+    id they continue.
     """
     import optuna
 
@@ -140,6 +145,7 @@ def _searcher(spec: StudySpec, storage: str, draws_done: int = 0):
     params = tuple(spec.params)
     multi = len(spec.objectives) > 1
     return _resumable_optuna_search()(
+        continued=continued,
         space=DefineByRun(params),
         metric=spec.metrics if multi else spec.metrics[0],
         mode=spec.modes if multi else spec.modes[0],
@@ -156,6 +162,20 @@ def _resumable_optuna_search():
     from ray.tune.search.optuna import OptunaSearch
 
     class ResumableOptunaSearch(OptunaSearch):
+        def __init__(self, *args, continued: Optional[dict] = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._continued = sorted((continued or {}).items())
+
+        def suggest(self, trial_id):
+            """A trial that continues an unfinished one asks Optuna for that trial's values (enqueued), and
+            its config names the trial it continues (`trial.CONTINUES`)."""
+            if not self._continued or trial_id in self._ot_trials:
+                return super().suggest(trial_id)
+            continues, config = self._continued.pop(0)
+            self._ot_study.enqueue_trial(config, skip_if_exists=False)
+            out = super().suggest(trial_id)
+            return {**out, CONTINUES: continues} if isinstance(out, dict) else out
+
         def on_trial_result(self, trial_id, result):
             try:
                 super().on_trial_result(trial_id, result)
@@ -222,8 +242,8 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optiona
             metric=spec.metrics[0], mode=spec.modes[0], time_attr="training_iteration",
             max_t=base.epochs + base.pretrain_epochs, grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor)
-    drawn = len(plan.finished) + len(plan.set_aside) if plan else 0
-    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage, drawn)
+    drawn = len(plan.finished) + len(plan.set_aside) + len(plan.continued) if plan else 0
+    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage, drawn, plan.continued if plan else None)
     return tune.Tuner(
         trainable,
         param_space=_param_space(spec, plan),
@@ -237,6 +257,8 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optiona
                                     reuse_actors=spec.trainer.num_workers == 0),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=study_path(storage, spec.name), callbacks=callbacks, verbose=0,
+            # each trial's checkpoints go to its folder under tune/ (docs/reliability.md "Checkpoints")
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             failure_config=tune.FailureConfig(
                 max_failures=spec.trainer.max_failures if spec.trainer.num_workers == 0 else 0),
         ),

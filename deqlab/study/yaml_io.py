@@ -1,12 +1,11 @@
-"""Reading a study (or train config) YAML file safely: the safe loader, within size and nesting caps."""
+"""Reading a study (or train config) YAML file safely: the safe loader, within size and nesting caps
+(`results.safe_yaml`, which reads a results folder's study.yaml with the same caps)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-MAX_STUDY_BYTES, MAX_YAML_DEPTH = 1 << 20, 32
+from ..results.safe_yaml import MAX_YAML_BYTES as MAX_STUDY_BYTES, MAX_YAML_DEPTH, load_capped, too_big
 
 
 class StudyError(ValueError):
@@ -18,30 +17,15 @@ def read_yaml(path):
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"no such study file: {path}")
-    if path.stat().st_size > MAX_STUDY_BYTES:
-        raise StudyError(f"{path}: {path.stat().st_size} bytes; a study file is at most {MAX_STUDY_BYTES}")
+    big = too_big(path.stat().st_size, path)
+    if big:
+        raise StudyError(big)
     try:
-        text = path.read_text()
-        _check_depth(text, path)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        return load_capped(path.read_text(), path)
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text file") from None
-    return raw
+    except ValueError as exc:
+        raise StudyError(str(exc)) from None
 
 
-def _check_depth(text: str, path) -> None:
-    """Refuse deep nesting before the (recursive) composer sees it: 600 `[` would be a RecursionError.
-    The parser's events come from a state machine, so counting them cannot recurse."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise StudyError(f"{path}: nested more than {MAX_YAML_DEPTH} levels deep; a study needs a few")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-
-
-__all__ = ["StudyError", "read_yaml"]
+__all__ = ["StudyError", "read_yaml", "MAX_STUDY_BYTES", "MAX_YAML_DEPTH"]
