@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh scripts/pip_sources.py
 venv: $(VENV)/.installed
 
 # The quickstart study on the embedded digits data with a local Ray; prints the comparison table and
-# the dashboard command. Each run gets its own name, so earlier results are kept.
+# the dashboard and export commands. Each run gets its own name, so earlier results are kept.
 quickstart: venv
 	@$(VENV)/bin/deqlab run studies/quickstart.yaml --storage results \
 		--name quickstart-$$(date +%Y%m%d-%H%M%S)

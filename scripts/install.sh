@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create the venv and install deqlab into it (`make venv` runs this; so do `make quickstart` and `make test`).
 #
-# With uv (installed into the venv by pip, from the package registry) the install takes well under a
-# minute; pip alone takes minutes. torch comes first, pinned, as its CPU build: PyPI's torch for Linux is a
+# With uv (installed into the venv by pip, from the package registry) the install costs a fraction of
+# pip's time (23-38 s of CPU against 113 s: docs/benchmarks.md). torch comes first, pinned, as its CPU build: PyPI's torch for Linux is a
 # multi-GB CUDA build, and the project's range would otherwise admit it. Dependencies live in pyproject.toml
 # only; uv gets pip's configured sources (scripts/pip_sources.py), so it installs from where pip would.
 #
