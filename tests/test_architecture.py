@@ -23,6 +23,7 @@ ALLOWED = {
     "study": {"solvers", "data", "results", "report", "run"},
     "cli": {"solvers", "data", "results", "report", "run", "study", "models"},  # `deqlab models` lists the catalogue
     "dashboard": {"results", "report"},
+    "__init__": set(),  # `deqlab` itself: its version and lazy names (deqlab.load_model), resolved on first use
 }
 SHARED = {"__version__", "_lazy", "plugins", "deqlab"}  # the package itself: its version, the lazy-import helper
 # and the resolver of names that are not built in (imports nothing from deqlab: every room may ask it)

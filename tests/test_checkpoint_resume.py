@@ -7,6 +7,7 @@ study, after the newest checkpoint was cut short (as a kill during Ray's copy le
 is the same TrainConfig trained in this process without interruption.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -132,6 +133,13 @@ def test_worker_crash_retried_continues_from_its_checkpoint(tmp_path, reference)
     assert before.epoch.max() < EPOCHS - 1, "the trial finished before the kill"
     # a row written after its newest checkpoint (if any) is trained again: rows up to that checkpoint stay
     _assert_identical(study, before.trial_id.iloc[0], before, checkpointed, reference)
+    # its model back, run on its test set from another folder: the recorded final numbers, exactly
+    evaluated = subprocess.run([sys.executable, "-m", "deqlab", "evaluate", str(study), "--best", "test_acc",
+                                "--json"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    out, last = json.loads(evaluated.stdout), _rows(study).iloc[-1]
+    assert (out["trial_id"], out["epoch"]) == (last.trial_id, EPOCHS - 1)
+    assert out["test_acc"] == last.test_acc and out["nfe_fwd"] == last.nfe_fwd
 
 
 def test_driver_killed_then_resume_continues_from_the_previous_whole_checkpoint(tmp_path, reference):
@@ -160,3 +168,6 @@ def test_driver_killed_then_resume_continues_from_the_previous_whole_checkpoint(
     assert f"1 continue from their checkpoints ({trial_id} after epoch {previous})" in out, out
     assert not (study / "orphaned").exists()
     _assert_identical(study, trial_id, before, previous, reference)
+    # the killed driver's checkpoints of it were deleted once the resumed run stored one: keep 2, not 2 per resume
+    saved = files.find(StudyStore(str(study)))
+    assert len(saved) == 2 and len({r.meta["run"] for r in saved}) == 1

@@ -205,3 +205,92 @@ def test_study_file_checkpoint_settings_are_validated():
                       ({"evry": 1}, "checkpoint.evry")):
         with pytest.raises(StudyError, match=says):
             parse_study({**raw, "checkpoint": bad}, "v.yaml")
+
+
+# --------------------------------------------------------------------------- the trained models back
+
+
+@pytest.fixture(scope="module")
+def two_trials(tmp_path_factory):
+    """Two finished `deqlab train`-style trials of one study, one per learning rate."""
+    root = tmp_path_factory.mktemp("models")
+    for trial, lr in (("slow", 1e-4), ("fast", 1e-2)):
+        config = TrainConfig.model_validate({**TINY, "epochs": 2, "device": "cpu", "optim": {"lr": lr}})
+        run_one(config, study="m", trial_id=trial, storage=str(root), reporter=lambda e, m: None,
+                checkpointing=Checkpointing(CheckpointSpec()), local_checkpoints=True)
+    return root / "m"
+
+
+def test_load_model_gives_the_trained_model_of_a_trial_or_the_best(two_trials):
+    import deqlab
+    from deqlab.run.loop import evaluate
+    from deqlab.data import load_dataset, make_loaders
+
+    final = load(two_trials).trials.query("epoch == 1").set_index("trial_id")
+    best_acc = final.test_acc.idxmax()
+    best_nfe = final.nfe_fwd.idxmin()
+    model, config = deqlab.load_model(two_trials, best="test_acc")
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert config.optim.lr == final.loc[best_acc, "param.optim.lr"]
+    assert deqlab.load_model(two_trials, best="nfe_fwd")[1].optim.lr == final.loc[best_nfe, "param.optim.lr"]
+    model, config = deqlab.load_model(str(two_trials), "slow")
+    assert config.optim.lr == 1e-4
+    # the weights are the final checkpoint's: its test set gives the recorded numbers, bit for bit
+    splits = load_dataset("digits", subset=config.data.subset, test_subset=config.data.test_subset, seed=config.seed)
+    m = evaluate(model, make_loaders(splits, config.data.batch_size, seed=config.seed)[1], torch.device("cpu"))
+    assert (m["test_acc"], m["nfe_fwd"]) == (final.loc["slow", "test_acc"], final.loc["slow", "nfe_fwd"])
+
+
+def test_evaluate_command_reproduces_the_recorded_numbers_and_refuses_what_is_missing(two_trials, capsys,
+                                                                                     tmp_path, monkeypatch):
+    from deqlab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # started from another folder
+    final = load(two_trials).trials.query("epoch == 1").set_index("trial_id")
+    assert main(["evaluate", str(two_trials), "--trial", "fast", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trial_id"] == "fast" and out["epoch"] == 1 and out["data"] == "digits"
+    assert out["test_acc"] == final.loc["fast", "test_acc"] and out["nfe_fwd"] == final.loc["fast", "nfe_fwd"]
+    assert {"nfe_fwd_paper", "residual", "infer_time_s", "converged_frac"} <= set(out)
+    for argv, says in ((["evaluate", str(tmp_path / "none")], "no study at"),
+                       (["evaluate", str(two_trials)], "has 2 trials with a checkpoint"),
+                       (["evaluate", str(two_trials), "--trial", "nope"], "no trial 'nope'"),
+                       (["evaluate", str(two_trials), "--best", "hostname"], "unknown metric 'hostname'")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+
+
+def test_checkpoints_written_before_meta_recorded_shapes_still_load_and_reproduce(two_trials, tmp_path):
+    """Checkpoints of deqlab before load_model (meta.json without input_shape, num_classes, test batch, threads,
+    run): the model is rebuilt from the data set's shape and still gives the recorded numbers."""
+    import shutil
+
+    from deqlab.run.saved import evaluate_saved
+
+    old = tmp_path / "m"
+    shutil.copytree(two_trials, old)  # another folder: nothing points at the first one
+    for meta_file in old.glob("checkpoints/*/*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        for key in ("input_shape", "num_classes", "test_batch_size", "torch_threads", "run"):
+            meta.pop(key, None)
+        meta_file.write_text(json.dumps(meta))
+    final = load(old).trials.query("epoch == 1").set_index("trial_id")
+    out = evaluate_saved(old, "slow")
+    assert (out["test_acc"], out["nfe_fwd"]) == (final.loc["slow", "test_acc"], final.loc["slow", "nfe_fwd"])
+
+
+def test_a_checkpoint_folder_linked_from_outside_or_with_an_oversized_meta_is_no_checkpoint(two_trials, tmp_path):
+    import shutil
+
+    study = tmp_path / "m"
+    shutil.copytree(two_trials, study)
+    store = StudyStore(str(study))
+    assert len(files.find(store, "slow")) == 2
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(study / "checkpoints" / "slow" / "checkpoint_000001"), elsewhere)
+    (study / "checkpoints" / "slow" / "checkpoint_000001").symlink_to(elsewhere)
+    assert [r.epoch for r in files.find(store, "slow")] == [0]
+    meta = study / "checkpoints" / "slow" / "checkpoint_000000" / "meta.json"
+    meta.write_text(meta.read_text()[:-1] + ', "pad": "' + "x" * (1 << 20) + '"}')
+    assert files.find(store, "slow") == []

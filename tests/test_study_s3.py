@@ -23,8 +23,9 @@ import yaml
 from ray_cluster import free_port, two_node_cluster
 from study_factory import TINY
 
+import deqlab
 from deqlab.report import views as dd
-from deqlab.results import load, load_states
+from deqlab.results import StudyStore, checkpoints, load, load_states
 from deqlab.study import parse_study
 from deqlab.study.summary import final_rows, list_studies
 
@@ -166,7 +167,14 @@ def test_two_node_study_on_s3_interrupted_resumed_and_read_back(cluster, tmp_pat
     names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))]
     assert not [n for n in names if n.endswith(".tmp")]  # one PUT per object: no temp objects left
 
-    assert list_studies(root).splitlines()[0].startswith("ons3: 4 trials (4 completed) best test_acc ")
+    assert re.match(r"ons3: 4 trials \(4 completed, checkpoints [\d.]+ kB\) best test_acc ", list_studies(root))
+    # every trial's checkpoints are in the bucket, its newest the final epoch, and the model loads from there
+    store = StudyStore(f"{root}/ons3")
+    newest = {t: ref.epoch for t, ref in checkpoints.latest_by_trial(store).items()}
+    assert newest == {t: 2 for t in final.trial_id}
+    best = final.set_index("trial_id").test_acc.idxmax()
+    model, config = deqlab.load_model(f"{root}/ons3", best="test_acc")
+    assert config.seed == final.set_index("trial_id").loc[best, "param.seed"] and not model.training
     exported = subprocess.run(_deqlab("export", root, "--by", "seed", "--format", "csv"), env=env,
                               capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr

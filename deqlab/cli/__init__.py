@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import dashboard, datasets, demo, export, models, studies, train
+from . import dashboard, datasets, demo, evaluate, export, models, studies, train
 from .common import COMMANDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, register_command
 from .dashboard import dashboard_app, dashboard_command
 
@@ -35,6 +35,8 @@ register_command("ls", "list the studies in a results root: trials by status, be
                  studies.configure_ls, studies.run_ls)
 register_command("train", "train one configuration (YAML) without Ray and write its results",
                  train.configure_train, train.run_train)
+register_command("evaluate", "run a study's trained model (its checkpoint) on a test set again",
+                 evaluate.configure_evaluate, evaluate.run_evaluate)
 register_command("demo", "run the seed check (y = 2x) for every init mode and both solver kinds",
                  demo.configure_demo, demo.run_demo)
 register_command("data", "fetch and list data sets", datasets.configure_data, datasets.run_data)

@@ -15,7 +15,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="save a checkpoint every N epochs and after the last (0: none; default 1)")
-    p.add_argument("--checkpoint-keep", type=int, default=2, metavar="K", help="checkpoints kept, newest first (default 2)")
+    p.add_argument("--checkpoint-keep", type=int, default=2, metavar="K",
+                   help="checkpoints kept, newest first (default 2)")
 
 
 def read_train_config(path: Path):

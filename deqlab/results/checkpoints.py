@@ -71,10 +71,16 @@ def make_meta(state_bytes: bytes, **fields) -> dict:
     return {"format": FORMAT, **fields, "state_bytes": len(state_bytes), "state_sha256": digest(state_bytes)}
 
 
-def _read_meta(fs: pafs.FileSystem, folder: str) -> dict:
+MAX_META_BYTES = 1 << 20  # a meta.json is ~2 kB; a larger one is no checkpoint deqlab wrote
+
+
+def read_meta(fs: pafs.FileSystem, folder: str) -> dict:
     try:
         with fs.open_input_stream(f"{folder}/{META_FILE}") as f:
-            meta = json.loads(f.read().decode())
+            raw = f.read(MAX_META_BYTES + 1)
+        if len(raw) > MAX_META_BYTES:
+            raise ValueError(f"over {MAX_META_BYTES} bytes")
+        meta = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {folder}: unreadable {META_FILE}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "trial_id" not in meta or "epoch" not in meta:
@@ -84,10 +90,10 @@ def _read_meta(fs: pafs.FileSystem, folder: str) -> dict:
 
 def read_state_bytes(fs: pafs.FileSystem, folder: str, meta: Optional[dict] = None) -> bytes:
     """state.pt's bytes, verified against meta.json (read when not given); else a CheckpointError."""
-    meta = meta if meta is not None else _read_meta(fs, folder)
+    meta = meta if meta is not None else read_meta(fs, folder)
     try:
         with fs.open_input_stream(f"{folder}/{STATE_FILE}") as f:
-            data = f.read()
+            data = f.read(int(meta.get("state_bytes") or 0) + 1)  # never more than the recorded size, plus one
     except OSError as exc:
         raise CheckpointError(f"checkpoint {folder}: unreadable {STATE_FILE}: {exc}") from None
     if len(data) != meta.get("state_bytes") or digest(data) != meta.get("state_sha256"):
@@ -105,8 +111,10 @@ def find(store: StudyStore, trial_id: Optional[str] = None) -> list[CheckpointRe
             folder, _, name = path.rpartition("/")
             if name != META_FILE or not folder.rpartition("/")[2].startswith(PREFIX):
                 continue
+            if store.outside(folder):  # a link leading out of the study folder: not this study's checkpoint
+                continue
             try:
-                meta = _read_meta(store.fs, folder)
+                meta = read_meta(store.fs, folder)
             except CheckpointError:
                 continue
             if trial_id is None or meta["trial_id"] == trial_id:
@@ -133,6 +141,16 @@ def newest_whole(store: StudyStore, trial_id: str) -> tuple[Optional[CheckpointR
         except CheckpointError as exc:
             skipped.append(str(exc))
     return None, skipped
+
+
+def prune_superseded(store: StudyStore, trial_id: str, run: str) -> list[str]:
+    """Delete a trial's checkpoints written by its earlier runs (meta.json's `run`: the Tune trial that wrote
+    them), once the run continuing it has stored a checkpoint of its own: each resume of a long study would
+    otherwise leave `keep` more behind. Returns the folders deleted."""
+    old = [ref.path for ref in find(store, trial_id) if ref.meta.get("run") != run]
+    for path in old:
+        store.fs.delete_dir(path)
+    return old
 
 
 def size_on_disk(store: StudyStore) -> int:
@@ -182,5 +200,6 @@ def persist(store: StudyStore, trial_id: str, folder: str, epoch: int, keep: int
     return target
 
 
-__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes", "size_on_disk",
-           "persist", "make_meta", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]
+__all__ = ["CheckpointRef", "CheckpointError", "find", "latest_by_trial", "newest_whole", "read_state_bytes",
+           "size_on_disk",
+           "persist", "make_meta", "read_meta", "prune_superseded", "FORMAT", "STATE_FILE", "META_FILE", "ROOTS"]

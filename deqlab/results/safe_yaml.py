@@ -11,7 +11,7 @@ from __future__ import annotations
 import yaml
 
 MAX_YAML_BYTES, MAX_YAML_DEPTH = 1 << 20, 32
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def too_big(size: int, where="") -> str | None:
@@ -26,14 +26,14 @@ def load_capped(text: str, where=""):
     where = f"{where}: " if where else ""
     try:
         depth = 0
-        for event in yaml.parse(text, Loader=_LOADER):
+        for event in yaml.parse(text, Loader=_SAFE_LOADER):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_YAML_DEPTH:
                     raise ValueError(f"{where}nested more than {MAX_YAML_DEPTH} levels deep; a study needs a few")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
-        return yaml.load(text, Loader=_LOADER)
+        return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ValueError(f"{where}not valid YAML: {' '.join(str(exc).split())}") from None
 

@@ -27,6 +27,14 @@ def _check_status(status: str, valid: tuple, what: str = "status") -> None:
         raise ValueError(f"unknown {what} {status!r}; valid: {', '.join(valid)}")
 
 
+def _table(rows: list) -> pa.Table:
+    """Rows as a table with every column any row has (`from_pylist` takes the first row's keys only; a PBT
+    clone's later rows add columns its earlier ones lack)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return pa.Table.from_pylist(rows) if all(len(r) == len(columns) for r in rows) else \
+        pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows])
+
+
 @dataclass
 class TrialWriter:
     """Accumulates one trial's rows and rewrites its files after every epoch.
@@ -83,9 +91,9 @@ class TrialWriter:
 
     def flush(self) -> None:
         if self.rows:
-            self.store.write_table(pa.Table.from_pylist(self.rows), "trials", self.trial_id)
+            self.store.write_table(_table(self.rows), "trials", self.trial_id)
         if self.traces:
-            self.store.write_table(pa.Table.from_pylist(self.traces), "traces", self.trial_id)
+            self.store.write_table(_table(self.traces), "traces", self.trial_id)
 
     def write_states(self, frame) -> None:
         """One trial's depth states (a DataFrame: epoch, step, sample, label, state)."""

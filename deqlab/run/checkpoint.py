@@ -104,7 +104,10 @@ def written(run, epoch: int, meta: dict) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="deqlab-ckpt-") as folder:
         with open(os.path.join(folder, files.STATE_FILE), "wb") as f:
             f.write(data)
-        info = files.make_meta(data, **meta, epoch=int(epoch), written_at=time.time())
+        # what rebuilding the model and re-running its test set needs without the data (deqlab.load_model)
+        shape = {"input_shape": list(run.input_shape), "num_classes": run.num_classes,
+                 "test_batch_size": run.test_loader.batch_size, "torch_threads": torch.get_num_threads()}
+        info = files.make_meta(data, **meta, **shape, epoch=int(epoch), written_at=time.time())
         with open(os.path.join(folder, files.META_FILE), "w") as f:
             json.dump(info, f, indent=1, default=str)
         yield folder

@@ -53,7 +53,22 @@ class TrainResult:
 
 def model_for(config: TrainConfig, splits) -> nn.Module:
     """The configured model for these data (its DEQ layer gets `config.deq` as it is)."""
-    return build(config.model.name, splits.input_shape, splits.num_classes, config.deq, **config.model.options)
+    return model_of_shape(config, splits.input_shape, splits.num_classes)
+
+
+def dataset_of(config: TrainConfig, name: Optional[str] = None):
+    """The run's data set as its config describes it; `name`: another data set's, with the same subsets,
+    normalisation and seed (its own options and path, when it has any, are not the run's)."""
+    d = config.data
+    own = name is None or name == d.name
+    return load_dataset(d.name if own else name, data_dir=d.data_dir, subset=d.subset, test_subset=d.test_subset,
+                        normalize=d.normalize, seed=config.seed, options=d.options if own else None,
+                        path=d.path if own else None)
+
+
+def model_of_shape(config: TrainConfig, input_shape, num_classes: int) -> nn.Module:
+    """The configured model for inputs of this shape and these classes (a saved model's rebuild, no data)."""
+    return build(config.model.name, tuple(input_shape), num_classes, config.deq, **config.model.options)
 
 
 def _make_optimizer(config: TrainConfig, model: nn.Module, steps_total: int):
@@ -152,6 +167,8 @@ class _Run:
     shard: Optional[tuple[int, int]]
     eval_x: torch.Tensor
     eval_y: torch.Tensor
+    input_shape: tuple = ()
+    num_classes: int = 0
 
     @property
     def epochs(self) -> int:
@@ -159,10 +176,7 @@ class _Run:
 
     @classmethod
     def prepare(cls, config: TrainConfig, data, replicas: Optional[Replicas], device: torch.device) -> "_Run":
-        splits = data if data is not None else load_dataset(
-            config.data.name, data_dir=config.data.data_dir, subset=config.data.subset,
-            test_subset=config.data.test_subset, normalize=config.data.normalize, seed=config.seed,
-            options=config.data.options, path=config.data.path)
+        splits = data if data is not None else dataset_of(config)
         if splits.task != "classification":
             raise ValueError(f"train() fits classifiers; data set {splits.name!r} is a {splits.task} task")
         batch_size, shard = config.data.batch_size, None
@@ -180,7 +194,7 @@ class _Run:
         opt, sched = _make_optimizer(config, model, (config.pretrain_epochs + config.epochs) * steps_per_epoch)
         eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
         return cls(config, device, model, train_loader, test_loader, opt, sched, shard, eval_x.to(device),
-                   eval_y.to(device))
+                   eval_y.to(device), tuple(splits.input_shape), int(splits.num_classes))
 
     def write(self, writer, epoch: int, metrics: dict, status: str) -> None:
         """The epoch's row, the fixed batch's residual traces and (if asked) its states over depth."""
@@ -323,4 +337,4 @@ class _ProgressBar:
         self.p.stop()
 
 
-__all__ = ["TrainResult", "train", "evaluate", "model_for"]
+__all__ = ["TrainResult", "train", "evaluate", "model_for", "model_of_shape", "dataset_of"]

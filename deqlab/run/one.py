@@ -25,12 +25,14 @@ class RunOutcome:
 def run_one(config, *, study: str, trial_id: str, storage: str, reporter=None, progress: bool = False,
             replicas=None, device=None, node_id: Optional[str] = None,
             save_config_as: Optional[str] = None, checkpointing=None,
-            local_checkpoints: bool = False) -> RunOutcome:
+            local_checkpoints: bool = False, row_extras: Optional[dict] = None) -> RunOutcome:
     """Train `config` as trial `trial_id` of the study named `study` under `storage`.
 
     With `replicas` (a Ray Train process group) only rank 0 writes files. `node_id` (the Ray node) is
     recorded with the provenance when given; `save_config_as` also saves the config as YAML under that
     name in the study directory before training (`deqlab train`: a standalone run records what it ran).
+    `row_extras` are written on every row from here on (a PBT clone: the trial it was cloned from and the
+    hyperparameters that changed).
     `checkpointing` (a `checkpoint.Checkpointing`): the reporter gets a checkpoint folder on the epochs it
     names (Ray's report stores it); `local_checkpoints` stores them itself, in `checkpoints/<trial>/` of the
     study (a run outside Ray).
@@ -39,7 +41,8 @@ def run_one(config, *, study: str, trial_id: str, storage: str, reporter=None, p
     writer = None
     if replicas is None or replicas.rank == 0:
         world = replicas.world_size if replicas is not None else 0
-        run = {**provenance(config, device, world), **({"node_id": node_id} if node_id is not None else {})}
+        run = {**provenance(config, device, world), **({"node_id": node_id} if node_id is not None else {}),
+               **(row_extras or {})}
         writer = TrialWriter(storage, study, trial_id, config.flat_params(), run)
         if save_config_as:
             import yaml

@@ -187,7 +187,10 @@ def plan_resume(storage: str, path: str, spec: StudySpec, say=lambda line: None)
     finished = sorted(final.trial_id) if not final.empty else []
     store = StudyStore.of(storage, spec.name)
     unfinished = store.trial_ids() - set(finished)
-    latest = _whole_checkpoints(store, unfinished, say) if spec.checkpoint.enabled else {}
+    # a PBT population is not continued trial by trial (its scheduler's state is gone): as before, its
+    # unfinished trials are set aside and their share of the budget drawn again
+    latest = _whole_checkpoints(store, unfinished, say) if spec.checkpoint.enabled and spec.scheduler.name != "pbt" \
+        else {}
     continued = {t: latest[t].meta["tune_config"] for t in sorted(unfinished)
                  if t in latest and isinstance(latest[t].meta.get("tune_config"), dict)}
     if spec.search.algorithm != "grid":

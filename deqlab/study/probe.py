@@ -8,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..solvers.options import describe_validation_error
 from ..run.config import TrainConfig
-from .space import Param, SpaceError, grid_size, walk
+from .space import Param, SpaceError, grid_size, parse_space, walk
 from .yaml_io import StudyError
 
 MAX_GRID_POINTS = 10_000
@@ -43,6 +43,68 @@ def check_space(spec) -> None:
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period >= epochs:
         raise StudyError(f"scheduler.grace_period: {spec.scheduler.grace_period} >= the {epochs} epochs of a "
                          "trial, so ASHA could never prune; lower it or set scheduler.name: none")
+    if spec.scheduler.name == "pbt":
+        check_pbt(spec, params, epochs)
+
+
+PBT_KINDS = ("choice", "grid", "uniform", "loguniform", "int")
+
+
+def check_pbt(spec, params: list[Param], epochs: int) -> None:
+    """Population Based Training, refused before Ray starts when Ray's PBT could not run it as written: a
+    search algorithm (PBT takes none), a conditional space, a mutation of a setting neither the space nor
+    the base has, a value the config refuses, or checkpoints that do not fall on the perturbation steps."""
+    sched = spec.scheduler
+    if spec.search.algorithm != "random":
+        raise StudyError(f"scheduler.name: pbt with search.algorithm {spec.search.algorithm}: Ray Tune's "
+                         "PopulationBasedTraining takes no search algorithm; use search.algorithm: random "
+                         "(it draws the first population; PBT then exploits and explores)")
+    if any(p.branches for p in params):
+        raise StudyError("scheduler.name: pbt needs a space without conditional choices (a choice whose values "
+                         "open sub-spaces); Tune's random generator draws a flat space")
+    if not sched.mutations:
+        raise StudyError("scheduler.mutations: empty: PBT needs at least one setting to mutate, e.g. "
+                         "{optim.lr: {loguniform: [1.0e-4, 1.0e-2]}}")
+    try:
+        mutations = parse_space(sched.mutations, "scheduler.mutations")
+    except SpaceError as exc:
+        raise StudyError(str(exc)) from None
+    searched = {p.path for p in params}
+    for m in mutations:
+        key = f"scheduler.mutations.{m.path}"
+        if m.kind not in PBT_KINDS or m.branches:
+            raise StudyError(f"{key}: PBT mutates with {{choice: [...]}}, {{uniform: ...}}, {{loguniform: ...}} or "
+                             f"{{int: ...}}, not {m.kind}" + (" with sub-spaces" if m.branches else ""))
+        if m.path not in searched and not _in_base(spec.base, m.path):
+            raise StudyError(f"{key}: neither the space nor the base sets {m.path}: a trial's config has no such "
+                             f"key to mutate; add it to base (its starting value) or to the space")
+        _check_path(m.path, key)
+        for value in m.probe_values():
+            try:
+                spec.train_config({m.path: value})
+            except (ValidationError, TypeError, ValueError) as exc:
+                why = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                raise StudyError(f"{key}: value {value!r} is not valid: {why}") from None
+    every = spec.checkpoint.every
+    if every == 0 or sched.perturbation_interval % every:
+        raise StudyError(f"scheduler.perturbation_interval: {sched.perturbation_interval} with checkpoint.every "
+                         f"{every}: PBT clones a trial from its checkpoint at each perturbation, so checkpoints must "
+                         "fall on them (checkpoint.every a divisor of perturbation_interval, not 0)")
+    if spec.checkpoint.keep < 3:
+        raise StudyError(f"checkpoint.keep: {spec.checkpoint.keep} with scheduler.name pbt: a trial may delete the "
+                         "checkpoint another is about to clone (Ray warns at <= 2); keep at least 3")
+    if sched.perturbation_interval >= epochs:
+        raise StudyError(f"scheduler.perturbation_interval: {sched.perturbation_interval} >= the {epochs} epochs of "
+                         "a trial, so PBT would never perturb; lower it")
+
+
+def _in_base(base: dict, path: str) -> bool:
+    node = base
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _check_grid_size(spec, params: list[Param]) -> None:
@@ -156,4 +218,4 @@ def _check_path(path: str, key: str) -> None:
     raise StudyError(f"{key}: {path!r} is a section; search one of its settings: {', '.join(model.model_fields)}")
 
 
-__all__ = ["check_space"]
+__all__ = ["check_space", "check_pbt"]

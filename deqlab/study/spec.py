@@ -79,13 +79,24 @@ class SearchSpec(_Spec):
         return self.num_samples or (1 if self.algorithm == "grid" else 8)
 
 
+ASHA_KEYS = ("grace_period", "reduction_factor")
+PBT_KEYS = ("perturbation_interval", "mutations", "quantile_fraction", "resample_probability")
+
+
 class SchedulerSpec(_Spec):
-    name: Literal["none", "asha"] = "none"
+    name: Literal["none", "asha", "pbt"] = "none"
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be pruned")
     reduction_factor: float = Field(2.0, gt=1)
+    # Population Based Training (Ray Tune's PopulationBasedTraining; docs/checkpoints.md "PBT")
+    perturbation_interval: int = Field(2, ge=1, description="pbt: epochs between a trial's exploit/explore steps")
+    mutations: dict = Field(default_factory=dict, description="pbt: config path -> a space distribution "
+                            "({loguniform: [a, b]}, {uniform: ...}, {int: ...}, {choice: [...]})")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: the bottom fraction that clones the top")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="pbt: chance a mutation redraws instead of "
+                                        "perturbing (x0.8 / x1.2, or a neighbour in a choice list)")
 
     def inert(self) -> tuple[str, ...]:
-        return ("grace_period", "reduction_factor") if self.name == "none" else ()
+        return {"none": ASHA_KEYS + PBT_KEYS, "asha": PBT_KEYS, "pbt": ASHA_KEYS}[self.name]
 
 
 class TrainerSpec(_Spec):
@@ -130,7 +141,8 @@ class StudySpec(_Spec):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec,
-                                       description="every: epochs between a trial's checkpoints (0: none); keep: newest kept")
+                                       description="every: epochs between a trial's checkpoints (0: none); "
+                                                   "keep: newest kept")
 
     @field_validator("name")
     @classmethod
@@ -154,10 +166,15 @@ class StudySpec(_Spec):
             _check_gpu_share(t)
         sched = self.scheduler
         ignored = [f"scheduler.{key}" for key in sched.inert() if key in sched.model_fields_set]
-        if ignored:
+        if ignored and sched.name == "none":
+            wanted = "pbt" if any(k.split(".")[1] in PBT_KEYS for k in ignored) else "asha"
             raise ValueError(f"{', '.join(ignored)}: set, but scheduler.name is none: no scheduler stops trials, "
                              f"so {'they' if len(ignored) > 1 else 'it'} would be ignored; set scheduler.name: "
-                             "asha, or remove " + ("them" if len(ignored) > 1 else "it"))
+                             f"{wanted}, or remove " + ("them" if len(ignored) > 1 else "it"))
+        if ignored:
+            them = "them" if len(ignored) > 1 else "it"
+            raise ValueError(f"{', '.join(ignored)}: set, but scheduler.name is {sched.name}, which does not use "
+                             f"{them}; remove {them}")
         if "seed" in self.search.inert() and "seed" in self.search.model_fields_set:
             raise ValueError("search.seed: the grid algorithm draws nothing at random, so a seed would be ignored; "
                              "remove it (to repeat each point with other training seeds, search the training "

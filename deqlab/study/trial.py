@@ -125,10 +125,11 @@ def stored_result(storage: str, study: str, trial_id: str) -> Optional[dict]:
 
 
 def _checkpointing(spec: StudySpec, config: dict, storage: str, trial_id: str, ray_checkpoint, scan: bool,
-                   writes: bool = True):
+                   run: str, writes: bool = True):
     """The trial's checkpoint policy and the state it starts from: Ray's latest checkpoint of this trial (a
     retry after a crash, a PBT exploit), else, when it continues a trial of an earlier driver (`scan`) or
-    Ray's was not whole, that trial's newest whole checkpoint in the study (None: epoch 0)."""
+    Ray's was not whole, that trial's newest whole checkpoint in the study (None: epoch 0). `run` (the Tune
+    trial writing) is recorded in each checkpoint's meta.json."""
     from ..run.checkpoint import Checkpointing, from_ray, newest_state
 
     if not spec.checkpoint.enabled:
@@ -136,43 +137,88 @@ def _checkpointing(spec: StudySpec, config: dict, storage: str, trial_id: str, r
     start = from_ray(ray_checkpoint)
     if start is None and (scan or ray_checkpoint is not None):
         start = newest_state(StudyStore.of(storage, spec.name), trial_id)
-    return Checkpointing(spec.checkpoint, {"tune_config": tune_config_of(config)}, writes=writes, start=start)
+    return Checkpointing(spec.checkpoint, {"tune_config": tune_config_of(config), "run": run}, writes=writes,
+                         start=start)
 
 
-def _reporter(report, checkpoint_cls):
+def _reporter(report, checkpoint_cls, after_first_checkpoint=None):
     """Tune's or Ray Train's `report`, handed a checkpoint folder as that library's `Checkpoint` (Ray copies
-    it into the study's storage and keeps the newest `checkpoint.keep`)."""
+    it into the study's storage before `report` returns, and keeps the newest `checkpoint.keep`);
+    `after_first_checkpoint` runs once, after the first checkpoint is stored."""
+    pending = [after_first_checkpoint] if after_first_checkpoint is not None else []
+
     def reporter(epoch: int, metrics: dict, checkpoint: Optional[str] = None) -> None:
         report(tune_metrics(epoch, metrics),
                checkpoint=checkpoint_cls.from_directory(checkpoint) if checkpoint is not None else None)
+        if checkpoint is not None and pending:
+            pending.pop()()
 
     return reporter
+
+
+def _superseded(spec: StudySpec, storage: str, trial_id: str, run: str, resumes: bool):
+    """For a trial continuing an earlier driver's: delete that driver's checkpoints of it once this run has
+    stored one (a long study resumed many times keeps `keep` checkpoints per trial, not `keep` per resume)."""
+    if not resumes:
+        return None
+    from ..results import checkpoints
+
+    return lambda: checkpoints.prune_superseded(StudyStore.of(storage, spec.name), trial_id, run)
 
 
 def _train_here(spec: StudySpec, train_config, trial_id: str, storage: str, config: dict, resumes: bool) -> None:
     from ray import tune
 
     torch.set_num_threads(threads_for(spec.trainer.cpus_per_worker))
-    checkpointing = _checkpointing(spec, config, storage, trial_id, tune.get_checkpoint(), resumes)
+    ray_checkpoint, run = tune.get_checkpoint(), tune.get_context().get_trial_id()
+    checkpointing = _checkpointing(spec, config, storage, trial_id, ray_checkpoint, resumes, run)
+    clone = pbt_clone(spec, ray_checkpoint, trial_id, config) if checkpointing is not None else {}
+    if clone:
+        checkpointing.meta["pbt"] = clone  # its checkpoints carry it: a retry keeps writing it
+    reporter = _reporter(tune.report, tune.Checkpoint, _superseded(spec, storage, trial_id, run, resumes))
     run_one(train_config, study=spec.name, trial_id=trial_id, storage=storage, node_id=_node_id(),
-            reporter=_reporter(tune.report, tune.Checkpoint), checkpointing=checkpointing)
+            reporter=reporter, checkpointing=checkpointing, row_extras=clone)
+
+
+def pbt_clone(spec: StudySpec, ray_checkpoint, trial_id: str, config: dict) -> dict:
+    """The row columns of a PBT clone: `pbt_source` (the trial whose checkpoint this one continues),
+    `pbt_source_epoch` (that checkpoint's epoch) and `pbt_changes` (`optim.lr: 0.001 -> 0.0012; ...`, the
+    mutated settings against the source's). {} for a trial that was never cloned."""
+    from ..results import checkpoints
+
+    if ray_checkpoint is None or spec.scheduler.name != "pbt":
+        return {}
+    try:
+        meta = checkpoints.read_meta(ray_checkpoint.filesystem, ray_checkpoint.path)
+    except checkpoints.CheckpointError:
+        return {}
+    if meta["trial_id"] == trial_id:  # its own checkpoint (a retry): what it was cloned from, if anything
+        return dict(meta.get("pbt") or {})
+    source, now = meta.get("tune_config") or {}, tune_config_of(config)
+    changes = [f"{k}: {source.get(k)!r} -> {now.get(k)!r}" for k in spec.scheduler.mutations
+               if source.get(k) != now.get(k)]
+    return {"pbt_source": meta["trial_id"], "pbt_source_epoch": int(meta["epoch"]), "pbt_changes": "; ".join(changes)}
 
 
 def _fit_trainer(spec: StudySpec, train_config, trial_id: str, storage: str, config: dict, resumes: bool) -> None:
+    from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     t = spec.trainer
+    run = tune.get_context().get_trial_id()
     per_worker = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"train_config": train_config, "study": spec.name,
                            "trial_id": trial_id, "storage": storage, "spec": spec, "tune_config": config,
-                           "resumes": resumes, "threads": threads_for(t.cpus_per_worker)},
+                           "resumes": resumes, "run": run, "threads": threads_for(t.cpus_per_worker)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"train-{trial_id}", storage_path=f"{absolute(storage)}/{spec.name}/train",
+            # a continued trial's run gets a name of its own: the earlier driver's run folder keeps its files
+            name=f"train-{trial_id}" + (f"-{run}" if resumes else ""),
+            storage_path=f"{absolute(storage)}/{spec.name}/train",
             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
         ),
@@ -193,11 +239,12 @@ def worker_loop(cfg: dict) -> None:
     device = ray.train.torch.get_device() if train_config.device != "cpu" else torch.device("cpu")
     replicas = Replicas.from_process_group()
     # every rank loads the same checkpoint (a retried worker group, a continued trial); rank 0 writes
-    checkpointing = _checkpointing(cfg["spec"], cfg["tune_config"], cfg["storage"], cfg["trial_id"],
-                                   ray.train.get_checkpoint(), cfg["resumes"], writes=replicas.rank == 0)
-    run_one(train_config, study=cfg["study"], trial_id=cfg["trial_id"], storage=cfg["storage"],
-            replicas=replicas, device=device, node_id=_node_id(),
-            reporter=_reporter(ray.train.report, ray.train.Checkpoint),
+    spec, trial_id, storage = cfg["spec"], cfg["trial_id"], cfg["storage"]
+    checkpointing = _checkpointing(spec, cfg["tune_config"], storage, trial_id, ray.train.get_checkpoint(),
+                                   cfg["resumes"], cfg["run"], writes=replicas.rank == 0)
+    prune = _superseded(spec, storage, trial_id, cfg["run"], cfg["resumes"] and replicas.rank == 0)
+    run_one(train_config, study=cfg["study"], trial_id=trial_id, storage=storage, replicas=replicas, device=device,
+            node_id=_node_id(), reporter=_reporter(ray.train.report, ray.train.Checkpoint, prune),
             checkpointing=checkpointing)
 
 

@@ -49,6 +49,10 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
     for name in RAY_NOTICES:
         logging.getLogger(name).addFilter(_not_a_notice)  # a filter already there is not added twice
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
+    # With CheckpointConfig(num_to_keep) Tune snapshots its experiment state whenever a trial has checkpointed
+    # num_to_keep times since the last snapshot, and warns (twice a second in a study of short epochs) that
+    # this "may become a bottleneck" for restoring it; deqlab never restores Tune's state (study.durable)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     runtime_env = {"env_vars": dict(RAY_ENV), **({"py_modules": list(py_modules)} if py_modules else {})}
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env=runtime_env)
     if address and (num_cpus is not None or num_gpus is not None):
@@ -236,14 +240,26 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optiona
     concurrency = s.max_concurrent_trials or _default_concurrency(spec)
     trainable = _trainable(spec, storage)
     scheduler = None
-    if spec.scheduler.name == "asha":
+    if spec.scheduler.name == "pbt":
+        scheduler = tune.schedulers.PopulationBasedTraining(
+            time_attr="training_iteration", metric=spec.metrics[0], mode=spec.modes[0],
+            perturbation_interval=spec.scheduler.perturbation_interval,
+            hyperparam_mutations=_pbt_mutations(spec), quantile_fraction=spec.scheduler.quantile_fraction,
+            resample_probability=spec.scheduler.resample_probability)
+    elif spec.scheduler.name == "asha":
         base = spec.train_config({})
         scheduler = tune.schedulers.ASHAScheduler(
             metric=spec.metrics[0], mode=spec.modes[0], time_attr="training_iteration",
             max_t=base.epochs + base.pretrain_epochs, grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor)
     drawn = len(plan.finished) + len(plan.set_aside) + len(plan.continued) if plan else 0
-    search_alg = None if s.algorithm == "grid" else _searcher(spec, storage, drawn, plan.continued if plan else None)
+    if spec.scheduler.name == "pbt":  # PBT takes no searcher: Tune's random generator draws the population
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=(s.seed + drawn) % 2**32)
+    else:
+        search_alg = None if s.algorithm == "grid" else _searcher(spec, storage, drawn,
+                                                                  plan.continued if plan else None)
     return tune.Tuner(
         trainable,
         param_space=_param_space(spec, plan),
@@ -265,9 +281,51 @@ def build_tuner(spec: StudySpec, storage: str, callbacks: list, *, plan: Optiona
     )
 
 
+def _domain(p):
+    """A space entry as a Ray Tune domain (PBT's flat space; conditional choices were refused by the probe)."""
+    from ray import tune
+
+    if p.kind == "fixed":
+        return p.values[0]
+    if p.kind in ("choice", "grid"):
+        return tune.choice(list(p.values))
+    if p.kind == "uniform":
+        return tune.uniform(p.low, p.high)
+    if p.kind == "loguniform":
+        return tune.loguniform(p.low, p.high)
+    if p.log:
+        return tune.lograndint(int(p.low), int(p.high) + 1)
+    return tune.qrandint(int(p.low), int(p.high), p.step) if p.step else tune.randint(int(p.low), int(p.high) + 1)
+
+
+def _pbt_mutations(spec: StudySpec) -> dict:
+    """`scheduler.mutations` as PBT's hyperparam_mutations: a list for a choice (PBT moves to a neighbour),
+    a Tune domain for a range (PBT multiplies by 0.8 or 1.2, or redraws)."""
+    from .space import parse_space
+
+    return {p.path: list(p.values) if p.kind in ("choice", "grid") else _domain(p)
+            for p in parse_space(spec.scheduler.mutations, "scheduler.mutations")}
+
+
+def _pbt_space(spec: StudySpec) -> dict:
+    """A PBT study's Tune param space: the space's entries as Tune domains, and the base's starting value of
+    each mutated setting the space does not draw (PBT mutates the keys a trial's config has)."""
+    space = {p.path: _domain(p) for p in spec.params}
+    base = spec.train_config({}).model_dump()
+    for path in spec.scheduler.mutations:
+        if path not in space:
+            node = base
+            for part in path.split("."):
+                node = node[part]
+            space[path] = node
+    return space
+
+
 def _param_space(spec: StudySpec, plan: Optional[ResumePlan] = None) -> dict:
     from ray import tune
 
+    if spec.scheduler.name == "pbt":
+        return _pbt_space(spec)
     if spec.search.algorithm != "grid":
         return {}
     return {GRID_KEY: tune.grid_search(plan.grid if plan else spec.grid())}
