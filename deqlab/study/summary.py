@@ -6,6 +6,7 @@ the dashboard and `deqlab export` will show, and works on a resumed study.
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections import Counter
 
@@ -47,7 +48,9 @@ def closing_report(outcome) -> tuple[str, dict]:
     if len(spec.objectives) > 1:
         lines.append(f"\nPareto front ({', '.join(f'{o.mode} {o.metric}' for o in spec.objectives)}):")
         lines.append(pareto_table(outcome.path, spec))
-    lines.append(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {outcome.path}")
+    where = shlex.quote(str(outcome.path))
+    lines.append(f"\nresults: {outcome.path}\ndashboard: deqlab dashboard {where}\n"
+                 f"export: deqlab export {where} --format latex -o table.tex")
     return "\n".join(lines), counts
 
 

@@ -8,6 +8,7 @@ study keeps it in a local cache and copies it up at the end).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -26,6 +27,10 @@ OPTUNA_DB = "optuna.db"
 # The Train controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s):
 # each report after the first waits for it. 0.2 s cuts a short Train trial from ~20 s to ~12 s (docs/design.md).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# Ray's notice, at every start of a local Ray, that it uses token authentication (its default) asks nothing
+# of the user and would be the first line of every study: hidden. Ray's other warnings are shown.
+RAY_NOTICES = {"ray._private.authentication.authentication_token_setup":
+               "Token authentication is enabled for this Ray cluster"}
 
 
 
@@ -41,6 +46,8 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
 
     if ray.is_initialized():
         return
+    for name in RAY_NOTICES:
+        logging.getLogger(name).addFilter(_not_a_notice)  # a filter already there is not added twice
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
     # With CheckpointConfig(num_to_keep) Tune snapshots its experiment state whenever a trial has checkpointed
     # num_to_keep times since the last snapshot, and warns (twice a second in a study of short epochs) that
@@ -56,6 +63,10 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+
+
+def _not_a_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(RAY_NOTICES[record.name])
 
 
 def _trial_fits(spec: StudySpec) -> dict:
