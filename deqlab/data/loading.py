@@ -88,7 +88,6 @@ def load_dataset(
     ``npz`` read from ``path``; its arrays are used as they are (no scaling) and standardised likewise.
     """
     import torch
-    from torch.utils.data import TensorDataset
 
     for label, k in (("subset", subset), ("test_subset", test_subset)):
         if k is not None:
@@ -107,22 +106,31 @@ def load_dataset(
     ys = [torch.from_numpy(np.asarray(y, dtype=label_dtype)) for y in (y_train, y_test)]
     if normalize and entry.standardize:
         xs = list(_standardized(*xs))
+    return _tensor_splits(xs, ys, subset, test_subset, seed, flatten, entry.num_classes, name, entry.task)
+
+
+def _tensor_splits(xs: list, ys: list, subset, test_subset, seed: int, flatten: bool, num_classes,
+                   name: str, task: str) -> DatasetSplits:
+    """Built-in and own arrays alike: the seeded subsets, then flattening, then the two TensorDatasets."""
+    import torch
+    from torch.utils.data import TensorDataset
+
     for split, k in enumerate((subset, test_subset)):
         idx = _subset_indices(len(xs[split]), k, seed, split)
         if idx is not None:
             ti = torch.from_numpy(idx)
             xs[split], ys[split] = xs[split][ti], ys[split][ti]
-    input_shape = entry.input_shape
+    input_shape = tuple(int(d) for d in xs[0].shape[1:])
     if flatten:
         xs = [x.reshape(len(x), -1) for x in xs]
         input_shape = (int(np.prod(input_shape)),)
     return DatasetSplits(
         train=TensorDataset(xs[0].contiguous(), ys[0]),
         test=TensorDataset(xs[1].contiguous(), ys[1]),
-        num_classes=entry.num_classes,
+        num_classes=num_classes,
         input_shape=input_shape,
         name=name,
-        task=entry.task,
+        task=task,
     )
 
 
@@ -130,7 +138,7 @@ def _own_splits(name: str, options: dict, path: str | None, subset, test_subset,
                 flatten: bool) -> DatasetSplits:
     """Your own data as splits: four arrays become tensors (labels decide the task), two Datasets stay."""
     import torch
-    from torch.utils.data import Dataset, TensorDataset
+    from torch.utils.data import Dataset
 
     what = f"data {name!r}"
     out = sources.produce(name, options, path)
@@ -167,17 +175,8 @@ def _own_splits(name: str, options: dict, path: str | None, subset, test_subset,
     ty = [torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64 if integer else np.float32)) for y in ys]
     if normalize:
         tx = list(_standardized(*tx))
-    for split, k in enumerate((subset, test_subset)):
-        idx = _subset_indices(len(tx[split]), k, seed, split)
-        if idx is not None:
-            ti = torch.from_numpy(idx)
-            tx[split], ty[split] = tx[split][ti], ty[split][ti]
-    input_shape = tuple(int(d) for d in tx[0].shape[1:])
-    if flatten:
-        tx = [x.reshape(len(x), -1) for x in tx]
-        input_shape = (int(np.prod(input_shape)),)
-    return DatasetSplits(TensorDataset(tx[0].contiguous(), ty[0]), TensorDataset(tx[1].contiguous(), ty[1]),
-                         classes, input_shape, name, "classification" if integer else "regression")
+    return _tensor_splits(tx, ty, subset, test_subset, seed, flatten, classes, name,
+                          "classification" if integer else "regression")
 
 
 def _own_datasets(name: str, pair, subset, test_subset, normalize: bool, seed: int) -> DatasetSplits:
