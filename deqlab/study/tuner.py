@@ -33,8 +33,6 @@ RAY_NOTICES = {"ray._private.authentication.authentication_token_setup":
                "Token authentication is enabled for this Ray cluster"}
 
 
-
-
 # --------------------------------------------------------------------------- Ray
 
 
