@@ -44,17 +44,23 @@ def two_node_cluster(env: dict, worker_prefix: tuple = ()):
         wait_for_nodes(address, 2, env)
         yield address
     finally:
-        for p in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.time() + 10  # `ray start --block` can take 30 s to wind down; the test is over
-        for p in nodes:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=30)
+        stop_nodes(nodes)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_nodes(nodes) -> None:
+    """End `ray start --block` nodes by their process groups (never `ray stop`: it ends every Ray process on
+    the machine): SIGTERM, 10 s in all to wind down (it can take 30; the test is over), then SIGKILL."""
+    for p in nodes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    for p in nodes:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
 
 
 def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:

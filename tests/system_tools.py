@@ -26,3 +26,13 @@ def tmpfs(folder, size: str):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server the test started: SIGTERM, 15 s to exit, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -10,11 +10,9 @@ the machine. Then the GCS is asked for its nodes and to write a key, without the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray_cluster import free_port
+from ray_cluster import free_port, stop_nodes
 
 from deqlab.study.cluster import private_ray_token
 
@@ -118,16 +116,7 @@ def test_cluster_from_cluster_yaml_refuses_a_call_without_its_token(tmp_path):
         for home in (head_home, worker_home):  # the start commands made the copied token private
             assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
     finally:
-        for p in nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.time() + 10
-        for p in nodes:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=30)
+        stop_nodes(nodes)
         shutil.rmtree(temp, ignore_errors=True)
 
 

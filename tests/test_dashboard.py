@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 import pytest
-from system_tools import skip_or_fail_without
+from system_tools import skip_or_fail_without, stop
 from study_factory import add_depth_states, comparison_study, metrics, params, write_trial
 
 import deqlab.results.store as results_module
@@ -457,12 +457,7 @@ def test_browser_compare_page_and_filter(study, tmp_path):
                 browser.close()
         assert (tmp_path / "compare.png").stat().st_size > 10_000
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_tolerance_range_filter_filters_in_the_app(tmp_path, monkeypatch):

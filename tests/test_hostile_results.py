@@ -19,6 +19,7 @@ import pytest
 from deqlab.cli import build_parser, dashboard_command, main
 from deqlab.results import compact, finalize_trial, load, load_spec
 from study_factory import comparison_study, metrics, params, write_trial
+from system_tools import stop
 from test_dashboard import PAGES, _app, _visit_all
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -323,12 +324,7 @@ def test_dashboard_refuses_a_websocket_with_a_foreign_host(tmp_path):
         for host in ("127.0.0.1", "localhost"):
             assert b"skip-anderson-0" in stream(host)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_links_in_checkpoint_folders_are_not_followed(tmp_path, capsys):
