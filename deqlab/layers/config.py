@@ -15,8 +15,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolveSpec, StopMode, solve_spec,
-                               solver_options, validate_options)
+from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, CompileMode, SolveSpec, StopMode,
+                               solve_spec, solver_options, validate_options)
 
 InitMode = Literal["zeros", "skip", "skipreg"]
 INIT_MODES = ("zeros", "skip", "skipreg")
@@ -74,7 +74,8 @@ class DEQConfig(BaseModel):
     loss, d the mean squared (`skip_norm="mse"`) or absolute (`"l1"`, the
     published code's) difference, differentiated through z0 only
     (`skip_grad="z0"`) or through z* as well (`"both"`). `jac_weight > 0` adds
-    the Hutchinson Jacobian penalty with `jac_probes` probes.
+    the Hutchinson Jacobian penalty with `jac_probes` probes. `compile` runs both
+    solves' iterations as torch.compile graphs (same results as eager).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,6 +86,8 @@ class DEQConfig(BaseModel):
     tol: float = Field(DEFAULT_TOL, gt=0)
     max_iter: int = Field(DEFAULT_MAX_ITER, ge=1)
     stop_mode: StopMode = "rel"
+    compile: CompileMode = Field("none", description="torch.compile mode of the forward and adjoint solves' "
+                                                    "per-iteration steps (deqlab.solvers.compiled); none: eager")
     backward: str = "implicit"
     backward_options: dict = Field(default_factory=dict)
     skip_weight: float = Field(0.01, ge=0)
@@ -101,7 +104,8 @@ class DEQConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self):
         """Validate the solver and gradient settings once, into the typed values the layer uses."""
-        self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options)
+        self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options,
+                                   self.compile)
         self._backward = backward_options(self.backward, self.backward_options)
         b = self._backward
         if isinstance(b, ImplicitOptions):
@@ -109,7 +113,7 @@ class DEQConfig(BaseModel):
             inherit = not b.solver_options and solver == self.solver  # the forward options object itself
             self._adjoint = solve_spec(solver, b.tol if b.tol is not None else self.tol,
                                        b.max_iter if b.max_iter is not None else self.max_iter, "abs",
-                                       self._forward.options if inherit else b.solver_options)
+                                       self._forward.options if inherit else b.solver_options, self.compile)
         return self
 
     def changed(self) -> list[str]:

@@ -53,6 +53,7 @@ def solve(
     max_iter: Optional[int] = None,
     stop_mode: Optional[str] = None,
     jvp: Optional[Callable] = None,
+    compile: Optional[str] = None,
     **options,
 ) -> SolveResult:
     """Find z = f(z) for a batch (dim 0 indexes samples); never differentiable, never raises on bad numerics.
@@ -65,21 +66,31 @@ def solve(
     newton_krylov spend extra counted evaluations on line search and JVPs;
     continuous checks once per accepted ODE step. `jvp(z, v) -> J_f(z) v` may be
     given to newton_krylov for a map whose Jacobian product is cheaper than AD
-    (e.g. an affine adjoint map).
+    (e.g. an affine adjoint map). `compile` ("none", "default",
+    "reduce-overhead", "max-autotune") runs each iteration as a torch.compile
+    graph, f included (`deqlab.solvers.compiled`): same NFE, freezing, best
+    iterate and trace as eager.
     """
     if isinstance(solver, SolveSpec):
-        given = [k for k, v in (("tol", tol), ("max_iter", max_iter), ("stop_mode", stop_mode)) if v is not None]
+        given = [k for k, v in (("tol", tol), ("max_iter", max_iter), ("stop_mode", stop_mode),
+                                ("compile", compile)) if v is not None]
         if given or options:
             raise ValueError(f"{', '.join(given + sorted(options))}: set in the SolveSpec, not next to it")
         spec = solver
     else:
         spec = solve_spec(solver, DEFAULT_TOL if tol is None else tol,
                           DEFAULT_MAX_ITER if max_iter is None else max_iter,
-                          "rel" if stop_mode is None else stop_mode, options)
+                          "rel" if stop_mode is None else stop_mode, options,
+                          "none" if compile is None else compile)
     if z0.dim() < 1 or z0.shape[0] == 0:
         raise ValueError(f"z0 must have a non-empty batch dimension, got shape {tuple(z0.shape)}")
     if jvp is not None and spec.solver != "newton_krylov":
         raise ValueError(f"jvp= is only used by newton_krylov, not {spec.solver!r}")
+    if spec.compile != "none":
+        from .compiled import run
+
+        with torch.no_grad():
+            return run(spec, f, z0.detach(), SOLVERS[spec.solver].run, jvp)
     tracker = Tracker(f, z0, spec.tol, spec.stop_mode)
     with torch.no_grad():
         extra = {"jvp": jvp} if jvp is not None else {}

@@ -1,0 +1,238 @@
+"""Compiled solves: f and a solver's per-iteration update as one torch.compile graph per iteration.
+
+Eager PyTorch pays ~4-8 us of dispatch per op, and a solver iteration is
+10-80 ops beside f (docs/benchmarks.md). Here each iteration of fixed_point,
+anderson and broyden is one function of tensors only (the freezing mask, the
+residual norms, the history update, the next proposal), compiled once:
+the data-dependent decisions (the residual test, freezing, the best iterate,
+the trace, NFE) stay on the host in the same `Tracker` as eager, which gets
+the graph's norms instead of computing them.
+
+Three rules keep one graph per shape for the whole solve:
+- nothing that changes between iterations is a Python number inside the graph
+  (the history slot and its fill are 0-dim tensors; histories are full-size
+  buffers whose unused rows are zero, so the products equal eager's slices);
+- the freezing mask that eager applies after a check is applied at the start of
+  the next iteration's graph, with the mask the check left;
+- the batch dimension goes dynamic on the second size torch.compile sees
+  (its automatic dynamic shapes), so a smaller last batch costs one recompile
+  per process, not one per epoch. `SolveResult.stats["graphs_compiled"]` counts
+  the graphs a solve compiled (0 once warm).
+
+Every other solver, and broyden with line search, runs its eager loop with f
+and the Tracker's norms compiled (`generic`). A caller whose f cannot be traced
+(the adjoint's VJP) wraps it in `torch.compiler.disable`: the graph then breaks
+around f and the solver's update stays compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import torch
+
+from .base import Tracker, step_norms
+from .options import SolveSpec
+
+_COMPILED: dict = {}
+
+
+def compiled(fn: Callable, mode: str) -> Callable:
+    """torch.compile(fn) in `mode`, made once per process (its graphs are cached by input shape)."""
+    key = (fn, mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, mode=None if mode == "default" else mode)
+    return _COMPILED[key]
+
+
+def graphs_compiled() -> int:
+    """Graphs torch.compile has built in this process (dynamo's counter): a recompile adds one."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(n: int, device: torch.device) -> tuple:
+    """0-dim int64 tensors -1..n-1 (a slot handed to a graph as data, so it never recompiles)."""
+    return tuple(torch.tensor(i, device=device) for i in range(-1, n))
+
+
+# --------------------------------------------------------------------------- fixed point
+def _fp_step(f, z_prev, z_prop, mask, damping: float, stop_mode: str):
+    z = torch.where(mask, z_prop, z_prev)
+    fz = f(z)
+    nxt = fz if damping == 1.0 else (1 - damping) * z + damping * fz
+    return z, fz, step_norms(z, fz, stop_mode), nxt
+
+
+def fixed_point(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    step = compiled(_fp_step, mode)
+    prop = z.clone()  # not z itself: aliased inputs would compile a second graph for the first call
+    for it in range(max_iter):
+        z, fz, norms, prop = step(tracker.f, z, prop, tracker.active_mask(z.dim()), opts.damping, tracker.stop_mode)
+        tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done or it == max_iter - 1:
+            break
+    return tracker.result()
+
+
+# --------------------------------------------------------------------------- anderson
+def _aa_first(f, z, beta: float, stop_mode: str):
+    fz = f(z)
+    x, fx = z.flatten(1), fz.flatten(1)
+    return fz, step_norms(z, fz, stop_mode), fx - x, fx if beta == 1.0 else torch.lerp(x, fx, beta)
+
+
+def _aa_step(f, z_prev, prop, mask, dF, dG, gram, prev_g, prev_mixed, slot, k, eye, beta: float, lam: float,
+             stop_mode: str):
+    """Freeze, evaluate, judge, then anderson.py's update over the full [B, m] history (unused rows 0)."""
+    z = torch.where(mask, prop.view_as(z_prev), z_prev)
+    fz = f(z)
+    norms = step_norms(z, fz, stop_mode)
+    x, fx = z.flatten(1), fz.flatten(1)
+    g = fx - x
+    mixed = fx if beta == 1.0 else torch.lerp(x, fx, beta)
+    dg = g - prev_g
+    sel = torch.arange(dG.shape[1], device=slot.device) == slot
+    dG = torch.where(sel[None, :, None], dg.unsqueeze(1), dG)
+    dF = torch.where(sel[None, :, None], (mixed - prev_mixed).unsqueeze(1), dF)
+    c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
+    row = c[:, 0]
+    gram = torch.where(sel[None, :, None], row[:, None, :], gram)
+    gram = torch.where(sel[None, None, :], row[:, :, None], gram)
+    # anderson._regularised_solve with the scale averaged over the k filled slots: an unused
+    # slot has a zero row and right-hand side, so its gamma is 0 and the filled block is eager's system
+    scale = (gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k).view(-1, 1, 1)
+    system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
+    gamma = torch.linalg.solve_ex(system, c[:, 1].unsqueeze(2))[0].squeeze(2)
+    gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+    x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1)
+    return z, fz, norms, x_new, dF, dG, gram, g, mixed
+
+
+def anderson(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    b, m = z.shape[0], opts.m
+    d = z[0].numel()
+    fz, norms, g, prop = compiled(_aa_first, mode)(tracker.f, z, opts.beta, tracker.stop_mode)
+    tracker.count()
+    tracker.check(z, fz, norms)
+    if tracker.done or max_iter == 1:
+        return tracker.result(stored_vectors=2 * m)
+    step = compiled(_aa_step, mode)
+    dF = z.new_zeros(b, m, d)
+    dG = z.new_zeros(b, m, d)
+    gram = torch.zeros(b, m, m, dtype=torch.float64, device=z.device)
+    eye = torch.eye(m, dtype=torch.float64, device=z.device)
+    slots = _indices(m, z.device)
+    fills = [torch.tensor(float(k), dtype=torch.float64, device=z.device) for k in range(1, m + 1)]
+    mixed = prop
+    for it in range(1, max_iter):
+        slot = (it - 1) % m
+        z, fz, norms, prop, dF, dG, gram, g, mixed = step(
+            tracker.f, z, prop, tracker.active_mask(z.dim()), dF, dG, gram, g, mixed, slots[slot + 1],
+            fills[min(it, m) - 1], eye, opts.beta, opts.lam, tracker.stop_mode)
+        tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done:
+            break
+    return tracker.result(stored_vectors=2 * m)
+
+
+# --------------------------------------------------------------------------- broyden
+def _product(v, A, B):
+    return torch.bmm(v.unsqueeze(1) @ A.transpose(1, 2), B).squeeze(1) - v
+
+
+def _br_first(f, z, stop_mode: str):
+    fz = f(z)
+    return fz, step_norms(z, fz, stop_mode), (fz - z).flatten(1)
+
+
+def _br_step(f, z, g, dx, dg, U, V, mask, slot, tiny: float, stop_mode: str):
+    """The previous iteration's rank-one term into `slot` (-1: none), then broyden.py's full step."""
+    x = z.flatten(1)
+    active = mask.reshape(-1)
+    vT = _product(dx, U, V)
+    den = torch.linalg.vecdot(vT, dg)
+    den = torch.where(den.abs() > tiny, den, torch.inf)
+    terms = torch.stack(((dx - _product(dg, V, U)) / den.unsqueeze(1), vT), dim=1)
+    ok = torch.isfinite(terms.sum(dim=(1, 2))) & active
+    terms = torch.where(ok[:, None, None], terms, 0.0)
+    sel = (torch.arange(U.shape[1], device=slot.device) == slot)[None, :, None]
+    U = torch.where(sel, terms[:, 0:1], U)
+    V = torch.where(sel, terms[:, 1:2], V)
+    x_new = torch.where(active[:, None], x - _product(g, V, U), x)
+    z_new = x_new.view_as(z)
+    fz = f(z_new)
+    g_new = fz.flatten(1) - x_new
+    return z_new, fz, step_norms(z_new, fz, stop_mode), g_new, x_new - x, g_new - g, U, V
+
+
+def broyden(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    b, mem = z.shape[0], opts.memory
+    d = z[0].numel()
+    fz, norms, g = compiled(_br_first, mode)(tracker.f, z, tracker.stop_mode)
+    tracker.count()
+    step = compiled(_br_step, mode)
+    U = z.new_zeros(b, mem, d)
+    V = z.new_zeros(b, mem, d)
+    dx = dg = torch.zeros_like(g)
+    tiny = torch.finfo(z.dtype).tiny ** 0.5
+    slots = _indices(mem, z.device)
+    pending, k, restarts = -1, 0, 0  # pending: the slot of the term the next step writes
+    for it in range(max_iter):
+        if it > 0:
+            z, fz, norms, g, dx, dg, U, V = step(tracker.f, z, g, dx, dg, U, V, tracker.active_mask(z.dim()),
+                                                 slots[pending + 1], tiny, tracker.stop_mode)
+            tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done or it == max_iter - 1:
+            break
+        if it > 0:
+            pending, k = k, k + 1
+            if k == mem:  # history full: every sample restarts from H = -I (the pending term is dropped)
+                pending, k = -1, 0
+                restarts += tracker.n_active
+                U, V = torch.zeros_like(U), torch.zeros_like(V)
+    return tracker.result(stored_vectors=2 * mem, restarts=restarts)
+
+
+# --------------------------------------------------------------------------- the rest
+def _call(f, z):
+    return f(z)
+
+
+FUSED = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
+
+
+def run(spec: SolveSpec, f, z0, eager_run: Callable, jvp: Optional[Callable]):
+    """One solve in `spec.compile` mode: a fused loop when the solver has one, else `generic`."""
+    before = graphs_compiled()
+    fused = FUSED.get(spec.solver)
+    if spec.solver == "broyden" and spec.options.line_search:
+        fused = None  # per-sample backtracking decides on the host between evaluations
+    if fused is not None:
+        tracker = Tracker(f, z0, spec.tol, spec.stop_mode)
+        res = fused(tracker, z0, spec.max_iter, spec.options, spec.compile)
+    else:
+        res = generic(spec, f, z0, eager_run, jvp)
+    res.stats.update(compile=spec.compile, graphs_compiled=graphs_compiled() - before)
+    return res
+
+
+def generic(spec: SolveSpec, f, z0, eager_run: Callable, jvp: Optional[Callable]):
+    """The solver's eager loop with f and the residual norms compiled (JVPs stay eager, through f itself)."""
+    call, norms = compiled(_call, spec.compile), compiled(step_norms, spec.compile)
+    tracker = Tracker(lambda z: call(f, z), z0, spec.tol, spec.stop_mode,
+                      norms=lambda z, fz, stop_mode: norms(z, fz, stop_mode))
+    extra = {}
+    if spec.solver == "newton_krylov":
+        from .newton_krylov import autograd_jvp
+
+        extra["jvp"] = jvp or autograd_jvp(f)
+    elif jvp is not None:
+        extra["jvp"] = jvp
+    return eager_run(tracker, z0, spec.max_iter, spec.options, **extra)

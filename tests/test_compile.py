@@ -1,0 +1,152 @@
+"""Compiled solves (`compile=`) against eager and closed forms: same NFE, fixed point, freezing, gradients.
+
+torch.compile on CPU costs seconds per graph, so every test here reuses one
+problem family and its shapes (the compiled steps are cached per process) and
+the eager/compiled pairs are solved once per module. No test skips when the
+inductor C++ toolchain is missing: the compile error is the failure.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from deqlab.layers import DEQ, DEQConfig
+from deqlab.solvers import SOLVERS, solve
+from deqlab.solvers.compiled import graphs_compiled
+
+ALL = sorted(SOLVERS)
+F64 = torch.float64
+RADII = torch.tensor([0.1, 0.9, 0.1, 0.9], dtype=F64)  # samples 0, 2 easy, 1, 3 hard
+
+
+class Counted:
+    def __init__(self, f):
+        self.f, self.calls = f, 0
+
+    def __call__(self, z):
+        self.calls += 1
+        return self.f(z)
+
+
+def affine(batch=4, dim=8, seed=0):
+    """f(z) = A_i z + b_i with ||A_i||_2 = RADII[i]: z* = (I - A_i)^-1 b_i per sample."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(4, dim, dim, generator=g, dtype=F64)
+    A = (RADII / torch.linalg.matrix_norm(A, ord=2)).view(4, 1, 1) * A
+    b = torch.randn(4, dim, generator=g, dtype=F64)
+    A, b = A[:batch], b[:batch]
+    z_star = torch.linalg.solve(torch.eye(dim, dtype=F64) - A, b)
+    return (lambda z: (A @ z.unsqueeze(2)).squeeze(2) + b), z_star
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Each solver's eager and compiled solve of the same problem, with independently counted calls."""
+    out = {}
+    for solver in ALL:
+        f, z_star = affine()
+        runs = {}
+        for mode in ("none", "default"):
+            counted = Counted(f)
+            res = solve(counted, torch.zeros(4, 8, dtype=F64), solver=solver, tol=1e-10, max_iter=500, compile=mode)
+            runs[mode] = (res, counted.calls)
+        out[solver] = (runs["none"], runs["default"], z_star)
+    return out
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_compiled_solve_equals_eager_and_the_closed_form(pairs, solver):
+    (eager, eager_calls), (comp, comp_calls), z_star = pairs[solver]
+    assert comp.stats["compile"] == "default"
+    assert comp.nfe == comp_calls and eager.nfe == eager_calls  # counts what f really saw
+    assert abs(comp.nfe - eager.nfe) <= 1
+    assert (comp.sample_nfe - eager.sample_nfe).abs().max() <= 1
+    assert bool(comp.converged.all()) and bool(eager.converged.all())
+    assert float((comp.z - z_star).abs().max()) <= 1e-8
+    assert float((comp.z - eager.z).abs().max()) <= 1e-8
+    assert abs(len(comp.trace) - len(eager.trace)) <= 1
+    if solver != "newton_krylov":  # one Newton step solves an affine map, easy and hard alike
+        easy, hard = comp.sample_nfe[[0, 2]], comp.sample_nfe[[1, 3]]  # converged samples froze
+        assert int(easy.max()) < int(hard.min())
+    assert torch.allclose(comp.residual, eager.residual, rtol=0.5, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden"])
+def test_a_smaller_last_batch_compiles_once_not_every_epoch(solver):
+    seen = []
+    for epoch in range(3):
+        for batch in (4, 3):
+            f, z_star = affine(batch)
+            res = solve(f, torch.zeros(batch, 8, dtype=F64), solver=solver, tol=1e-10, max_iter=200,
+                        compile="default")
+            assert float((res.z - z_star).abs().max()) <= 1e-8
+            seen.append(res.stats["graphs_compiled"])
+    assert seen[2:] == [0, 0, 0, 0], seen  # epochs 2 and 3: every graph reused
+
+
+def test_compile_modes_are_validated_everywhere():
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'.*default, reduce-overhead, max-autotune"):
+        solve(torch.cos, torch.zeros(1, 1), compile="fast")
+    with pytest.raises(ValueError, match="compile"):
+        DEQConfig(compile="fast")
+    assert DEQConfig().forward.compile == "none"
+    cfg = DEQConfig(compile="reduce-overhead")
+    assert cfg.forward.compile == cfg.adjoint.compile == "reduce-overhead"
+
+
+def test_reduce_overhead_runs_on_cpu_like_eager():
+    """CUDA graphs need CUDA; on CPU the mode must still give eager's answer (it compiles without them)."""
+    f, z_star = affine()
+    res = solve(f, torch.zeros(4, 8, dtype=F64), solver="fixed_point", tol=1e-10, max_iter=200,
+                compile="reduce-overhead")
+    eager = solve(f, torch.zeros(4, 8, dtype=F64), solver="fixed_point", tol=1e-10, max_iter=200)
+    assert res.nfe == eager.nfe and float((res.z - z_star).abs().max()) <= 1e-8
+
+
+class LinearCell(nn.Module):
+    """f(z, x) = A z + B x: z* = (I - A)^-1 B x, so every gradient has a closed form."""
+
+    def __init__(self, dim=8, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.A = nn.Parameter(0.3 * torch.randn(dim, dim, generator=g, dtype=F64) / dim**0.5)
+        self.B = nn.Parameter(torch.randn(dim, dim, generator=g, dtype=F64))
+
+    def forward(self, z, x):
+        return z @ self.A.T + x @ self.B.T
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_compiled_deq_gradient_matches_closed_form(solver):
+    cell = LinearCell()
+    deq = DEQ(cell, solver=solver, tol=1e-10, max_iter=300, compile="default")
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(4, 8, dtype=F64, generator=g), torch.randn(4, 8, dtype=F64, generator=g)
+    z, info = deq(x)
+    (z * w).sum().backward()
+    eye = torch.eye(8, dtype=F64)
+    with torch.no_grad():
+        z_star = torch.linalg.solve(eye - cell.A, (x @ cell.B.T).T).T
+        adj = torch.linalg.solve((eye - cell.A).T, w.T)
+    gA, gB = adj @ z_star, adj @ x
+    assert float((z - z_star).abs().max()) <= 1e-8
+    assert float((cell.A.grad - gA).norm() / gA.norm()) <= 1e-6
+    assert float((cell.B.grad - gB).norm() / gB.norm()) <= 1e-6
+    assert info.nfe_bwd > 0 and info.backward.converged_frac == 1.0
+
+
+def test_compiled_deq_passes_gradcheck():
+    torch.manual_seed(0)
+    cell = nn.Sequential(nn.Linear(5, 5)).to(F64)
+    with torch.no_grad():
+        cell[0].weight.mul_(0.5 / torch.linalg.matrix_norm(cell[0].weight, ord=2))
+
+    class Tanh(nn.Module):
+        def forward(self, z, x):
+            return torch.tanh(cell(z) + x)
+
+    deq = DEQ(Tanh(), solver="anderson", tol=1e-12, max_iter=200, compile="default")
+    x = torch.randn(2, 5, dtype=F64, requires_grad=True)
+    before = graphs_compiled()
+    assert torch.autograd.gradcheck(lambda x: deq(x)[0], (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert graphs_compiled() - before <= 8  # forward and adjoint graphs once, not one per gradcheck call
