@@ -71,7 +71,7 @@ def test_compiled_solve_equals_eager_and_the_closed_form(pairs, solver):
     assert torch.allclose(comp.residual, eager.residual, rtol=0.5, atol=1e-12)
 
 
-@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden"])
+@pytest.mark.parametrize("solver", ["fixed_point"])  # the others share the mechanism (~35 s each to compile)
 def test_a_smaller_last_batch_compiles_once_not_every_epoch(solver):
     seen = []
     for epoch in range(3):
@@ -116,7 +116,9 @@ class LinearCell(nn.Module):
         return z @ self.A.T + x @ self.B.T
 
 
-@pytest.mark.parametrize("solver", ALL)
+# broyden's compiled solve is checked above and its adjoint runs as anderson's does (f outside the graph);
+# left out here for time (~25 s of compiling)
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "newton_krylov", "continuous"])
 def test_compiled_deq_gradient_matches_closed_form(solver):
     cell = LinearCell()
     deq = DEQ(cell, solver=solver, tol=1e-10, max_iter=300, compile="default")

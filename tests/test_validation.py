@@ -166,3 +166,15 @@ def test_a_name_is_matched_whole(name, capsys, tmp_path):
     """`$` matched before a final newline: `name: "x\\n"` passed and became a folder name with a newline."""
     err = refused({"base": BASE, "space": {"seed": {"grid": [0]}}, "name": name}, capsys, tmp_path)
     assert "invalid study name" in err, err
+
+
+def test_deq_compile_is_validated_before_ray(capsys, tmp_path):
+    """A bad `deq.compile` (fixed or drawn by the space) is one line, exit 2; the modes pass."""
+    seeds = {"seed": {"grid": [0, 1]}}
+    err = refused({"base": {"deq": {"compile": "fastest"}}, "space": seeds}, capsys, tmp_path)
+    assert "deq.compile" in err and "reduce-overhead" in err, err
+    err = refused({"space": {"deq.compile": {"choice": ["none", "fast"]}}}, capsys, tmp_path)
+    assert "deq.compile" in err and "fast" in err, err
+    file = tmp_path / "ok.yaml"
+    file.write_text(yaml.safe_dump({**HEAD, "space": {"deq.compile": {"choice": ["none", "default"]}}}))
+    assert main(["validate", str(file)]) == 0
