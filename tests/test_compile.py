@@ -147,8 +147,10 @@ def test_compiled_deq_passes_gradcheck():
         def forward(self, z, x):
             return torch.tanh(cell(z) + x)
 
-    deq = DEQ(Tanh(), solver="anderson", tol=1e-12, max_iter=200, compile="default")
+    deq = DEQ(Tanh(), solver="fixed_point", tol=1e-12, max_iter=200, compile="default")
     x = torch.randn(2, 5, dtype=F64, requires_grad=True)
-    before = graphs_compiled()
     assert torch.autograd.gradcheck(lambda x: deq(x)[0], (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
-    assert graphs_compiled() - before <= 8  # forward and adjoint graphs once, not one per gradcheck call
+    before = graphs_compiled()  # forward and adjoint graphs are built; another input reuses them all
+    x2 = torch.randn(2, 5, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: deq(x)[0], (x2,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert graphs_compiled() == before
