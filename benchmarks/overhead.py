@@ -137,16 +137,23 @@ def overhead_table(batch: int, width: int, device, repeats: int, compile_mode: s
         run(f, z0, TOL)
     n_bare = 50
     times = {key: [] for key in runs}
-    bare = []
+    bare, bare_compiled = [], []
+    f_compiled = torch.compile(f, mode=None if compile_mode == "default" else compile_mode) if compile_mode else None
     with torch.no_grad():
+        if f_compiled:
+            f_compiled(z0)
         for _ in range(repeats):  # round-robin, so machine noise hits every row alike
             bare.append(timed(lambda: [f(z0) for _ in range(n_bare)], device) / n_bare)
+            if f_compiled:  # the floor of a compiled step: one call of a compiled f alone
+                bare_compiled.append(timed(lambda: [f_compiled(z0) for _ in range(n_bare)], device) / n_bare)
             for key, run in runs.items():
                 times[key].append(timed(lambda: run(f, z0, TOL), device))
     t_bare = statistics.median(bare)
     rows = []
     for s in DL_SOLVERS:
         row = {"solver": s, "bare_us": 1e6 * t_bare}
+        if compile_mode:
+            row["bare_compiled_us"] = 1e6 * statistics.median(bare_compiled)
         for lib in libs:
             if (lib, s) in runs:
                 per = statistics.median(times[(lib, s)]) / nfe[(lib, s)]
@@ -158,9 +165,26 @@ def overhead_table(batch: int, width: int, device, repeats: int, compile_mode: s
     return rows
 
 
+def profile_compiled(batch: int, width: int, mode: str, top: int = 8) -> None:
+    """torch.profiler over 5 warm compiled solves per solver: the ops and wrappers that take the time."""
+    from torch.profiler import profile
+
+    f, z0 = tanh_map(batch, width, torch.device("cpu"))
+    for s in DL_SOLVERS:
+        run = compiled_run(s, mode, [])
+        run(f, z0, TOL)
+        run(f, z0, TOL)
+        with profile() as prof:
+            for _ in range(5):
+                run(f, z0, TOL)
+        print(f"\n== profile | compile={mode} | {s} | batch {batch}, width {width} | 5 solves, top {top} by self CPU")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
+
+
 def print_compiled(rows: list[dict], batch: int, width: int, device, mode: str) -> None:
     print(f"\n== overhead per NFE, eager vs compile={mode} | {device.type} | batch {batch}, width {width}, "
-          f"tol {TOL:g}, bare f {rows[0]['bare_us']:.1f} us")
+          f"tol {TOL:g}, bare f {rows[0]['bare_us']:.1f} us, the same f compiled alone "
+          f"{rows[0]['bare_compiled_us']:.1f} us")
     print("| solver | NFE eager / compiled | eager us per NFE | x bare f | compiled us per NFE | x bare f |"
           " goal (b32/w128) | compile s | graphs | recompiles | TorchDEQ NFE | x bare f |")
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
@@ -391,6 +415,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", nargs="?", const="default", default=None,
                     choices=("default", "reduce-overhead", "max-autotune"),
                     help="add the compiled solve beside eager (section 1) and a digits training step (section 2)")
+    ap.add_argument("--profile", action="store_true", help="with --compile: torch.profiler of each compiled solve")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)  # [width, tol, mode]: one CPU memory cell
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -418,6 +443,8 @@ def main(argv=None) -> int:
                     print_compiled(rows, batch, width, device, args.compile)
                 else:
                     print_overhead(overhead_table(batch, width, device, repeats), batch, width, device)
+        if args.compile and args.profile and device.type == "cpu":
+            profile_compiled(*SIZES[0], args.compile)
         if "step" in only:
             if args.compile:
                 print_digits_steps(digits_step_table(device, repeats, args.compile), device, args.compile)

@@ -39,6 +39,10 @@ def affine(batch=4, dim=8, seed=0):
     return (lambda z: (A @ z.unsqueeze(2)).squeeze(2) + b), z_star
 
 
+# small histories, so that anderson's ring wraps around and broyden restarts within the solve
+OPTIONS = {"anderson": {"m": 3}, "broyden": {"memory": 4}}
+
+
 @pytest.fixture(scope="module")
 def pairs():
     """Each solver's eager and compiled solve of the same problem, with independently counted calls."""
@@ -48,7 +52,8 @@ def pairs():
         runs = {}
         for mode in ("none", "default"):
             counted = Counted(f)
-            res = solve(counted, torch.zeros(4, 8, dtype=F64), solver=solver, tol=1e-10, max_iter=500, compile=mode)
+            res = solve(counted, torch.zeros(4, 8, dtype=F64), solver=solver, tol=1e-10, max_iter=500, compile=mode,
+                        **OPTIONS.get(solver, {}))
             runs[mode] = (res, counted.calls)
         out[solver] = (runs["none"], runs["default"], z_star)
     return out
@@ -69,6 +74,10 @@ def test_compiled_solve_equals_eager_and_the_closed_form(pairs, solver):
         easy, hard = comp.sample_nfe[[0, 2]], comp.sample_nfe[[1, 3]]  # converged samples froze
         assert int(easy.max()) < int(hard.min())
     assert torch.allclose(comp.residual, eager.residual, rtol=0.5, atol=1e-12)
+    if solver == "broyden":
+        assert comp.stats["restarts"] == eager.stats["restarts"] > 0
+    if solver == "anderson":
+        assert eager.nfe > OPTIONS["anderson"]["m"] + 1  # the history ring wrapped around
 
 
 @pytest.mark.parametrize("solver", ["fixed_point"])  # the others share the mechanism (~35 s each to compile)
