@@ -10,8 +10,9 @@ the graph's norms instead of computing them.
 
 Three rules keep one graph per shape for the whole solve:
 - nothing that changes between iterations is a Python number inside the graph
-  (the history slot and its fill are 0-dim tensors; histories are full-size
-  buffers whose unused rows are zero, so the products equal eager's slices);
+  (the history slot and its fill are tensors; histories are full-size buffers
+  written in place, whose unused rows are zero, so the products equal eager's
+  slices);
 - the freezing mask that eager applies after a check is applied at the start of
   the next iteration's graph, with the mask the check left;
 - the batch dimension goes dynamic on the second size torch.compile sees
@@ -45,7 +46,9 @@ def compiled(fn: Callable, mode: str) -> Callable:
     the next replay overwrites; a solve keeps iterates across steps (the best
     iterate, the history), so each call starts a new step and its outputs are
     copied out. CPU tensors take the same path (no CUDA graph there), so it runs
-    in the CPU tests; it has not been measured on a GPU.
+    in the CPU tests; it has not been run on a GPU. (torch skips CUDA graphs for a
+    graph that mutates its inputs, as anderson's and broyden's steps write their
+    histories in place: those would run compiled without CUDA graphs.)
     """
     key = (fn, mode)
     if key not in _COMPILED:
