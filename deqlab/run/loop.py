@@ -267,10 +267,14 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
 
 def forward_loss(model, xb, yb):
     """(task loss, training loss, DEQInfo) of one batch: cross-entropy plus the model's regularisers
-    (skip term, Jacobian penalty), the loss every training step (and `deqlab bench`'s) backpropagates."""
+    (skip term, Jacobian penalty) and the fixed-point correction terms (the cross-entropy of each kept
+    iterate's readout, weighted), the loss every training step (and `deqlab bench`'s) backpropagates."""
     logits, info = model(xb)
     task = nn.functional.cross_entropy(logits, yb)
-    return task, task + info.reg_loss, info
+    loss = task + info.reg_loss
+    for weight, state in info.correction:
+        loss = loss + weight * nn.functional.cross_entropy(model.readout(state), yb)
+    return task, loss, info
 
 
 def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
