@@ -288,18 +288,28 @@ def projector(rows):
     return q @ q.T
 
 
-@pytest.mark.parametrize("dim,m,max_iter", [(4, 5, 300), (6, 3, 8), (6, 2, 8)])
-def test_shine_with_anderson_is_the_implicit_adjoint_on_its_history(dim, m, max_iter):
+@pytest.mark.parametrize("dim,m,max_iter,tol", [(4, 5, 300, 1e-12), (6, 3, 8, 1e-12), (6, 2, 8, 1e-12),
+                                                (6, 3, 30, 1e-5)])
+def test_shine_with_anderson_is_the_implicit_adjoint_on_its_history(dim, m, max_iter, tol):
     """Anderson's estimate H = -I + dF (dG^T dG)^-1 dG^T (lam = 0) satisfies H dG = dX = J^-1 dG on a linear cell, and
     is -I off span(dG): so SHINE's adjoint is g = P g_implicit + (I - P) w, P the projector onto the stored
-    residual differences. Its bias (I - P)(w - g_implicit) is at most JFB's, and 0 once the history spans R^d."""
+    residual differences. Its bias (I - P)(w - g_implicit) is at most JFB's, and 0 once the history spans R^d.
+    The last case stops samples at different checks (abs residual, inputs 1e-4 to 1): a sample frozen early
+    keeps the history it stopped with while the others go on."""
     cell, x, w = linear_setup(dim)
+    if tol > 1e-12:
+        x = x * torch.tensor([[1e-4], [1.0], [1.0]], dtype=F64)
     opts = {"m": m, "lam": 0.0}
-    gA, gB, z, info = layer_grads(cell, x, w, solver="anderson", tol=1e-12, max_iter=max_iter, solver_options=opts,
-                                  backward="shine", backward_options={"fallback_ratio": None})
+    settings = dict(solver="anderson", tol=tol, max_iter=max_iter, stop_mode="abs")
+    gA, gB, z, info = layer_grads(cell, x, w, solver_options=opts, backward="shine",
+                                  backward_options={"fallback_ratio": None}, **settings)
     with torch.no_grad():
-        res = solve(lambda t: cell(t, x), torch.zeros_like(x), "anderson", tol=1e-12, max_iter=max_iter,
-                    estimate=True, **opts)
+        res = solve(lambda t: cell(t, x), torch.zeros_like(x), estimate=True, **settings, **opts)
+        plain = solve(lambda t: cell(t, x), torch.zeros_like(x), **settings, **opts)
+    assert torch.equal(res.z, plain.z) and res.nfe == plain.nfe  # keeping the estimate changes nothing in the solve
+    if tol > 1e-12:
+        assert int(res.sample_nfe[0]) + m < res.nfe  # sample 0 froze more than m iterations before the end
+        assert float(res.estimate.Q[0].norm()) > 0
     z = res.z  # the layer's z* (its output is f(z*)): the same deterministic solve
     g_imp = implicit_adjoint(cell, w)
     eye = torch.eye(dim, dtype=F64)

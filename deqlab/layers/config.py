@@ -79,7 +79,8 @@ class CorrectionOptions(_Options):
     f, the j-th of n = steps + 1 states (z* last, weight 1) weighted `weight * gamma^(n - j)`."""
 
     weight: float = Field(1.0, gt=0.0, description="scales every correction term; 1 is the paper's loss")
-    steps: int = Field(ge=1, le=100, description="intermediate iterates the loss is applied to")
+    steps: int = Field(ge=0, le=100, description="intermediate iterates the loss is applied to (0: none, so a "
+                                                 "study may search deq.correction.steps over 0 and k)")
     gamma: float = Field(0.8, gt=0.0, le=1.0, description="decay towards the start of the solve (0.8: the paper's)")
 
 
@@ -193,7 +194,8 @@ class DEQConfig(BaseModel):
     @property
     def correction_checks(self) -> list[int]:
         """The residual checks whose best iterates the correction loss uses ([] without correction)."""
-        return correction_checks(self.correction.steps, self.max_iter) if self.correction is not None else []
+        c = self.correction
+        return correction_checks(c.steps, self.max_iter) if c is not None and c.steps else []
 
 
 __all__ = ["DEQConfig", "INIT_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
