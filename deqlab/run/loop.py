@@ -271,10 +271,18 @@ def forward_loss(model, xb, yb):
     iterate's readout, weighted), the loss every training step (and `deqlab bench`'s) backpropagates."""
     logits, info = model(xb)
     task = nn.functional.cross_entropy(logits, yb)
-    loss = task + info.reg_loss
-    for weight, state in info.correction:
-        loss = loss + weight * nn.functional.cross_entropy(model.readout(state), yb)
-    return task, loss, info
+    return task, task + info.reg_loss + correction_loss(model, info, yb), info
+
+
+def correction_loss(model, info, yb):
+    """The fixed-point correction terms (`deq.correction`): each kept state through the model's readout, weighted."""
+    if not info.correction:
+        return 0.0
+    readout = getattr(model, "readout", None)
+    if readout is None:
+        raise ValueError(f"deq.correction needs a DEQModel: {type(model).__name__} has no readout(z) to turn "
+                         "each kept iterate into logits")
+    return sum(weight * nn.functional.cross_entropy(readout(state), yb) for weight, state in info.correction)
 
 
 def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
