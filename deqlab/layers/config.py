@@ -114,7 +114,10 @@ class DEQConfig(BaseModel):
     loss, d the mean squared (`skip_norm="mse"`) or absolute (`"l1"`, the
     published code's) difference, differentiated through z0 only
     (`skip_grad="z0"`) or through z* as well (`"both"`). `jac_weight > 0` adds
-    the Hutchinson Jacobian penalty with `jac_probes` probes.
+    the Hutchinson Jacobian penalty with `jac_probes` probes. `correction` adds
+    the fixed-point correction loss on intermediate iterates (`CorrectionOptions`).
+    `backward: shine` needs a solver that keeps an inverse-Jacobian estimate
+    (broyden, anderson) unless `backward_options.no_estimate` is "implicit".
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
