@@ -37,7 +37,10 @@ class DEQInfo:
     sample took part in (a frozen sample stops counting), plus the calls outside
     the solver (skipreg's f(0, x), the application that carries the gradient).
     `nfe_solver_per_sample` is the solver's share alone (the paper's convention
-    adds its residual call and final call to it).
+    adds its residual call and final call to it). `correction`: (weight, f(z_i))
+    for the fixed-point correction's kept iterates z_i, each a counted
+    application whose VJP is counted in `nfe_bwd`; the training loss adds
+    `weight * loss(readout(f(z_i)))` for each.
     """
 
     nfe_fwd: int
@@ -51,6 +54,7 @@ class DEQInfo:
     trace_mean: list = field(default_factory=list)
     backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
     nfe_solver_per_sample: Optional[float] = None
+    correction: list = field(default_factory=list)
 
     @property
     def nfe_bwd(self) -> int:
@@ -134,17 +138,22 @@ class DEQ(nn.Module):
             return self._fixed_depth(fx, z0, calls[0], record)
 
         cfg = self.cfg
-        result = solve(fx, z0.detach(), cfg.forward)
+        grad = torch.is_grad_enabled()
+        result = solve(fx, z0.detach(), cfg.forward, keep=cfg.correction_checks if grad else (),
+                       estimate=grad and cfg.uses_estimate)
         z_star = result.z
         jac_loss = x.new_zeros(())
+        correction = []
         if torch.is_grad_enabled():
             z_in = z_star.detach().requires_grad_()
             fz = fx(z_in)
             calls[0] += 1
             if cfg.jac_weight > 0:
                 jac_loss, _ = bw.jacobian_penalty(fz, z_in, cfg.jac_probes, record)
-            z, extra = bw.attach(fx, z_in, fz, cfg, record)
+            z, extra = bw.attach(fx, z_in, fz, cfg, record, result.estimate)
             calls[0] += extra
+            correction = self._correction(fx, result.iterates, record)
+            calls[0] += len(correction)
         else:
             z = z_star
         skip_mse = self._skip_distance(z0, z if cfg.skip_grad == "both" else z_star)
@@ -161,7 +170,20 @@ class DEQ(nn.Module):
             trace_mean=result.trace_mean,
             backward=record,
             nfe_solver_per_sample=solver_per_sample,
+            correction=correction,
         )
+
+    def _correction(self, fx, iterates: list, record: bw.BackwardRecord) -> list:
+        """(weight, f(z_i)) per kept iterate: of n = len(iterates) + 1 states (z* last, weight 1), the j-th weighs
+        `weight * gamma^(n - j)`; a solve that stopped early kept fewer, so n shrinks with it."""
+        c = self.cfg.correction
+        n = len(iterates) + 1
+        out = []
+        for j, z_i in enumerate(iterates, start=1):
+            state = fx(z_i.detach())
+            bw.count_backward(state, record)
+            out.append((c.weight * c.gamma ** (n - j), state))
+        return out
 
     def _fixed_depth(self, fx, z0: Tensor, calls: int, record: bw.BackwardRecord) -> tuple[Tensor, DEQInfo]:
         """Pretraining: k explicit applications, each VJP counted by a hook when backward runs."""

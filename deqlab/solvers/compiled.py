@@ -28,7 +28,7 @@ around f and the solver's update stays compiled.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -248,34 +248,34 @@ def _call(f, z):
 FUSED = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
 
 
-def run(spec: SolveSpec, f, z0, eager_run: Callable, jvp: Optional[Callable]):
-    """One solve in `spec.compile` mode: a fused loop when the solver has one, else `generic`."""
+def run(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozenset = frozenset()):
+    """One solve in `spec.compile` mode: a fused loop when the solver has one, else `generic`.
+
+    `extra`: the eager solver's keywords (`jvp`, `estimate`); `keep` as `solve`'s, kept by the Tracker.
+    """
     before = graphs_compiled()
     fused = FUSED.get(spec.solver)
-    if spec.solver == "broyden" and spec.options.line_search:
-        fused = None  # per-sample backtracking decides on the host between evaluations
+    if (spec.solver == "broyden" and spec.options.line_search) or extra.get("estimate"):
+        fused = None  # per-sample backtracking decides on the host; the SHINE estimate is built eagerly
     if fused is not None:
-        tracker = Tracker(f, z0, spec.tol, spec.stop_mode)
+        tracker = Tracker(f, z0, spec.tol, spec.stop_mode, keep)
         res = fused(tracker, z0, spec.max_iter, spec.options, spec.compile)
     else:
-        res = generic(spec, f, z0, eager_run, jvp)
+        res = generic(spec, f, z0, eager_run, extra, keep)
     res.stats.update(compile=spec.compile, graphs_compiled=graphs_compiled() - before)
     return res
 
 
-def generic(spec: SolveSpec, f, z0, eager_run: Callable, jvp: Optional[Callable]):
+def generic(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozenset = frozenset()):
     """The solver's eager loop with f compiled (JVPs stay eager, through f itself).
 
     The residual norms stay eager too: three ops cost less than one call of a
     compiled graph on CPU (measured: ~45 us per call on this project's machine).
     """
     call = compiled(_call, spec.compile)
-    tracker = Tracker(lambda z: call(f, z), z0, spec.tol, spec.stop_mode)
-    extra = {}
-    if spec.solver == "newton_krylov":
+    tracker = Tracker(lambda z: call(f, z), z0, spec.tol, spec.stop_mode, keep)
+    if spec.solver == "newton_krylov" and "jvp" not in extra:
         from .newton_krylov import autograd_jvp
 
-        extra["jvp"] = jvp or autograd_jvp(f)
-    elif jvp is not None:
-        extra["jvp"] = jvp
+        extra = {**extra, "jvp": autograd_jvp(f)}
     return eager_run(tracker, z0, spec.max_iter, spec.options, **extra)
