@@ -163,3 +163,18 @@ def test_compiled_deq_passes_gradcheck():
     x2 = torch.randn(2, 5, dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: deq(x)[0], (x2,), eps=1e-6, atol=1e-6, rtol=1e-4)
     assert graphs_compiled() == before
+
+
+def test_kept_iterates_and_the_shine_estimate_equal_eager():
+    """`keep=` (the correction loss) through the fused loop, `estimate=` (SHINE) through the eager loop, f compiled."""
+    f, _ = affine()
+    z0 = torch.zeros(4, 8, dtype=F64)
+    for kwargs in ({"keep": (2, 4)}, {"estimate": True}):
+        eager = solve(f, z0, "anderson", tol=1e-10, max_iter=500, m=3, **kwargs)
+        comp = solve(f, z0, "anderson", tol=1e-10, max_iter=500, m=3, compile="default", **kwargs)
+        assert comp.nfe == eager.nfe and len(comp.iterates) == len(eager.iterates) == (2 if "keep" in kwargs else 0)
+        for a, b in zip(comp.iterates, eager.iterates):
+            assert float((a - b).abs().max()) <= 1e-10
+        if "estimate" in kwargs:
+            v = torch.randn(4, 8, dtype=F64, generator=torch.Generator().manual_seed(5))
+            assert torch.allclose(comp.estimate.adjoint(v), eager.estimate.adjoint(v), atol=1e-10)
