@@ -21,7 +21,7 @@ Three rules keep one graph per shape for the whole solve:
   the graphs a solve compiled (0 once warm).
 
 Every other solver, and broyden with line search, runs its eager loop with f
-compiled (`generic`). A caller whose f cannot be traced
+compiled, and newton_krylov's JVPs as compiled `torch.func.jvp` (`generic`). A caller whose f cannot be traced
 (the adjoint's VJP) wraps it in `torch.compiler.disable`: the graph then breaks
 around f and the solver's update stays compiled.
 """
@@ -39,7 +39,7 @@ _COMPILED: dict = {}
 RECOMPILE_LIMIT = 64
 
 
-def compiled(fn: Callable, mode: str) -> Callable:
+def compiled(fn: Callable, mode: str, dynamic: bool | None = None) -> Callable:
     """torch.compile(fn) in `mode`, made once per process (its graphs are cached by input shape).
 
     reduce-overhead replays CUDA graphs, whose outputs live in a memory pool that
@@ -50,12 +50,12 @@ def compiled(fn: Callable, mode: str) -> Callable:
     graph that mutates its inputs, as anderson's and broyden's steps write their
     histories in place: those would run compiled without CUDA graphs.)
     """
-    key = (fn, mode)
+    key = (fn, mode, dynamic)
     if key not in _COMPILED:
         # dynamo builds one graph per f (it guards on f's code) and per input layout; past its
         # default limit of 8 it would silently run the step eagerly for every further f
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        graph = torch.compile(fn, mode=None if mode == "default" else mode)
+        graph = torch.compile(fn, mode=None if mode == "default" else mode, dynamic=dynamic)
         _COMPILED[key] = _owned_outputs(graph) if mode == "reduce-overhead" else graph
     return _COMPILED[key]
 
@@ -245,6 +245,31 @@ def _call(f, z):
     return f(z)
 
 
+def _jvp(f, z, v):
+    return torch.func.jvp(f, (z,), (v,))[1]
+
+
+def compiled_jvp(f, mode: str) -> Callable:
+    """J_f(z) v by torch.func.jvp inside one compiled graph (measured 186 us against 478 us for eager
+    dual tensors at batch 32, width 128); an f that forward AD cannot trace falls back to
+    newton_krylov.autograd_jvp for the rest of the solve. Static shapes: torch 2.13 cannot trace
+    torch.func.jvp with a dynamic batch dimension (it retried and failed on every call), so
+    each batch size gets its own graph."""
+    from .newton_krylov import autograd_jvp
+
+    call, eager, state = compiled(_jvp, mode, dynamic=False), autograd_jvp(f), {"compiled": True}
+
+    def jvp(z, v):
+        if state["compiled"]:
+            try:
+                return call(f, z, v)
+            except (RuntimeError, NotImplementedError):
+                state["compiled"] = False
+        return eager(z, v)
+
+    return jvp
+
+
 FUSED = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
 
 
@@ -267,7 +292,7 @@ def run(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozense
 
 
 def generic(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozenset = frozenset()):
-    """The solver's eager loop with f compiled (JVPs stay eager, through f itself).
+    """The solver's eager loop with f compiled (newton_krylov's JVPs too, unless the caller gave its own).
 
     The residual norms stay eager too: three ops cost less than one call of a
     compiled graph on CPU (measured: ~45 us per call on this project's machine).
@@ -275,7 +300,5 @@ def generic(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: froz
     call = compiled(_call, spec.compile)
     tracker = Tracker(lambda z: call(f, z), z0, spec.tol, spec.stop_mode, keep)
     if spec.solver == "newton_krylov" and "jvp" not in extra:
-        from .newton_krylov import autograd_jvp
-
-        extra = {**extra, "jvp": autograd_jvp(f)}
+        extra = {**extra, "jvp": compiled_jvp(f, spec.compile)}
     return eager_run(tracker, z0, spec.max_iter, spec.options, **extra)
