@@ -85,7 +85,7 @@ def _batched_solve(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     was measured at ~440 us per call on a [32, 5, 5] system (eager solve_ex:
     tens of us); an opaque op keeps eager's path.
     """
-    return torch.linalg.solve_ex(system, rhs)[0]
+    return torch.linalg.solve_ex(system.contiguous(), rhs.contiguous())[0]  # inductor may hand over a strided rhs
 
 
 @_batched_solve.register_fake
