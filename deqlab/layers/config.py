@@ -20,6 +20,7 @@ from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, So
 
 InitMode = Literal["zeros", "skip", "skipreg"]
 INIT_MODES = ("zeros", "skip", "skipreg")
+REUSE_MODES = ("none", "epoch")
 
 
 class _Options(BaseModel):
@@ -75,6 +76,11 @@ class DEQConfig(BaseModel):
     published code's) difference, differentiated through z0 only
     (`skip_grad="z0"`) or through z* as well (`"both"`). `jac_weight > 0` adds
     the Hutchinson Jacobian penalty with `jac_probes` probes.
+
+    reuse: "none", or "epoch" (fixed-point reuse: the training loop starts each training sample's solve
+    from the z* it reached in its previous epoch; the init's guess the first time). `reuse_eval: true`
+    does the same for the test samples (off by default, so test NFE stays comparable across trials).
+    The layer itself only takes a start (`DEQ.start_from`); the buffer is the run's (docs/design.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,6 +99,9 @@ class DEQConfig(BaseModel):
                                                                "(z* detached) or through z* as well")
     jac_weight: float = Field(0.0, ge=0)
     jac_probes: int = Field(1, ge=1)
+    reuse: Literal["none", "epoch"] = Field("none", description="start each training solve from the sample's "
+                                                                "z* of the previous epoch ('epoch') or not")
+    reuse_eval: bool = Field(False, description="with reuse: epoch, test samples also start from their previous z*")
 
     _forward: SolveSpec = PrivateAttr()
     _backward: BackwardOptions = PrivateAttr()
@@ -101,6 +110,9 @@ class DEQConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self):
         """Validate the solver and gradient settings once, into the typed values the layer uses."""
+        if self.reuse_eval and self.reuse == "none":
+            raise ValueError("deq.reuse_eval: true needs deq.reuse: epoch (evaluation reuses only what training "
+                             "does)")
         self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options)
         self._backward = backward_options(self.backward, self.backward_options)
         b = self._backward
@@ -134,5 +146,5 @@ class DEQConfig(BaseModel):
         return self._adjoint
 
 
-__all__ = ["DEQConfig", "INIT_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
+__all__ = ["DEQConfig", "INIT_MODES", "REUSE_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
            "UnrolledOptions", "backward_options"]
