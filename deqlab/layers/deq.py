@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..solvers import residual_norms, solve
 from . import backward as bw
@@ -137,6 +138,13 @@ class DEQ(nn.Module):
         return states
 
     def forward(self, x: Tensor) -> tuple[Tensor, DEQInfo]:
+        """z* and what it cost. A cell with parametrized weights (`model.options.norm`: weight or spectral
+        norm) computes them once per pass, not once per evaluation: every solver step, the backward pass and
+        the skip term see one function, and spectral norm runs one power iteration per training pass."""
+        with parametrize.cached():
+            return self._solve(x)
+
+    def _solve(self, x: Tensor) -> tuple[Tensor, DEQInfo]:
         calls = [0]
 
         def count():

@@ -1,0 +1,202 @@
+"""Fixed-point reuse (`deq.reuse: epoch`): what the buffer keeps, what a reused start costs (against the
+counting cell of test_nfe_counts), that evaluation stays cold unless asked, and replicas' fixed shards."""
+
+import copy
+import pytest
+import torch
+from test_nfe_counts import Counting, Counts, relu_deq
+from torch import nn
+
+from deqlab.data import load_dataset, make_loaders
+from deqlab.data.loading import FixedShardSampler
+from deqlab.layers import DEQConfig
+from deqlab.run import TrainConfig, train
+from deqlab.run.loop import _train_epoch, model_for
+from deqlab.run.parallel import Replicas
+from deqlab.run.reuse import Reuse
+
+F64 = torch.float64
+DIGITS = {"name": "digits", "subset": 128, "test_subset": 64, "batch_size": 32}
+MLP = {"name": "mlp", "options": {"width": 12, "inner": None, "cell": "relu_sum"}}
+
+
+def _setup(init="zeros", stop_mode="batch"):
+    cfg = TrainConfig(seed=0, epochs=1, data=DIGITS, model=MLP,
+                      deq={"solver": "anderson", "tol": 1e-4, "stop_mode": stop_mode, "init": init,
+                           "reuse": "epoch"})
+    splits = load_dataset("digits", subset=128, test_subset=64, seed=0)
+    torch.manual_seed(0)
+    model = model_for(cfg, splits)
+    model.deq.f = Counting(model.deq.f)
+    train_loader, test_loader = make_loaders(splits, 32, seed=0, indexed=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return cfg, model, opt, train_loader, test_loader, len(splits.train)
+
+
+class Recording:
+    """The loader's batches, passed on unchanged, with each batch's sample indices kept."""
+
+    def __init__(self, loader):
+        self.loader, self.indices = loader, []
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.indices.append(batch[2].clone())
+            yield batch
+
+
+def test_the_buffer_holds_each_samples_fixed_point_of_the_previous_epoch_and_the_second_epoch_costs_less():
+    cfg, model, opt, train_loader, _, n = _setup()
+    reuse = Reuse(model, n, torch.device("cpu"))
+    solved = []  # each training batch's z*, as the layer returned it
+    layer = model.deq
+    layer.register_forward_hook(lambda m, inp, out: solved.append(out[1].z_star.clone())
+                                if m is layer and m.training else None)  # not the copy's (deepcopy keeps hooks)
+    first = Recording(train_loader)
+    m1 = _train_epoch(model, first, opt, None, cfg, torch.device("cpu"), reuse=reuse)
+    assert m1["train_reuse_frac"] == 0.0  # nothing kept before the first epoch
+    assert len(solved) == len(first.indices) == 4
+    kept = reuse.buffer
+    assert bool(kept.seen.all()) and kept.values.shape == (n, 12)
+    for idx, z in zip(first.indices, solved):
+        assert torch.equal(kept.values[kept.rows[idx]], z)  # value for value, at the samples' own rows
+    assert kept.nbytes == n * 12 * 4 + n * 1 + n * 8  # float32 states, seen flags, index map
+
+    # the second epoch from the same weights, optimiser and shuffle: with the kept starts, and without
+    with_model, with_opt, with_loader = model, opt, Recording(train_loader)
+    cold_model, cold_opt = copy.deepcopy(model), copy.deepcopy(opt)
+    cold_loader = copy.deepcopy(train_loader)  # the same generator state: the same batches
+    Counts.reset()
+    warm = _train_epoch(with_model, with_loader, with_opt, None, cfg, torch.device("cpu"), reuse=reuse)
+    warm_calls = Counts.fwd
+    Counts.reset()
+    cold = _train_epoch(cold_model, cold_loader, cold_opt, None, cfg, torch.device("cpu"))
+    cold_calls = Counts.fwd
+    assert warm["train_reuse_frac"] == 1.0
+    # stop mode "batch": a sample's share is every call, so the columns are the counted calls per batch
+    assert warm["train_nfe_fwd"] * 4 == warm_calls and cold["train_nfe_fwd"] * 4 == cold_calls
+    assert warm_calls < cold_calls, (warm_calls, cold_calls)
+    # the buffer now holds the second epoch's fixed points
+    assert len(solved) == 8
+    for idx, z in zip(with_loader.indices, solved[4:]):
+        assert torch.equal(kept.values[kept.rows[idx]], z)
+
+
+@pytest.mark.parametrize("init", ["zeros", "skip", "skipreg"])
+def test_a_reused_start_costs_no_evaluation_and_the_init_runs_on_the_other_samples_only(init):
+    deq = relu_deq(init=init, skip_weight=1.0, stop_mode="batch")
+    inputs = []
+    if deq.skip_net is not None:
+        deq.skip_net.register_forward_hook(lambda m, inp, out: inputs.append(len(inp[0])))
+    x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(1))
+    z_star, _ = deq(x)
+    known = torch.tensor([True, True, True, True, False, False])
+    Counts.reset()
+    with deq.start_from(z_star.detach(), known):
+        z, info = deq(x)
+    calls = Counts.fwd
+    ((z ** 2).sum() + info.reg_loss).backward()
+    assert calls == info.nfe_fwd  # batched calls, against the cell's own count
+    assert Counts.vjp == info.nfe_bwd
+    assert info.reused_frac == pytest.approx(4 / 6)
+    if init == "skipreg":  # f(0, x) ran on 2 of the 6 samples: each sample's share of that call is 1/3
+        assert info.nfe_fwd_per_sample == pytest.approx(info.nfe_fwd - 4 / 6)
+    else:
+        assert info.nfe_fwd_per_sample == info.nfe_fwd
+    if init == "skip":
+        assert inputs == [6, 2]  # the cold pass, then the two samples without a kept start
+    # the skip term covers only the samples the init predicted: the reused rows add 0 to its mean
+    if init != "zeros":
+        with deq.start_from(z_star.detach(), torch.ones(6, dtype=torch.bool)):
+            _, all_known = deq(x)
+        assert float(all_known.skip_mse) == 0.0 and all_known.reused_frac == 1.0
+    # the fully known start is already the fixed point: the solver stops at its first check
+    cold_nfe = deq(x)[1].nfe_solver_per_sample
+    with deq.start_from(z_star.detach(), torch.ones(6, dtype=torch.bool)):
+        warm_nfe = deq(x)[1].nfe_solver_per_sample
+    assert warm_nfe <= 2 < cold_nfe
+
+
+def test_evaluation_reuses_only_when_asked_and_epoch_zero_is_unchanged_by_reuse():
+    runs = {}
+    for name, deq in (("none", {}), ("epoch", {"reuse": "epoch"}), ("eval", {"reuse": "epoch", "reuse_eval": True})):
+        cfg = TrainConfig(seed=0, epochs=2, data=DIGITS, model=MLP, device="cpu",
+                          deq={"solver": "anderson", "tol": 1e-4, **deq})
+        runs[name] = train(cfg).history
+    train_cols = ("train_loss", "train_nfe_fwd", "nfe_bwd", "nfe_train_total")
+    test_cols = ("test_acc", "test_loss", "nfe_fwd", "nfe_test_total", "converged_frac")
+    # epoch 0: nothing is kept yet, the indexed loader draws the same batches: every number equal
+    for col in train_cols + test_cols:
+        assert runs["none"][0][col] == runs["epoch"][0][col] == runs["eval"][0][col], col
+    assert runs["epoch"][0]["train_reuse_frac"] == 0.0 and runs["epoch"][1]["train_reuse_frac"] == 1.0
+    assert runs["epoch"][1]["train_nfe_fwd"] < runs["none"][1]["train_nfe_fwd"]
+    # reuse_eval changes evaluation only: the training of "eval" is "epoch"'s, bit for bit
+    for col in train_cols:
+        assert runs["eval"][1][col] == runs["epoch"][1][col], col
+    # the same model tested cold ("epoch") and from its previous evaluation's fixed points ("eval")
+    assert runs["eval"][1]["nfe_fwd"] < runs["epoch"][1]["nfe_fwd"]
+    assert runs["eval"][1]["test_acc"] == pytest.approx(runs["epoch"][1]["test_acc"], abs=2 / 64)
+    # the buffer's size is reported: 128 training (and 64 test) states of width 12, flags and index maps
+    assert runs["epoch"][1]["reuse_buffer_bytes"] == 128 * (12 * 4 + 1 + 8)
+    assert runs["eval"][1]["reuse_buffer_bytes"] == (128 + 64) * (12 * 4 + 1 + 8)
+    assert "reuse_buffer_bytes" not in runs["none"][1]
+
+
+def test_reuse_is_validated_before_anything_runs():
+    with pytest.raises(ValueError, match="deq.reuse_eval: true needs deq.reuse: epoch"):
+        DEQConfig(reuse_eval=True)
+    with pytest.raises(ValueError, match="reuse"):
+        DEQConfig(reuse="always")
+    with pytest.raises(ValueError, match="deq.reuse.*no DEQ layer"):
+        TrainConfig(model={"name": "neural_ode"}, deq={"reuse": "epoch"})
+
+
+def test_fixed_shards_keep_each_replicas_samples_across_epochs():
+    n, world = 10, 3
+    samplers = [FixedShardSampler(n, r, world, seed=4) for r in range(world)]
+    shards = [sorted(s.indices.tolist()) for s in samplers]
+    assert all(len(s) == 4 for s in shards)  # padded to equal steps, as DistributedSampler does
+    assert set().union(*map(set, shards)) == set(range(n))
+    orders = []
+    for epoch in range(3):
+        for s in samplers:
+            s.set_epoch(epoch)
+        orders.append([list(iter(s)) for s in samplers])
+        assert [sorted(o) for o in orders[-1]] == shards  # the same samples on each replica, every epoch
+    assert orders[0] != orders[1]  # in a new order
+    # a replica's buffer has rows for its own shard only, and refuses another's sample
+    reuse = Reuse(nn.Sequential(relu_deq()), n, torch.device("cpu"), samplers[0].indices)
+    assert reuse.buffer.count == len(set(shards[0]))
+    other = next(i for i in range(n) if i not in shards[0])
+    with pytest.raises(IndexError, match="outside this replica's shard"):
+        reuse.buffer.lookup(torch.tensor([other]))
+
+
+class AloneReplica(Replicas):
+    """Rank `rank` of a data-parallel group of 2 whose collectives see only this replica (the loop's sharding
+    and reuse are what is tested; test_parallel tests the collectives on a real process group)."""
+
+    def broadcast_parameters(self, model):
+        pass
+
+    def average_gradients(self, model, loss):
+        return float(loss.detach())
+
+    def mean(self, values):
+        return dict(values)
+
+    def weight_spread(self, model):
+        return 0.0
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_replica_reuses_its_own_shards_fixed_points(rank):
+    cfg = TrainConfig(seed=0, epochs=2, device="cpu", data={**DIGITS, "batch_size": 64}, model=MLP,
+                      deq={"solver": "anderson", "tol": 1e-4, "reuse": "epoch"})
+    history = train(cfg, replicas=AloneReplica(rank, 2)).history
+    assert history[0]["train_reuse_frac"] == 0.0
+    assert history[1]["train_reuse_frac"] == 1.0  # every sample of epoch 1 was on this replica in epoch 0
+    assert history[1]["reuse_buffer_bytes"] == 64 * (12 * 4 + 1) + 128 * 8  # its half of the states, a full map
