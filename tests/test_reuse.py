@@ -14,6 +14,7 @@ from deqlab.run import TrainConfig, train
 from deqlab.run.loop import _train_epoch, model_for
 from deqlab.run.parallel import Replicas
 from deqlab.run.reuse import Reuse
+from deqlab.solvers.options import SOLVER_OPTIONS
 
 F64 = torch.float64
 DIGITS = {"name": "digits", "subset": 128, "test_subset": 64, "batch_size": 32}
@@ -118,6 +119,23 @@ def test_a_reused_start_costs_no_evaluation_and_the_init_runs_on_the_other_sampl
     with deq.start_from(z_star.detach(), torch.ones(6, dtype=torch.bool)):
         warm_nfe = deq(x)[1].nfe_solver_per_sample
     assert warm_nfe <= 2 < cold_nfe
+
+
+@pytest.mark.parametrize("solver", list(SOLVER_OPTIONS))
+def test_every_solver_starts_from_the_kept_fixed_point(solver):
+    deq = relu_deq(solver=solver, tol=1e-5, stop_mode="rel", max_iter=60)
+    x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        z_star, cold = deq(x)
+        half = torch.tensor([True, False] * 3)
+        Counts.reset()
+        with deq.start_from(z_star, half):
+            z, warm = deq(x)
+    assert cold.converged_frac == warm.converged_frac == 1.0
+    assert Counts.fwd == warm.nfe_fwd  # counted as always
+    assert warm.reused_frac == 0.5
+    assert warm.nfe_solver_per_sample < cold.nfe_solver_per_sample  # the kept half needs (almost) nothing
+    torch.testing.assert_close(z, z_star, atol=1e-3, rtol=0)  # the same equilibrium
 
 
 def test_evaluation_reuses_only_when_asked_and_epoch_zero_is_unchanged_by_reuse():
