@@ -121,6 +121,22 @@ def test_a_reused_start_costs_no_evaluation_and_the_init_runs_on_the_other_sampl
     assert warm_nfe <= 2 < cold_nfe
 
 
+def test_a_sample_that_did_not_converge_keeps_no_start():
+    deq = relu_deq(tol=1e-4, max_iter=30)
+    x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(3))
+    reuse = Reuse(nn.Sequential(deq), 10, torch.device("cpu"))
+    idx = torch.tensor([0, 2, 4, 6, 8, 9])
+    with torch.no_grad():
+        _, info = deq(x)
+        assert bool(info.converged.all())
+        info.converged = torch.tensor([True, True, False, True, False, True])  # as if two had hit max_iter
+        reuse.keep(idx, info)
+    z, known = reuse.buffer.lookup(idx)
+    assert known.tolist() == [True, True, False, True, False, True]  # those two start from the init next time
+    assert torch.equal(z[known], info.z_star[known])
+    assert reuse.buffer.lookup(torch.tensor([1, 3]))[1].tolist() == [False, False]  # never seen
+
+
 @pytest.mark.parametrize("solver", list(SOLVER_OPTIONS))
 def test_every_solver_starts_from_the_kept_fixed_point(solver):
     deq = relu_deq(solver=solver, tol=1e-5, stop_mode="rel", max_iter=60)

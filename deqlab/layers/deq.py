@@ -40,8 +40,9 @@ class DEQInfo:
     the solver (skipreg's f(0, x), the application that carries the gradient).
     `nfe_solver_per_sample` is the solver's share alone (the paper's convention
     adds its residual call and final call to it).
-    `z_star` is the solver's fixed point, detached (what fixed-point reuse keeps);
-    `reused_frac` the fraction of the batch that started from a kept z* (`DEQ.start_from`).
+    `z_star` is the solver's fixed point, detached, and `converged` which samples reached tol (what
+    fixed-point reuse keeps); `reused_frac` the fraction of the batch that started from a kept z*
+    (`DEQ.start_from`).
     """
 
     nfe_fwd: int
@@ -56,6 +57,7 @@ class DEQInfo:
     backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
     nfe_solver_per_sample: Optional[float] = None
     z_star: Optional[Tensor] = None
+    converged: Optional[Tensor] = None
     reused_frac: float = 0.0
 
     @property
@@ -193,6 +195,7 @@ class DEQ(nn.Module):
             backward=record,
             nfe_solver_per_sample=solver_per_sample,
             z_star=z_star.detach(),
+            converged=result.converged,
             reused_frac=1.0 - cold_frac,
         )
 

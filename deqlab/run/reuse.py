@@ -62,13 +62,14 @@ class ReuseBuffer:
         rows = self._rows(idx)
         return (self.values[rows] if self.values is not None else None), self.seen[rows]
 
-    def keep(self, idx: torch.Tensor, z: torch.Tensor) -> None:
-        """Store these samples' z* (detached)."""
+    def keep(self, idx: torch.Tensor, z: torch.Tensor, converged: Optional[torch.Tensor] = None) -> None:
+        """Store these samples' z* (detached). A sample that did not reach tol (`converged` False) has no
+        fixed point to keep: it is marked unseen, and starts from the init's guess next time."""
         rows = self._rows(idx)
         if self.values is None:
             self.values = z.new_zeros((self.count, *z.shape[1:])).to(self.device)
         self.values[rows] = z.detach().to(self.device, self.values.dtype)
-        self.seen[rows] = True
+        self.seen[rows] = True if converged is None else converged.to(self.device, torch.bool)
 
     def state_dict(self) -> dict:
         return {"values": self.values.cpu() if self.values is not None else None, "seen": self.seen.cpu()}
@@ -100,7 +101,7 @@ class Reuse:
 
     def keep(self, idx: torch.Tensor, info: DEQInfo) -> None:
         if info.z_star is not None:
-            self.buffer.keep(idx, info.z_star)
+            self.buffer.keep(idx, info.z_star, info.converged)
 
 
 __all__ = ["ReuseBuffer", "Reuse", "deq_layer"]
