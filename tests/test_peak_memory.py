@@ -1,11 +1,14 @@
 """`peak_mem_bytes`: each epoch's peak, measured (docs/design.md "Peak memory"): an allocation inside an epoch
-shows in that epoch's figure and not in the next one's; every row holds it; `deqlab export` shows it in MiB."""
+shows in that epoch's figure and not in the next one's; every row holds it; the dashboard and `deqlab export` offer
+it in MiB."""
 
 import pytest
 import torch
 from study_factory import TINY
 
 from deqlab.cli import main
+from deqlab.report import figures as figs
+from deqlab.report.tables import metric_candidates
 from deqlab.results import TrialWriter, load
 from deqlab.run import TrainConfig, train
 from deqlab.run.memory import PeakMemory
@@ -42,13 +45,17 @@ def test_cuda_peak_is_max_memory_allocated_of_the_epoch():
     assert after == quiet
 
 
-def test_every_row_holds_the_peak_and_export_shows_it_in_mib(tmp_path, capsys, monkeypatch):
+def test_every_row_holds_the_peak_and_the_dashboard_and_export_offer_it_in_mib(tmp_path, capsys, monkeypatch):
     config = TrainConfig.model_validate({**TINY, "device": "cpu"})
     writer = TrialWriter(str(tmp_path), "mem", "t0", config.flat_params(), {"seed": 0})
     history = train(config, writer=writer).history
     rows = load(str(tmp_path / "mem")).trials.sort_values("epoch")
     assert rows.peak_mem_bytes.tolist() == [m["peak_mem_bytes"] for m in history]
     assert (rows.peak_mem_bytes > 50 * MB).all()  # the process's resident set: torch alone is more than this
+    # the dashboard's metric choices and axes (deqlab.report: what its pages call)
+    assert "peak_mem_bytes" in metric_candidates(rows)
+    assert figs.axis_title("peak_mem_bytes") == "Peak memory (MiB)"
+    assert figs.in_display_units(rows)["peak_mem_bytes"].tolist() == pytest.approx((rows.peak_mem_bytes / MB).tolist())
     monkeypatch.chdir(tmp_path)
     assert main(["export", "mem", "--metrics", "peak_mem_bytes", "--by", "seed"]) == 0
     assert "| Peak memory (MiB) ↓ |" in capsys.readouterr().out  # label, unit and direction from the catalogue
