@@ -39,7 +39,10 @@ class DEQInfo:
     sample took part in (a frozen sample stops counting), plus the calls outside
     the solver (skipreg's f(0, x), the application that carries the gradient).
     `nfe_solver_per_sample` is the solver's share alone (the paper's convention
-    adds its residual call and final call to it).
+    adds its residual call and final call to it). `correction`: (weight, f(z_i))
+    for the fixed-point correction's kept iterates z_i, each a counted
+    application whose VJP is counted in `nfe_bwd`; the training loss adds
+    `weight * loss(readout(f(z_i)))` for each.
     `z_star` is the solver's fixed point, detached, and `converged` which samples reached tol (what
     fixed-point reuse keeps); `reused_frac` the fraction of the batch that started from a kept z*
     (`DEQ.start_from`).
@@ -56,6 +59,7 @@ class DEQInfo:
     trace_mean: list = field(default_factory=list)
     backward: bw.BackwardRecord = field(default_factory=bw.BackwardRecord)
     nfe_solver_per_sample: Optional[float] = None
+    correction: list = field(default_factory=list)
     z_star: Optional[Tensor] = None
     converged: Optional[Tensor] = None
     reused_frac: float = 0.0
@@ -164,17 +168,22 @@ class DEQ(nn.Module):
             return self._fixed_depth(fx, z0, calls[0], record)
 
         cfg = self.cfg
-        result = solve(fx, z0.detach(), cfg.forward)
+        grad = torch.is_grad_enabled()
+        result = solve(fx, z0.detach(), cfg.forward, keep=cfg.correction_checks if grad else (),
+                       estimate=grad and cfg.uses_estimate)
         z_star = result.z
         jac_loss = x.new_zeros(())
+        correction = []
         if torch.is_grad_enabled():
             z_in = z_star.detach().requires_grad_()
             fz = fx(z_in)
             calls[0] += 1
             if cfg.jac_weight > 0:
                 jac_loss, _ = bw.jacobian_penalty(fz, z_in, cfg.jac_probes, record)
-            z, extra = bw.attach(fx, z_in, fz, cfg, record)
+            z, extra = bw.attach(fx, z_in, fz, cfg, record, result.estimate)
             calls[0] += extra
+            correction = self._correction(fx, result.iterates, record)
+            calls[0] += len(correction)
         else:
             z = z_star
         skip_mse = self._skip_distance(z0, z if cfg.skip_grad == "both" else z_star, cold)
@@ -194,6 +203,7 @@ class DEQ(nn.Module):
             trace_mean=result.trace_mean,
             backward=record,
             nfe_solver_per_sample=solver_per_sample,
+            correction=correction,
             z_star=z_star.detach(),
             converged=result.converged,
             reused_frac=1.0 - cold_frac,
@@ -210,6 +220,18 @@ class DEQ(nn.Module):
         if bool(cold.any()):
             z0[cold] = self.initial_state(x[cold], count)  # index_put: gradients reach the init's samples
         return z0, cold
+
+    def _correction(self, fx, iterates: list, record: bw.BackwardRecord) -> list:
+        """(weight, f(z_i)) per kept iterate: of n = len(iterates) + 1 states (z* last, weight 1), the j-th weighs
+        `weight * gamma^(n - j)`; a solve that stopped early kept fewer, so n shrinks with it."""
+        c = self.cfg.correction
+        n = len(iterates) + 1
+        out = []
+        for j, z_i in enumerate(iterates, start=1):
+            state = fx(z_i.detach())
+            bw.count_backward(state, record)
+            out.append((c.weight * c.gamma ** (n - j), state))
+        return out
 
     def _fixed_depth(self, fx, z0: Tensor, calls: int, record: bw.BackwardRecord) -> tuple[Tensor, DEQInfo]:
         """Pretraining: k explicit applications, each VJP counted by a hook when backward runs."""

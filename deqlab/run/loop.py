@@ -296,10 +296,22 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
 
 def forward_loss(model, xb, yb):
     """(task loss, training loss, DEQInfo) of one batch: cross-entropy plus the model's regularisers
-    (skip term, Jacobian penalty), the loss every training step (and `deqlab bench`'s) backpropagates."""
+    (skip term, Jacobian penalty) and the fixed-point correction terms (the cross-entropy of each kept
+    iterate's readout, weighted), the loss every training step (and `deqlab bench`'s) backpropagates."""
     logits, info = model(xb)
     task = nn.functional.cross_entropy(logits, yb)
-    return task, task + info.reg_loss, info
+    return task, task + info.reg_loss + correction_loss(model, info, yb), info
+
+
+def correction_loss(model, info, yb):
+    """The fixed-point correction terms (`deq.correction`): each kept state through the model's readout, weighted."""
+    if not info.correction:
+        return 0.0
+    readout = getattr(model, "readout", None)
+    if readout is None:
+        raise ValueError(f"deq.correction needs a DEQModel: {type(model).__name__} has no readout(z) to turn "
+                         "each kept iterate into logits")
+    return sum(weight * nn.functional.cross_entropy(readout(state), yb) for weight, state in info.correction)
 
 
 def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:

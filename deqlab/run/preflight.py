@@ -15,7 +15,7 @@ from .. import plugins
 from ..data import load_dataset
 from ..layers.deq import DEQInfo
 from .config import TrainConfig
-from .loop import model_for
+from .loop import correction_loss, model_for
 from .reuse import deq_layer
 
 
@@ -81,7 +81,7 @@ def _reused_step(model, x, y, classes: int) -> None:
 def _step(model, x, y, classes: int) -> None:
     out = model(x)
     logits = _check_output(out, classes)
-    loss = nn.functional.cross_entropy(logits, y) + out[1].reg_loss
+    loss = nn.functional.cross_entropy(logits, y) + out[1].reg_loss + correction_loss(model, out[1], y)
     loss.backward()
     model.zero_grad(set_to_none=True)
 
