@@ -121,6 +121,24 @@ def test_a_reused_start_costs_no_evaluation_and_the_init_runs_on_the_other_sampl
     assert warm_nfe <= 2 < cold_nfe
 
 
+@pytest.mark.parametrize("mode,options", [("implicit", {}), ("phantom", {"steps": 4}), ("unrolled", {"steps": 3}),
+                                          ("jfb", {}), ("shine", {})])
+def test_every_backward_mode_counts_as_always_from_a_reused_start(mode, options):
+    deq = relu_deq(init="skipreg", skip_weight=1.0, backward=mode, backward_options=options,
+                   correction={"weight": 0.5, "steps": 2})
+    x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        z_prev = deq(x)[0]
+    Counts.reset()
+    with deq.start_from(z_prev, torch.tensor([True, False, True, False, True, True])):
+        z, info = deq(x)
+    calls = Counts.fwd
+    loss = (z ** 2).sum() + info.reg_loss + sum(w * (s ** 2).sum() for w, s in info.correction)
+    loss.backward()
+    assert calls == info.nfe_fwd and Counts.vjp == info.nfe_bwd  # the cell's own count, as without reuse
+    assert info.nfe_fwd_per_sample == pytest.approx(info.nfe_fwd - 4 / 6)  # f(0, x) on 2 of 6 samples
+
+
 def test_a_sample_that_did_not_converge_keeps_no_start():
     deq = relu_deq(tol=1e-4, max_iter=30)
     x = torch.randn(6, 8, dtype=F64, generator=torch.Generator().manual_seed(3))
@@ -301,3 +319,37 @@ def test_your_own_model_and_datasets_reuse_unchanged(tmp_path):
     history = train(cfg).history
     assert [m["train_reuse_frac"] for m in history] == [0.0, 1.0]
     assert history[1]["reuse_buffer_bytes"] == 40 * (6 * 4 + 1 + 8)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_continues_with_the_kept_fixed_points_bit_identical(tmp_path):
+    from deqlab.results import StudyStore, load
+    from deqlab.run.checkpoint import Checkpointing, newest_state
+    from deqlab.run.config import CheckpointSpec
+    from deqlab.run.one import run_one
+
+    cfg = TrainConfig(seed=0, epochs=3, device="cpu", data=DIGITS, model=MLP,
+                      deq={"solver": "anderson", "tol": 1e-4, "reuse": "epoch"})
+
+    def run(trial, crash_after=None, start=None):
+        def reporter(epoch, metrics):
+            if epoch == crash_after:
+                raise Crash(epoch)
+
+        return run_one(cfg, study="r", trial_id=trial, storage=str(tmp_path), reporter=reporter,
+                       checkpointing=Checkpointing(CheckpointSpec(), start=start), local_checkpoints=True)
+
+    run("whole")
+    with pytest.raises(Crash):
+        run("cut", crash_after=0)
+    start = newest_state(StudyStore.of(str(tmp_path), "r"), "cut")
+    kept = start["reuse"]["train"]
+    assert bool(kept["seen"].all()) and kept["values"].shape == (128, 12)  # epoch 0's fixed points, saved
+    run("cut", start=start)
+    rows = load(tmp_path / "r").trials.sort_values("epoch")
+    cols = ["train_loss", "train_nfe_fwd", "nfe_bwd", "train_reuse_frac", "test_acc", "nfe_fwd", "residual"]
+    whole, cut = (rows[rows.trial_id == t][cols].reset_index(drop=True) for t in ("whole", "cut"))
+    assert cut.equals(whole)  # epochs 1 and 2 started from the same kept states: every value, bit for bit
