@@ -216,8 +216,8 @@ def test_a_configs_tolerance_reaches_the_solver_unchanged_and_options_are_valida
     deq = DEQ(Cell(), cfg)
     tols, validations = [], []
     real_tracker = base.Tracker
-    monkeypatch.setattr(registry, "Tracker", lambda f, z0, tol, mode: tols.append((tol, mode)) or
-                        real_tracker(f, z0, tol, mode))
+    monkeypatch.setattr(registry, "Tracker", lambda f, z0, tol, mode, keep=frozenset(): tols.append((tol, mode)) or
+                        real_tracker(f, z0, tol, mode, keep))
     for name in ("validate_options", "solve_spec", "solver_options"):
         real = getattr(options, name)
         monkeypatch.setattr(options, name, lambda *a, _real=real, _name=name, **k: validations.append(_name) or
