@@ -20,6 +20,7 @@ from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, Co
 
 InitMode = Literal["zeros", "skip", "skipreg"]
 INIT_MODES = ("zeros", "skip", "skipreg")
+REUSE_MODES = ("none", "epoch")
 
 
 class _Options(BaseModel):
@@ -119,6 +120,11 @@ class DEQConfig(BaseModel):
     `backward: shine` needs a solver that keeps an inverse-Jacobian estimate
     (broyden, anderson) unless `backward_options.no_estimate` is "implicit".
     `compile` runs both solves' iterations as torch.compile graphs (same results as eager).
+
+    reuse: "none", or "epoch" (fixed-point reuse: the training loop starts each training sample's solve
+    from the z* it reached in its previous epoch; the init's guess the first time). `reuse_eval: true`
+    does the same for the test samples (off by default, so test NFE stays comparable across trials).
+    The layer itself only takes a start (`DEQ.start_from`); the buffer is the run's (docs/design.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -141,6 +147,9 @@ class DEQConfig(BaseModel):
     jac_probes: int = Field(1, ge=1)
     correction: Optional[CorrectionOptions] = Field(None, description="the fixed-point correction loss; "
                                                                         "null: none")
+    reuse: Literal["none", "epoch"] = Field("none", description="start each training solve from the sample's "
+                                                                "z* of the previous epoch ('epoch') or not")
+    reuse_eval: bool = Field(False, description="with reuse: epoch, test samples also start from their previous z*")
 
     _forward: SolveSpec = PrivateAttr()
     _backward: BackwardOptions = PrivateAttr()
@@ -149,6 +158,9 @@ class DEQConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self):
         """Validate the solver and gradient settings once, into the typed values the layer uses."""
+        if self.reuse_eval and self.reuse == "none":
+            raise ValueError("deq.reuse_eval: true needs deq.reuse: epoch (evaluation reuses only what training "
+                             "does)")
         self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options,
                                    self.compile)
         self._backward = backward_options(self.backward, self.backward_options)
@@ -205,6 +217,6 @@ class DEQConfig(BaseModel):
         return correction_checks(c.steps, self.max_iter) if c is not None and c.steps else []
 
 
-__all__ = ["DEQConfig", "INIT_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
-           "UnrolledOptions", "JFBOptions", "ShineOptions", "CorrectionOptions", "backward_options",
+__all__ = ["DEQConfig", "INIT_MODES", "REUSE_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions",
+           "PhantomOptions", "UnrolledOptions", "JFBOptions", "ShineOptions", "CorrectionOptions", "backward_options",
            "correction_checks"]
