@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from deqlab.layers import DEQ, backward_options, jacobian_penalty
-from deqlab.solvers import SOLVERS
+from deqlab.solvers import SOLVERS, solve
 
 ALL = sorted(SOLVERS)
 F64 = torch.float64
@@ -175,7 +175,10 @@ def test_jacobian_regularisation_reaches_the_parameters():
 @pytest.mark.parametrize(
     "mode,options,match",
     [
-        ("ift", {}, "valid modes: implicit, phantom, unrolled"),
+        ("ift", {}, "valid modes: implicit, phantom, unrolled, jfb, shine"),
+        ("jfb", {"steps": 1}, "unknown option.*'steps'.*valid options: \\(none\\)"),
+        ("shine", {"no_estimate": "jfb"}, "invalid option.*no_estimate"),
+        ("shine", {"fallback_ratio": 0}, "invalid option.*fallback_ratio"),
         ("phantom", {"k": 3}, "unknown option.*'k'.*valid options: steps, damping"),
         ("phantom", {"damping": 0.0}, "invalid option.*damping"),
         ("implicit", {"solver": "newton"}, "unknown adjoint solver"),
@@ -232,3 +235,173 @@ class _Affine(nn.Module):
 
     def forward(self, z, x):
         return self.lin(z) + x / 3
+
+
+# ---- JFB, SHINE and the fixed-point correction against closed forms on the linear cell ----------------------
+
+def linear_setup(dim=6, batch=3, seed=0):
+    cell = LinearCell(dim=dim, seed=seed)
+    x = torch.randn(batch, dim, dtype=F64, generator=torch.Generator().manual_seed(1))
+    w = torch.randn(batch, dim, dtype=F64, generator=torch.Generator().manual_seed(2))
+    return cell, x, w
+
+
+def implicit_adjoint(cell, w):
+    """g = (I - A)^-T w per sample (rows): the exact adjoint, dL/dA = g^T z*, dL/dB = g^T x."""
+    eye = torch.eye(cell.A.shape[0], dtype=F64)
+    with torch.no_grad():
+        return torch.linalg.solve((eye - cell.A).T, w.T).T
+
+
+def layer_grads(cell, x, w, **settings):
+    cell.zero_grad()
+    z, info = DEQ(cell, **settings)(x)
+    (z * w).sum().backward()
+    return cell.A.grad.clone(), cell.B.grad.clone(), z.detach(), info
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_jfb_gradient_is_the_implicit_one_times_i_minus_j(solver):
+    """JFB's adjoint is w itself, the implicit one g = (I - A)^-T w: so dL/dA_jfb = (I - A)^T dL/dA_implicit
+    (and the same for B), and its bias dL/dA_jfb - dL/dA_implicit is exactly -A^T dL/dA_implicit."""
+    cell, x, w = linear_setup()
+    gA, gB, z, info = layer_grads(cell, x, w, solver=solver, tol=1e-10, max_iter=300, backward="jfb")
+    g = implicit_adjoint(cell, w)
+    imp_A, imp_B = g.T @ z, g.T @ x
+    I_minus_AT = torch.eye(6, dtype=F64) - cell.A.detach().T
+    assert rel(gA, I_minus_AT @ imp_A) < 1e-9 and rel(gB, I_minus_AT @ imp_B) < 1e-9
+    bias = gA - imp_A
+    assert rel(bias, -cell.A.detach().T @ imp_A) < 1e-6  # z* from the solve, g exact: tol-limited
+    assert float(bias.norm()) > 0.05 * float(imp_A.norm())  # a real bias, not a rounding
+    assert info.nfe_bwd == 1
+
+
+def projector(rows):
+    """Orthogonal projector onto the span of rows [k, D]."""
+    if rows.shape[0] == 0:
+        return torch.zeros(rows.shape[1], rows.shape[1], dtype=rows.dtype)
+    q, _ = torch.linalg.qr(rows.T)
+    return q @ q.T
+
+
+@pytest.mark.parametrize("dim,m,max_iter,tol", [(4, 5, 300, 1e-12), (6, 3, 8, 1e-12), (6, 2, 8, 1e-12),
+                                                (6, 3, 30, 1e-5)])
+def test_shine_with_anderson_is_the_implicit_adjoint_on_its_history(dim, m, max_iter, tol):
+    """Anderson's estimate H = -I + dF (dG^T dG)^-1 dG^T (lam = 0) satisfies H dG = dX = J^-1 dG on a linear cell, and
+    is -I off span(dG): so SHINE's adjoint is g = P g_implicit + (I - P) w, P the projector onto the stored
+    residual differences. Its bias (I - P)(w - g_implicit) is at most JFB's, and 0 once the history spans R^d.
+    The last case stops samples at different checks (abs residual, inputs 1e-4 to 1): a sample frozen early
+    keeps the history it stopped with while the others go on."""
+    cell, x, w = linear_setup(dim)
+    if tol > 1e-12:
+        x = x * torch.tensor([[1e-4], [1.0], [1.0]], dtype=F64)
+    opts = {"m": m, "lam": 0.0}
+    settings = dict(solver="anderson", tol=tol, max_iter=max_iter, stop_mode="abs")
+    gA, gB, z, info = layer_grads(cell, x, w, solver_options=opts, backward="shine",
+                                  backward_options={"fallback_ratio": None}, **settings)
+    with torch.no_grad():
+        res = solve(lambda t: cell(t, x), torch.zeros_like(x), estimate=True, **settings, **opts)
+        plain = solve(lambda t: cell(t, x), torch.zeros_like(x), **settings, **opts)
+    assert torch.equal(res.z, plain.z) and res.nfe == plain.nfe  # keeping the estimate changes nothing in the solve
+    if tol > 1e-12:
+        assert int(res.sample_nfe[0]) + m < res.nfe  # sample 0 froze more than m iterations before the end
+        assert float(res.estimate.Q[0].norm()) > 0
+    z = res.z  # the layer's z* (its output is f(z*)): the same deterministic solve
+    g_imp = implicit_adjoint(cell, w)
+    eye = torch.eye(dim, dtype=F64)
+    g = torch.stack([projector(res.estimate.Q[b]) @ g_imp[b] + (eye - projector(res.estimate.Q[b])) @ w[b]
+                     for b in range(len(w))])
+    assert rel(gA, g.T @ z) < 1e-10 and rel(gB, g.T @ x) < 1e-10
+    shine_bias, jfb_bias = (g - g_imp).norm(dim=1), (w - g_imp).norm(dim=1)
+    assert bool((shine_bias <= jfb_bias + 1e-12).all())
+    if res.estimate.Q.shape[1] >= dim:  # the history spans R^d: SHINE is exact
+        assert rel(gA, g_imp.T @ z) < 1e-10
+    else:
+        assert float(shine_bias.min()) > 1e-3 * float(jfb_bias.max())
+    assert info.nfe_bwd == 1
+
+
+def test_shine_with_broyden_applies_the_solvers_own_inverse():
+    """Broyden keeps no multisecant property, so SHINE's bias is what its H misses: g = -H^T w with H = -I + U^T V
+    rebuilt densely here, bias -(H - J^-1)^T w (J = A - I). On a scalar cell one secant pair makes H exact."""
+    cell, x, w = linear_setup()
+    gA, _, z, info = layer_grads(cell, x, w, solver="broyden", tol=1e-10, max_iter=300, backward="shine",
+                                 backward_options={"fallback_ratio": None})
+    with torch.no_grad():
+        res = solve(lambda t: cell(t, x), torch.zeros_like(x), "broyden", tol=1e-10, max_iter=300, estimate=True)
+    z = res.z
+    eye = torch.eye(6, dtype=F64)
+    H = -eye + res.estimate.P.transpose(1, 2) @ res.estimate.Q  # [B, D, D]: -I + sum_i u_i v_i^T
+    g = -(H.transpose(1, 2) @ w.unsqueeze(2)).squeeze(2)
+    assert rel(gA, g.T @ z) < 1e-10
+    J_inv = torch.linalg.inv(cell.A.detach() - eye)
+    bias = g - implicit_adjoint(cell, w)
+    assert rel(bias, -((H - J_inv).transpose(1, 2) @ w.unsqueeze(2)).squeeze(2)) < 1e-6
+    assert info.nfe_bwd == 1
+
+    scalar, xs, ws = linear_setup(dim=1)
+    gA, gB, z, _ = layer_grads(scalar, xs, ws, solver="broyden", tol=1e-12, max_iter=50, backward="shine",
+                               backward_options={"fallback_ratio": None})
+    g_imp = implicit_adjoint(scalar, ws)
+    assert rel(gA, g_imp.T @ z) < 1e-10 and rel(gB, g_imp.T @ xs) < 1e-10
+
+
+def test_shine_falls_back_to_jfb_per_sample_past_its_ratio():
+    """A ratio no estimate passes: every sample takes g = w, SHINE's gradient becomes JFB's."""
+    cell, x, w = linear_setup()
+    jfb, _, _, _ = layer_grads(cell, x, w, solver="anderson", tol=1e-10, backward="jfb")
+    gA, _, _, info = layer_grads(cell, x, w, solver="anderson", tol=1e-10, backward="shine",
+                                 backward_options={"fallback_ratio": 1e-6})
+    assert rel(gA, jfb) < 1e-12 and info.backward.fallback_frac == 1.0
+    _, _, _, info = layer_grads(cell, x, w, solver="anderson", tol=1e-10, backward="shine")
+    assert info.backward.fallback_frac == 0.0  # this well-posed cell: the published ratio 1.3 never fires
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "newton_krylov", "continuous"])
+def test_shine_without_an_estimate_is_refused_or_implicit_when_asked(solver):
+    with pytest.raises(ValueError, match="only anderson and broyden keep, not '" + solver):
+        DEQ(LinearCell(), solver=solver, backward="shine")
+    cell, x, w = linear_setup()
+    gA, _, z, _ = layer_grads(cell, x, w, solver=solver, tol=1e-10, max_iter=300, backward="shine",
+                              backward_options={"no_estimate": "implicit"})
+    gA_exact, _ = closed_form_grads(cell, x, w)
+    assert rel(gA, gA_exact) < 1e-4
+
+
+def test_correction_adds_its_closed_form_to_the_gradient():
+    """Fixed-point iteration from 0 on f = A z + B x: z_m = sum_{t<m} A^t B x, checked at z_{i-1} in check i.
+    steps=2 over max_iter 12 keeps checks 4 and 8 (z_3, z_7); the terms weight * gamma^(3 - j) * w . f(z_i)
+    add weight * gamma^(3-j) * W^T z_i to dL/dA and W^T X to dL/dB, and 2 applications and 2 VJPs to the NFE."""
+    cell, x, w = linear_setup()
+    settings = dict(solver="fixed_point", tol=1e-30, stop_mode="abs", max_iter=12)
+    base_A, base_B, _, base = layer_grads(cell, x, w, **settings)
+    cell.zero_grad()
+    z, info = DEQ(cell, correction={"weight": 0.5, "steps": 2}, **settings)(x)
+    loss = (z * w).sum() + sum(c * (s * w).sum() for c, s in info.correction)
+    loss.backward()
+    with torch.no_grad():
+        A, Bx = cell.A, x @ cell.B.T
+        iterates = [torch.zeros_like(x)]
+        for _ in range(8):
+            iterates.append(iterates[-1] @ A.T + Bx)
+    weights = [0.5 * 0.8 ** 2, 0.5 * 0.8]
+    assert [c for c, _ in info.correction] == pytest.approx(weights, abs=0.0)
+    extra_A = sum(c * w.T @ iterates[m] for c, m in zip(weights, (3, 7)))
+    assert rel(cell.A.grad - base_A, extra_A) < 1e-12
+    assert rel(cell.B.grad - base_B, sum(weights) * w.T @ x) < 1e-12
+    assert info.nfe_fwd == base.nfe_fwd + 2 and info.nfe_bwd == base.nfe_bwd + 2
+
+
+def test_correction_keeps_only_the_iterates_a_converged_solve_reached():
+    cell, x, _ = linear_setup()
+    _, info = DEQ(cell, solver="anderson", tol=1e-3, max_iter=30, correction={"steps": 5})(x)
+    assert 0 < len(info.correction) < 5  # checks 5, 10, ..., 25: Anderson stops before most
+    n = len(info.correction) + 1
+    assert [c for c, _ in info.correction] == pytest.approx([0.8 ** (n - j) for j in range(1, n)])
+    with torch.no_grad():
+        _, info = DEQ(cell, solver="anderson", correction={"steps": 5})(x)
+    assert info.correction == []  # no gradient, no correction: test NFE stays comparable

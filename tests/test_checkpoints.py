@@ -18,7 +18,8 @@ from deqlab.run.one import run_one
 # cosine schedule and a shuffled loader: a resume that lost the schedule's or the shuffle's state would differ
 CONFIG = TrainConfig.model_validate({**TINY, "epochs": 4, "device": "cpu",
                                      "optim": {"lr": 3e-3, "schedule": "cosine", "min_lr": 1e-4}})
-TIMING = {"fwd_time_s", "bwd_time_s", "epoch_time_s", "infer_time_s", "started_at", "hostname", "node_id"}
+TIMING = {"fwd_time_s", "bwd_time_s", "epoch_time_s", "infer_time_s", "peak_mem_bytes", "started_at", "hostname",
+          "node_id"}  # measured, not computed
 
 
 class Crash(Exception):

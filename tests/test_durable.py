@@ -130,6 +130,25 @@ def test_grid_plan_runs_only_the_points_not_finished(tmp_path):
     assert sorted(p["optim.lr"] for p in plan.grid) == [2e-3, 3e-3, 3e-3] and plan.samples == 1
 
 
+def test_a_trial_finished_before_a_setting_existed_counts_as_done_at_that_settings_default(tmp_path):
+    """Trial files written by an older deqlab lack the columns of newer settings: resuming its grid study
+    must not train those points again when the study leaves the setting at deqlab's default, and must
+    when the study sets it to something else."""
+    for name, backward, todo in (("old", None, [3e-3]), ("changed", "phantom", [1e-3, 1e-3, 2e-3, 2e-3, 3e-3, 3e-3])):
+        spec = spec_of(name, algorithm="grid")
+        if backward:
+            spec = parse_study({**spec.model_dump(exclude_none=True), "name": name,
+                                "base": {**TINY, "epochs": 2, "deq": {**TINY.get("deq", {}), "backward": backward}}},
+                               name)
+        path = prepare(spec, str(tmp_path))
+        for tid, lr in (("a", 1e-3), ("b", 1e-3), ("c", 2e-3), ("d", 2e-3), ("e", 3e-3)):
+            point = spec.train_config({"optim.lr": lr}).flat_params()
+            del point["deq.backward"]  # no such column yet
+            write_trial(tmp_path, name, tid, point, [metrics(0.5, 5, 1)], "completed")
+        plan = plan_resume(str(tmp_path), path, spec)
+        assert sorted(p["optim.lr"] for p in plan.grid) == todo, name
+
+
 # --------------------------------------------------------------------------- a finished trial never trains again
 
 

@@ -191,7 +191,7 @@ def test_catalog_names_what_each_constructor_takes():
     """models/catalog.py (torch-free, what a config is checked against) agrees with the zoo constructors."""
     import inspect
 
-    from deqlab.models.catalog import DEQ_MODELS, MLP_CELLS, WEIGHT_INITS
+    from deqlab.models.catalog import DEQ_MODELS, MLP_CELLS, NORMS, WEIGHT_INITS
     from deqlab.models.factory import CLASSES
 
     derived = {"deq", "in_dim", "in_channels", "num_classes", "image_size"}  # build() sets these from the data
@@ -199,7 +199,8 @@ def test_catalog_names_what_each_constructor_takes():
         params = set(inspect.signature(CLASSES[name]).parameters) - derived
         assert set(info.options) == params, name
         assert ("deq" in inspect.signature(CLASSES[name]).parameters) == (name in DEQ_MODELS), name
-    assert MODELS["mlp"].choices == {"cell": MLP_CELLS, "weight_init": WEIGHT_INITS}
+    assert MODELS["mlp"].choices == {"cell": MLP_CELLS, "norm": NORMS, "weight_init": WEIGHT_INITS}
+    assert all(MODELS[name].choices["norm"] == NORMS for name in DEQ_MODELS)  # every zoo cell takes a norm
 
 
 def test_a_configs_tolerance_reaches_the_solver_unchanged_and_options_are_validated_once(monkeypatch):
@@ -215,8 +216,8 @@ def test_a_configs_tolerance_reaches_the_solver_unchanged_and_options_are_valida
     deq = DEQ(Cell(), cfg)
     tols, validations = [], []
     real_tracker = base.Tracker
-    monkeypatch.setattr(registry, "Tracker", lambda f, z0, tol, mode: tols.append((tol, mode)) or
-                        real_tracker(f, z0, tol, mode))
+    monkeypatch.setattr(registry, "Tracker", lambda f, z0, tol, mode, keep=frozenset(): tols.append((tol, mode)) or
+                        real_tracker(f, z0, tol, mode, keep))
     for name in ("validate_options", "solve_spec", "solver_options"):
         real = getattr(options, name)
         monkeypatch.setattr(options, name, lambda *a, _real=real, _name=name, **k: validations.append(_name) or

@@ -86,12 +86,14 @@ def step(deq):
     Counts.reset()
     z, info = deq(x)
     fwd_calls = Counts.fwd
-    ((z ** 2).sum() + info.reg_loss).backward()
+    Counts.vjp_fwd = Counts.vjp  # newton_krylov's forward JVPs pass through the counter's backward too
+    ((z ** 2).sum() + info.reg_loss + sum(c * (s ** 2).sum() for c, s in info.correction)).backward()
     return info, fwd_calls
 
 
 @pytest.mark.parametrize("mode,options", [("implicit", {}), ("implicit", {"solver": "newton_krylov", "max_iter": 2}),
-                                          ("phantom", {"steps": 4}), ("unrolled", {"steps": 3})])
+                                          ("phantom", {"steps": 4}), ("unrolled", {"steps": 3}), ("jfb", {}),
+                                          ("shine", {})])
 @pytest.mark.parametrize("init", ["zeros", "skipreg"])
 def test_forward_and_backward_nfe_equal_the_cells_own_count(mode, options, init):
     info, fwd_calls = step(relu_deq(init=init, backward=mode, backward_options=options, skip_weight=1.0))
@@ -100,8 +102,30 @@ def test_forward_and_backward_nfe_equal_the_cells_own_count(mode, options, init)
     # implicit: adjoint VJPs + the final VJP to the parameters; skipreg adds the skip term's VJP through f(0, x)
     assert Counts.vjp == info.nfe_bwd
     assert Counts.second == 0 and info.nfe_jac == 0
-    if mode != "implicit":
-        assert info.nfe_bwd == options["steps"] + (init == "skipreg")
+    if mode != "implicit":  # jfb and shine: the one VJP through f at z*
+        assert info.nfe_bwd == options.get("steps", 1) + (init == "skipreg")
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden", "newton_krylov", "continuous"])
+@pytest.mark.parametrize("mode", ["jfb", "shine"])
+def test_jfb_and_shine_cost_one_vjp_with_every_solver(solver, mode):
+    """shine with a solver that keeps no estimate runs only by the user's choice, as the implicit solve."""
+    options = {"no_estimate": "implicit"} if mode == "shine" and solver not in ("anderson", "broyden") else {}
+    info, fwd_calls = step(relu_deq(solver=solver, backward=mode, backward_options=options))
+    assert fwd_calls == info.nfe_fwd
+    assert Counts.vjp - Counts.vjp_fwd == info.nfe_bwd
+    assert info.nfe_bwd == 1 or (options and info.nfe_bwd > 1)
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden", "newton_krylov", "continuous"])
+def test_correction_counts_one_application_and_one_vjp_per_kept_iterate(solver):
+    plain, plain_calls = step(relu_deq(solver=solver, tol=1e-12, max_iter=9, backward="jfb"))
+    info, fwd_calls = step(relu_deq(solver=solver, tol=1e-12, max_iter=9, backward="jfb",
+                                    correction={"steps": 2}))
+    kept = len(info.correction)
+    assert fwd_calls == info.nfe_fwd == plain.nfe_fwd + kept
+    assert Counts.vjp - Counts.vjp_fwd == info.nfe_bwd == 1 + kept
+    assert kept == len([c for c in (3, 6) if c <= len(info.trace)]) >= 1  # checks 3 and 6 of 9, those reached
 
 
 @pytest.mark.parametrize("init", ["zeros", "skipreg"])
@@ -127,6 +151,21 @@ def test_epoch_columns_equal_the_counts():
                       model={"name": "mlp", "options": {"width": 16, "inner": None, "cell": "relu_sum"}},
                       deq={"solver": "broyden", "tol": 1e-3, "stop_mode": "batch", "jac_weight": 1.0,
                            "init": "skipreg", "skip_weight": 1.0, "skip_grad": "both"})
+    check_epoch_columns(cfg)
+
+
+def test_epoch_columns_with_shine_and_the_correction_loss_equal_the_counts():
+    cfg = TrainConfig(seed=0, epochs=1, data={"name": "digits", "subset": 96, "test_subset": 40, "batch_size": 32},
+                      model={"name": "mlp", "options": {"width": 16, "inner": None, "cell": "relu_sum"}},
+                      deq={"solver": "anderson", "tol": 1e-6, "max_iter": 12, "stop_mode": "batch", "jac_weight": 1.0,
+                           "init": "skipreg", "skip_weight": 1.0, "backward": "shine",
+                           "correction": {"weight": 0.5, "steps": 3}})
+    model, xb = check_epoch_columns(cfg)
+    _, info = model(xb)
+    assert len(info.correction) == 3  # checks 3, 6, 9 of 12 reached: their terms were in the counted epoch
+
+
+def check_epoch_columns(cfg):
     splits = load_dataset("digits", subset=96, test_subset=40, seed=0, flatten=True)
     model = model_for(cfg, splits)
     model.deq.f = Counting(model.deq.f)
@@ -147,3 +186,4 @@ def test_epoch_columns_equal_the_counts():
         assert t["nfe_test_total"] == t["nfe_fwd"] == Counts.fwd  # one test batch: prediction is forward only
         solver_calls = Counts.fwd - 1  # all but skipreg's f(0, x)
         assert t["nfe_fwd_paper"] == (depth if depth else solver_calls) + 2
+    return model, next(iter(train_loader))[0]

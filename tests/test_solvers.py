@@ -256,3 +256,17 @@ def test_host_side_residuals_match_residual_norms_on_image_shaped_states(stop_mo
     if stop_mode != "batch":  # the contraction-0.1 sample freezes first and stops counting
         assert int(res.sample_nfe[0]) < int(res.sample_nfe[2]) == res.nfe
     assert res.trace[-1] <= 1e-8 and len(res.trace) == res.nfe
+
+
+def test_kept_iterates_are_the_best_after_the_asked_checks():
+    """Fixed-point iteration on z -> 0.5 z + 1 from 0: check i judges z_{i-1} = 2 - 2^(2-i), each better than before."""
+    res = solve(lambda z: 0.5 * z + 1, torch.zeros(2, 1, dtype=torch.float64), "fixed_point", tol=1e-30,
+                stop_mode="abs", max_iter=10, keep=(1, 4, 10, 11))
+    assert [float(t[0]) for t in res.iterates] == [0.0, 2 - 2 ** -2, 2 - 2 ** -8]  # check 11 never happens
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "newton_krylov", "continuous"])
+def test_an_estimate_only_from_the_solvers_that_keep_one(solver):
+    with pytest.raises(ValueError, match="keeps no inverse-Jacobian estimate; these do: anderson, broyden"):
+        solve(torch.cos, torch.zeros(1, 1), solver, estimate=True)
+    assert solve(torch.cos, torch.zeros(1, 1), "broyden").estimate is None  # not asked: none kept

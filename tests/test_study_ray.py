@@ -114,15 +114,22 @@ def test_diverging_trial_is_recorded_and_the_study_goes_on(ray_local, tmp_path):
 
 
 def test_ray_train_two_workers_end_with_identical_weights(ray_local, tmp_path):
+    """With fixed-point reuse on (each worker keeps its own shard's fixed points: docs/design.md)."""
     spec = study("ddp", {"seed": {"grid": [0]}}, search={"algorithm": "grid"},
-                 trainer={"num_workers": 2, "cpus_per_worker": 0.9})
+                 trainer={"num_workers": 2, "cpus_per_worker": 0.9},
+                 base={"deq": {**TINY["deq"], "reuse": "epoch"}})
     outcome = run_study(spec, str(tmp_path), say=quiet)
     assert not outcome.result_grid.errors
     rows = load(outcome.path).trials
     assert len(rows) == 2 and (rows.status == "completed").all()
     assert (rows.num_workers == 2).all()
     assert (rows.replica_weight_spread == 0.0).all()  # replicas agree to the last bit after every epoch
-    assert rows.test_acc.iloc[-1] > 0.5
+    rows = rows.sort_values("epoch")
+    # it learns: above chance (10 classes) and better after the second epoch (fixed shards deal other batches
+    # than a DistributedSampler: 38.7% then 48.7% here; without reuse this test asked > 50% after epoch 1)
+    assert rows.test_acc.iloc[1] > max(rows.test_acc.iloc[0], 0.3)
+    assert rows.train_reuse_frac.iloc[0] == 0.0 and rows.train_reuse_frac.iloc[1] > 0.95  # the shard's own
+    assert (rows.reuse_buffer_bytes == 150 * (16 * 4 + 1) + 300 * 8).all()  # half the 300 states, a full map
     tune_metrics = outcome.result_grid[0].metrics
     assert tune_metrics["test_acc"] == rows.sort_values("epoch").test_acc.iloc[-1]
 

@@ -8,7 +8,7 @@ import torch
 from deqlab.results import TrialWriter, load
 from deqlab.run import TrainConfig, provenance, select_device, train
 
-TIMES = ("fwd_time_s", "bwd_time_s", "epoch_time_s", "infer_time_s")
+TIMES = ("fwd_time_s", "bwd_time_s", "epoch_time_s", "infer_time_s", "peak_mem_bytes")  # measured, not computed
 
 
 def digits_config(init="zeros", **overrides):

@@ -166,3 +166,29 @@ def test_a_name_is_matched_whole(name, capsys, tmp_path):
     """`$` matched before a final newline: `name: "x\\n"` passed and became a folder name with a newline."""
     err = refused({"base": BASE, "space": {"seed": {"grid": [0]}}, "name": name}, capsys, tmp_path)
     assert "invalid study name" in err, err
+
+
+@pytest.mark.parametrize("base, space, named", [
+    ({"deq": {"backward": "shine"}}, {"deq.solver": {"choice": ["anderson", "fixed_point"]}},
+     "backward 'shine' reuses the forward solver's inverse-Jacobian estimate, which only anderson and broyden keep, "
+     "not 'fixed_point'"),
+    ({"deq": {"backward": "shine", "solver": "newton_krylov"}}, {"seed": {"grid": [0, 1]}}, "not 'newton_krylov'"),
+    ({"deq": {"max_iter": 10, "correction": {"steps": 2}}}, {"deq.correction.steps": {"grid": [0, 3, 10]}},
+     "correction.steps (10) must be below max_iter (10)"),
+    ({"deq": {"correction": {"weight": 1.0}}}, {"seed": {"grid": [0, 1]}}, "correction.steps: Field required"),
+])
+def test_shine_without_an_estimate_and_a_correction_past_max_iter_are_refused(base, space, named, capsys, tmp_path):
+    err = refused({"base": base, "space": space}, capsys, tmp_path)
+    assert named in err, err
+
+
+def test_jfb_shine_and_the_correction_validate(capsys, tmp_path):
+    file = tmp_path / "ok.yaml"
+    file.write_text(yaml.safe_dump({**HEAD, "base": {"deq": {"solver": "broyden", "correction": {"steps": 0}}},
+                                    "space": {"deq.backward": {"choice": ["implicit", "phantom", "jfb", "shine"]},
+                                              "deq.correction.steps": {"grid": [0, 3]}}}))
+    assert main(["validate", str(file)]) == 0
+    file.write_text(yaml.safe_dump({**HEAD, "base": {"deq": {"solver": "continuous", "backward": "shine",
+                                                             "backward_options": {"no_estimate": "implicit"}}},
+                                    "space": {"seed": {"grid": [0, 1]}}}))
+    assert main(["validate", str(file)]) == 0  # the user's explicit choice: shine's implicit solve

@@ -238,6 +238,54 @@ class _Standardized:
         return (torch.as_tensor(x, dtype=torch.float32) - self.mean) / self.std, y
 
 
+class Indexed:
+    """A Dataset whose items are ``(x, y, i)``: the wrapped item and its index in the wrapped Dataset.
+
+    Fixed-point reuse keys its buffer on ``i``; the wrapped Dataset (a table's tensors, your own data
+    function's arrays or Datasets) returns what it always did.
+    """
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        x, y = self.data[i]
+        return x, y, i
+
+
+class FixedShardSampler:
+    """Replica ``rank``'s share of ``n`` samples, the same samples every epoch, in a new order each epoch.
+
+    The share is fixed once from ``seed`` (a seeded permutation, padded like DistributedSampler's so every
+    replica takes the same number of steps, then every ``world_size``-th element), so a sample's previous
+    z* is on the replica that sees it again (fixed-point reuse; a DistributedSampler reshuffles samples
+    between replicas every epoch). ``set_epoch(k)`` reorders the share with ``(seed, k)``.
+    """
+
+    def __init__(self, n: int, rank: int, world_size: int, *, seed: int = 0, shuffle: bool = True):
+        rng = np.random.default_rng([int(seed), 2])
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        per = -(-n // world_size)
+        order = np.resize(order, per * world_size)  # pad by repeating the start, as DistributedSampler does
+        self.indices = order[rank::world_size]
+        self.seed, self.shuffle, self.epoch = int(seed), shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(self.indices.tolist())
+        rng = np.random.default_rng([self.seed, 3, self.epoch])
+        return iter(self.indices[rng.permutation(len(self.indices))].tolist())
+
+
 def make_loaders(
     splits: DatasetSplits,
     batch_size: int,
@@ -247,6 +295,7 @@ def make_loaders(
     num_workers: int = 0,
     shard: tuple[int, int] | None = None,
     pin_memory: bool = False,
+    indexed: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders whose shuffling is driven by a seeded generator.
 
@@ -257,6 +306,10 @@ def make_loaders(
     ``loader.sampler.set_epoch(k)`` each epoch); every replica sees the whole
     test set. ``pin_memory`` (training on CUDA) puts batches in page-locked host
     memory, so the `non_blocking` copies to the GPU are asynchronous.
+
+    ``indexed=True`` (fixed-point reuse) makes both loaders yield ``(x, y, index)`` batches, the index
+    being the sample's position in its split; a sharded train loader then keeps each replica's samples
+    fixed across epochs (``FixedShardSampler``).
     """
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
@@ -264,14 +317,19 @@ def make_loaders(
     _check_int("batch_size", batch_size, 1, "a positive int")
     _check_int("num_workers", num_workers, 0, "an int >= 0")
     shared = dict(batch_size=int(batch_size), num_workers=int(num_workers), pin_memory=pin_memory)
+    train_set, test_set = (Indexed(splits.train), Indexed(splits.test)) if indexed else (splits.train, splits.test)
     if shard is not None:
         rank, world_size = shard
         if not 0 <= rank < world_size:
             raise ValueError(f"shard rank must be in [0, {world_size}), got {rank}")
-        sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed))
-        train = DataLoader(splits.train, sampler=sampler, **shared)
+        if indexed:
+            sampler = FixedShardSampler(len(train_set), rank, world_size, seed=seed, shuffle=shuffle)
+        else:
+            sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                         seed=int(seed))
+        train = DataLoader(train_set, sampler=sampler, **shared)
     else:
         generator = torch.Generator()
         generator.manual_seed(int(seed))
-        train = DataLoader(splits.train, shuffle=shuffle, generator=generator, **shared)
-    return train, DataLoader(splits.test, shuffle=False, **shared)
+        train = DataLoader(train_set, shuffle=shuffle, generator=generator, **shared)
+    return train, DataLoader(test_set, shuffle=False, **shared)

@@ -13,6 +13,13 @@ input; the modes differ only in what they do with it:
   autograd (Geng et al. 2021): cheap, approximate.
 - unrolled: k plain applications of f from z*, differentiated by autograd
   (truncated backprop; phantom with damping 1).
+- jfb: fz itself (Fung et al. 2022): v goes straight through the one application,
+  as if J were 0; unrolled with one step, named. On a linear cell its gradient is
+  (I - J)^T times the implicit one (tests/test_backward.py).
+- shine: like implicit, but g is not solved for: it is the forward quasi-Newton
+  solver's own inverse-Jacobian estimate applied to v, g = -H^T v (Ramzi et al.
+  2022), so the backward pass costs the one final VJP. A sample whose g is longer
+  than `fallback_ratio * ||v||` takes g = v (JFB), as the published code does.
 
 Backward NFE is counted where it happens: hooks on the tensors whose VJPs the
 backward pass computes increment `BackwardRecord.nfe`, and the implicit mode
@@ -29,7 +36,7 @@ from typing import Callable, Optional
 import torch
 
 from ..solvers import SolveSpec, solve
-from .config import DEQConfig, ImplicitOptions, PhantomOptions
+from .config import DEQConfig, ImplicitOptions, JFBOptions, PhantomOptions, ShineOptions
 
 Tensor = torch.Tensor
 
@@ -44,6 +51,7 @@ class BackwardRecord:
     converged_frac: Optional[float] = None
     trace: Optional[list] = None
     trace_mean: Optional[list] = None
+    fallback_frac: Optional[float] = None  # shine: the share of samples that took JFB's g = v instead
 
 
 def count_backward(t: Tensor, record: BackwardRecord, field: str = "nfe") -> None:
@@ -62,11 +70,20 @@ def attach(
     fz: Tensor,
     cfg: DEQConfig,
     record: BackwardRecord,
+    estimate=None,
 ) -> tuple[Tensor, int]:
-    """Build the differentiable output from fz = f(z_in) by `cfg`'s backward mode; returns (output, extra forward NFE)."""
+    """Build the differentiable output from fz = f(z_in) by `cfg`'s backward mode; returns (output, extra forward NFE).
+
+    `estimate`: the forward solve's `InverseJacobian` (shine; None where the solver keeps none and the config
+    chose the implicit solve instead)."""
     opts = cfg.backward_mode
-    if isinstance(opts, ImplicitOptions):
+    if isinstance(opts, ImplicitOptions) or (isinstance(opts, ShineOptions) and estimate is None):
         return _attach_implicit(z_in, fz, cfg.adjoint, record), 0
+    if isinstance(opts, ShineOptions):
+        return _attach_shine(fz, estimate, opts.fallback_ratio, record), 0
+    if isinstance(opts, JFBOptions):
+        count_backward(fz, record)
+        return fz, 0
     damping = opts.damping if isinstance(opts, PhantomOptions) else 1.0
     count_backward(fz, record)
     z = fz if damping == 1.0 else (1 - damping) * z_in + damping * fz
@@ -126,6 +143,22 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, adjoint: SolveSpec, record: Backw
         return res.z * scale
 
     return _AdjointGradient.apply(fz, solve_adjoint)
+
+
+def _attach_shine(fz: Tensor, estimate, fallback_ratio: Optional[float], record: BackwardRecord) -> Tensor:
+    """g = -H^T v from the forward solver's estimate (no VJP), then the one counted VJP through fz."""
+
+    def apply_estimate(v: Tensor) -> Tensor:
+        g = estimate.adjoint(v)
+        if fallback_ratio is not None:
+            norm_g, norm_v = g.flatten(1).norm(dim=1), v.flatten(1).norm(dim=1)
+            off = (norm_g > fallback_ratio * norm_v) | ~torch.isfinite(norm_g)
+            g = torch.where(off.view(-1, *([1] * (v.dim() - 1))), v, g)
+            record.fallback_frac = float(off.float().mean())
+        record.nfe += 1  # the VJP that carries g through fz to the parameters and input
+        return g
+
+    return _AdjointGradient.apply(fz, apply_estimate)
 
 
 def jacobian_penalty(fz: Tensor, z_in: Tensor, probes: int = 1,

@@ -15,11 +15,12 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolveSpec, StopMode, solve_spec,
-                               solver_options, validate_options)
+from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolveSpec, StopMode,
+                               estimate_solvers, solve_spec, solver_options, validate_options)
 
 InitMode = Literal["zeros", "skip", "skipreg"]
 INIT_MODES = ("zeros", "skip", "skipreg")
+REUSE_MODES = ("none", "epoch")
 
 
 class _Options(BaseModel):
@@ -45,12 +46,52 @@ class UnrolledOptions(_Options):
     steps: int = Field(5, ge=1, le=200)
 
 
-BackwardOptions = Union[ImplicitOptions, PhantomOptions, UnrolledOptions]
+class JFBOptions(_Options):
+    """Jacobian-free backprop (Fung et al., AAAI 2022): the gradient through one application of f at z*."""
+
+    mode: Literal["jfb"] = "jfb"
+
+
+class ShineOptions(_Options):
+    """SHINE (Ramzi et al., ICLR 2022): the forward quasi-Newton inverse Jacobian applied to the loss gradient."""
+
+    mode: Literal["shine"] = "shine"
+    fallback_ratio: Optional[float] = Field(
+        1.3, gt=0.0, description="a sample whose estimate ||-H^T v|| exceeds this times ||v|| takes v instead "
+        "(JFB), as the published SHINE code does; null: never")
+    no_estimate: Literal["error", "implicit"] = Field(
+        "error", description="a forward solver that keeps no estimate: refused in validation (error), or the "
+        "implicit adjoint solve instead (implicit, your explicit choice)")
+
+
+BackwardOptions = Union[ImplicitOptions, PhantomOptions, UnrolledOptions, JFBOptions, ShineOptions]
 BACKWARD_MODES: dict[str, type[BaseModel]] = {
     "implicit": ImplicitOptions,
     "phantom": PhantomOptions,
     "unrolled": UnrolledOptions,
+    "jfb": JFBOptions,
+    "shine": ShineOptions,
 }
+
+
+class CorrectionOptions(_Options):
+    """The fixed-point correction loss (Bai et al., CVPR 2022, DEQ-Flow): the task loss on `steps` intermediate
+    iterates of the forward solve, evenly spaced over max_iter, each through one differentiated application of
+    f, the j-th of n = steps + 1 states (z* last, weight 1) weighted `weight * gamma^(n - j)`."""
+
+    weight: float = Field(1.0, gt=0.0, description="scales every correction term; 1 is the paper's loss")
+    steps: int = Field(ge=0, le=100, description="intermediate iterates the loss is applied to (0: none, so a "
+                                                 "study may search deq.correction.steps over 0 and k)")
+    gamma: float = Field(0.8, gt=0.0, le=1.0, description="decay towards the start of the solve (0.8: the paper's)")
+
+
+def correction_checks(steps: int, max_iter: int) -> list[int]:
+    """The residual checks (1-based) whose best iterate the correction uses: `steps` of n = steps + 1 states
+    evenly spaced over max_iter, the last being the solve's end (TorchDEQ's `n_states` indexing)."""
+    n = steps + 1
+    delta = max_iter // n
+    at = [(j + 1) * delta for j in range(n)] if max_iter % n == 0 else [max_iter - (n - j - 1) * delta for j in range(n)]
+    return at[:-1]
 
 
 def backward_options(mode: str, options: Optional[dict] = None) -> BackwardOptions:
@@ -74,7 +115,15 @@ class DEQConfig(BaseModel):
     loss, d the mean squared (`skip_norm="mse"`) or absolute (`"l1"`, the
     published code's) difference, differentiated through z0 only
     (`skip_grad="z0"`) or through z* as well (`"both"`). `jac_weight > 0` adds
-    the Hutchinson Jacobian penalty with `jac_probes` probes.
+    the Hutchinson Jacobian penalty with `jac_probes` probes. `correction` adds
+    the fixed-point correction loss on intermediate iterates (`CorrectionOptions`).
+    `backward: shine` needs a solver that keeps an inverse-Jacobian estimate
+    (broyden, anderson) unless `backward_options.no_estimate` is "implicit".
+
+    reuse: "none", or "epoch" (fixed-point reuse: the training loop starts each training sample's solve
+    from the z* it reached in its previous epoch; the init's guess the first time). `reuse_eval: true`
+    does the same for the test samples (off by default, so test NFE stays comparable across trials).
+    The layer itself only takes a start (`DEQ.start_from`); the buffer is the run's (docs/design.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,6 +142,11 @@ class DEQConfig(BaseModel):
                                                                "(z* detached) or through z* as well")
     jac_weight: float = Field(0.0, ge=0)
     jac_probes: int = Field(1, ge=1)
+    correction: Optional[CorrectionOptions] = Field(None, description="the fixed-point correction loss; "
+                                                                        "null: none")
+    reuse: Literal["none", "epoch"] = Field("none", description="start each training solve from the sample's "
+                                                                "z* of the previous epoch ('epoch') or not")
+    reuse_eval: bool = Field(False, description="with reuse: epoch, test samples also start from their previous z*")
 
     _forward: SolveSpec = PrivateAttr()
     _backward: BackwardOptions = PrivateAttr()
@@ -101,9 +155,22 @@ class DEQConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self):
         """Validate the solver and gradient settings once, into the typed values the layer uses."""
+        if self.reuse_eval and self.reuse == "none":
+            raise ValueError("deq.reuse_eval: true needs deq.reuse: epoch (evaluation reuses only what training "
+                             "does)")
         self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options)
         self._backward = backward_options(self.backward, self.backward_options)
         b = self._backward
+        if isinstance(b, ShineOptions) and not SOLVER_OPTIONS[self.solver].keeps_estimate:
+            if b.no_estimate == "error":
+                raise ValueError(
+                    f"backward 'shine' reuses the forward solver's inverse-Jacobian estimate, which only "
+                    f"{' and '.join(estimate_solvers())} keep, not {self.solver!r}: use one of those, or "
+                    "backward_options {no_estimate: implicit} to solve the adjoint system instead")
+            b = ImplicitOptions()  # the user's explicit choice: the implicit adjoint solve, its defaults
+        if self.correction is not None and self.correction.steps >= self.max_iter:
+            raise ValueError(f"correction.steps ({self.correction.steps}) must be below max_iter ({self.max_iter}):"
+                             " its iterates are spread over the solve's checks")
         if isinstance(b, ImplicitOptions):
             solver = b.solver or self.solver
             inherit = not b.solver_options and solver == self.solver  # the forward options object itself
@@ -130,9 +197,22 @@ class DEQConfig(BaseModel):
 
     @property
     def adjoint(self) -> Optional[SolveSpec]:
-        """The implicit mode's adjoint solve (stop test "abs" on the normalised system); None otherwise."""
+        """The implicit mode's adjoint solve (stop test "abs" on the normalised system; also shine's when the
+        forward solver keeps no estimate and `no_estimate: implicit` says so); None otherwise."""
         return self._adjoint
 
+    @property
+    def uses_estimate(self) -> bool:
+        """Backward shine on a solver that keeps an inverse-Jacobian estimate: the solve must return it."""
+        return isinstance(self._backward, ShineOptions) and SOLVER_OPTIONS[self.solver].keeps_estimate
 
-__all__ = ["DEQConfig", "INIT_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions", "PhantomOptions",
-           "UnrolledOptions", "backward_options"]
+    @property
+    def correction_checks(self) -> list[int]:
+        """The residual checks whose best iterates the correction loss uses ([] without correction)."""
+        c = self.correction
+        return correction_checks(c.steps, self.max_iter) if c is not None and c.steps else []
+
+
+__all__ = ["DEQConfig", "INIT_MODES", "REUSE_MODES", "BACKWARD_MODES", "BackwardOptions", "ImplicitOptions",
+           "PhantomOptions", "UnrolledOptions", "JFBOptions", "ShineOptions", "CorrectionOptions", "backward_options",
+           "correction_checks"]

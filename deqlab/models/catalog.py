@@ -17,6 +17,7 @@ from .. import plugins
 MLP_CELLS = ("tanh", "relu_sum")
 WEIGHT_INITS = ("glorot", "torch")
 ODE_METHODS = ("dopri5", "bosh3", "rk4", "euler")
+NORMS = ("none", "weight", "spectral")  # the DEQ cell's weights: as they are, weight norm, spectral norm
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,11 @@ class ModelInfo:
 
 
 MODELS: dict[str, ModelInfo] = {
-    "mlp": ModelInfo(("cell", "inner", "weight_init", "width"), {"cell": MLP_CELLS, "weight_init": WEIGHT_INITS}),
-    "conv": ModelInfo(("channels", "groups", "init_std", "weight_init"), {"weight_init": WEIGHT_INITS}),
-    "multiscale": ModelInfo(("channels", "groups", "init_std")),
+    "mlp": ModelInfo(("cell", "inner", "norm", "weight_init", "width"),
+                     {"cell": MLP_CELLS, "norm": NORMS, "weight_init": WEIGHT_INITS}),
+    "conv": ModelInfo(("channels", "groups", "init_std", "norm", "weight_init"),
+                      {"norm": NORMS, "weight_init": WEIGHT_INITS}),
+    "multiscale": ModelInfo(("channels", "groups", "init_std", "norm"), {"norm": NORMS}),
     "neural_ode": ModelInfo(("adjoint", "atol", "inner", "method", "rtol", "t1", "width"),
                             {"method": ODE_METHODS}, deq=False),
 }

@@ -16,7 +16,30 @@ from torch import nn
 from ..layers.config import DEQConfig
 from ..layers.deq import DEQ
 from .base import DEQModel
-from .catalog import MLP_CELLS, WEIGHT_INITS
+from .catalog import MLP_CELLS, NORMS, WEIGHT_INITS
+
+
+def normalise_cell(cell: nn.Module, norm: str) -> nn.Module:
+    """The cell with every Linear and Conv2d weight reparametrised (`model.options.norm`), in place.
+
+    "weight": weight norm (w = g v / ||v||, per output unit; the function is unchanged at
+    initialisation, training then moves g and v). "spectral": spectral norm (w / sigma, sigma the
+    largest singular value of w, or of a conv kernel reshaped to out x in*k*k, estimated by one power
+    iteration per training forward pass), which makes each Linear 1-Lipschitz, so an MLP cell
+    (tanh(Wz + x), W2 tanh(W1 z) + x, relu(Wz) + relu(Ux)) is at most 1-Lipschitz in z; for a k x k
+    convolution the reshaped norm bounds the operator's only within a factor k (docs/design.md).
+    PyTorch's parametrizations keep the state dict's names stable, so a checkpoint loads into a
+    model rebuilt with the same option.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if norm == "none":
+        return cell
+    wrap = nn.utils.parametrizations.weight_norm if norm == "weight" else nn.utils.parametrizations.spectral_norm
+    for m in list(cell.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            wrap(m)
+    return cell
 
 
 class MLPCell(nn.Module):
@@ -60,10 +83,11 @@ class MLPDEQ(DEQModel):
     relu), cell relu(W z) + relu(U x) without bias, skip net Dense(width, width,
     relu) (`inner` must then be None). `weight_init="glorot"` draws every layer
     as Lux does (Glorot-uniform, zero biases), as the published models were.
+    `norm` normalises the cell's weights after they are drawn (`normalise_cell`).
     """
 
     def __init__(self, in_dim: int = 784, width: int = 100, inner: Optional[int] = 500, num_classes: int = 10,
-                 cell: str = "tanh", weight_init: str = "torch", deq: Optional[DEQConfig] = None):
+                 cell: str = "tanh", weight_init: str = "torch", deq: Optional[DEQConfig] = None, norm: str = "none"):
         super().__init__()
         deq = deq if deq is not None else DEQConfig()
         if cell not in MLP_CELLS:
@@ -87,6 +111,7 @@ class MLPDEQ(DEQModel):
         self.head = nn.Linear(width, num_classes)
         if weight_init == "glorot":
             _glorot_init([self])
+        normalise_cell(f, norm)
 
     @classmethod
     def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "MLPDEQ":
@@ -182,12 +207,13 @@ class ConvDEQ(DEQModel):
     network and the head as Lux does (Glorot-uniform, zero biases); `"torch"`
     keeps PyTorch's defaults. Measured on the tutorial replica (64 channels,
     SkipRegDEQ, Newton-Krylov, seed 0): 78.4% with glorot against 65.0% with
-    PyTorch's defaults. The DEQ cell is drawn with std `init_std` either way.
+    PyTorch's defaults. The DEQ cell is drawn with std `init_std` either way, then
+    normalised when `norm` says so (`normalise_cell`).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, num_classes: int = 10,
                  groups: Optional[int] = None, init_std: float = 0.01, weight_init: str = "glorot",
-                 deq: Optional[DEQConfig] = None):
+                 deq: Optional[DEQConfig] = None, norm: str = "none"):
         super().__init__()
         deq = deq if deq is not None else DEQConfig()
         groups = channels if groups is None else groups
@@ -208,6 +234,7 @@ class ConvDEQ(DEQModel):
         self.head = nn.Linear(channels, num_classes)
         if weight_init == "glorot":
             _glorot_init([self.down, self.head] + ([skip] if skip is not None else []))
+        normalise_cell(cell, norm)
 
     @classmethod
     def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "ConvDEQ":
@@ -251,10 +278,10 @@ class MultiscaleCell(nn.Module):
 
 
 class MultiscaleDEQ(DEQModel):
-    """Small multiscale DEQ: the conv down-block feeds a two-resolution equilibrium."""
+    """Small multiscale DEQ: the conv down-block feeds a two-resolution equilibrium (`norm`: `normalise_cell`)."""
 
     def __init__(self, in_channels: int = 1, channels: int = 16, num_classes: int = 10, image_size: int = 28,
-                 groups: int = 4, init_std: float = 0.01, deq: Optional[DEQConfig] = None):
+                 groups: int = 4, init_std: float = 0.01, deq: Optional[DEQConfig] = None, norm: str = "none"):
         super().__init__()
         deq = deq if deq is not None else DEQConfig()
         if image_size % 4:
@@ -276,7 +303,7 @@ class MultiscaleDEQ(DEQModel):
         self.head = nn.Linear(2 * channels, num_classes)
         self.norm_hi = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())  # see ConvDEQ: norm, then ReLU, then pool
         self.norm_lo = nn.Sequential(nn.GroupNorm(groups, channels), nn.ReLU())
-        self.cell = cell
+        self.cell = normalise_cell(cell, norm)
 
     @classmethod
     def for_data(cls, input_shape: tuple, classes: int, deq: DEQConfig, **options) -> "MultiscaleDEQ":
@@ -296,4 +323,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MLPDEQ", "ReluSumCell", "ConvDEQ", "MultiscaleDEQ", "count_parameters"]
+__all__ = ["MLPDEQ", "ReluSumCell", "ConvDEQ", "MultiscaleDEQ", "count_parameters", "normalise_cell"]

@@ -83,8 +83,13 @@ CATALOGUE: dict[str, Metric] = {m.name: m for m in (
     Metric("nfe_test_total", "Test NFE total", mode="min"),
     Metric("nfe_fwd_paper", "NFE fwd (paper)", mode="min"),
     Metric("train_nfe_fwd", "Train NFE fwd", mode="min"),
+    # docs/design.md "Peak memory": CUDA max_memory_allocated, or the CPU process's peak resident set, per epoch
+    Metric("peak_mem_bytes", "Peak memory", "MiB", 1.0 / 2**20, "min"),
     # reported when known, or derived by readers
     Metric("lr", "Learning rate", every_row=False),
+    # deq.reuse: epoch (fixed-point reuse): the kept states' size, the share of training samples started from one
+    Metric("reuse_buffer_bytes", "Reuse buffer", "MiB", 1.0 / 2**20, "min", every_row=False),
+    Metric("train_reuse_frac", "Reused starts", "%", 100.0, every_row=False),
     Metric("replica_weight_spread", "Replica weight spread", mode="min", every_row=False),  # Ray Train workers
     Metric("total_time_s", "Train time", "s", mode="min", every_row=False),  # sum of epoch_time_s (final_epochs)
     # `deqlab bench`: one call of a trained model, timed side by side with the others (deqlab/run/bench.py)

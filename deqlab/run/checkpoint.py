@@ -4,7 +4,8 @@ The state is everything the rest of the run depends on, so that on CPU a run int
 resumed from its checkpoint ends bit-identical to one never interrupted: the model's and optimiser's state
 dicts, the LR schedule, the epoch, and every random number generator the loop draws from (torch's global
 and CUDA ones, numpy's, Python's, and the training loader's shuffle generator). No data: a checkpoint of
-the paper's MNIST MLP is its weights plus Adam's two moments (docs/benchmarks.md gives its size).
+the paper's MNIST MLP is its weights plus Adam's two moments (docs/benchmarks.md gives its size); with
+`deq.reuse: epoch` it also holds the kept fixed points (one state per training sample: `reuse_buffer_bytes`).
 The files and their checks are `deqlab.results.checkpoints`.
 """
 
@@ -48,6 +49,7 @@ class Checkpointing:
 def capture(run, epoch: int) -> dict:
     """The run's state after epoch `epoch` (a `loop._Run`)."""
     loader_gen = getattr(run.train_loader, "generator", None)
+    kept = {name: r.buffer.state_dict() for name, r in _reuses(run)}
     return {
         "format": files.FORMAT,
         "epoch": int(epoch),
@@ -61,7 +63,14 @@ def capture(run, epoch: int) -> dict:
             "python": random.getstate(),
             "loader": loader_gen.get_state() if loader_gen is not None else None,
         },
+        **({"reuse": kept} if kept else {}),
     }
+
+
+def _reuses(run):
+    """The run's fixed-point reuse buffers by name (none unless deq.reuse: epoch)."""
+    return [(name, r) for name, r in (("train", getattr(run, "reuse_train", None)),
+                                      ("test", getattr(run, "reuse_test", None))) if r is not None]
 
 
 def restore(run, state: dict) -> int:
@@ -79,6 +88,10 @@ def restore(run, state: dict) -> int:
     loader_gen = getattr(run.train_loader, "generator", None)
     if loader_gen is not None and rng.get("loader") is not None:
         loader_gen.set_state(rng["loader"])
+    kept = state.get("reuse") or {}
+    for name, r in _reuses(run):
+        if name in kept:
+            r.buffer.load_state_dict(kept[name])
     return int(state["epoch"]) + 1
 
 

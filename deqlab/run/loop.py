@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
@@ -31,6 +32,8 @@ from . import checkpoint
 from .config import TrainConfig
 from .diagnostics import depth_states, residual_traces
 from .env import select_device, sync
+from .memory import PeakMemory
+from .reuse import Reuse
 
 
 class Reporter(Protocol):
@@ -109,15 +112,22 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, progress:
         run.model.set_fixed_depth(config.pretrain_depth if pretraining else None)
         if run.shard is not None:
             run.train_loader.sampler.set_epoch(epoch)
+        run.memory.start()
         try:
-            metrics = _train_epoch(run.model, run.train_loader, run.opt, run.sched, config, run.device, replicas)
-            metrics.update(evaluate(run.model, run.test_loader, run.device))
+            metrics = _train_epoch(run.model, run.train_loader, run.opt, run.sched, config, run.device, replicas,
+                                   reuse=None if pretraining else run.reuse_train)
+            metrics.update(evaluate(run.model, run.test_loader, run.device, reuse=run.reuse_test))
         except FloatingPointError as exc:
             result.status, result.error = Status.DIVERGED, str(exc)
             break
+        metrics["peak_mem_bytes"] = run.memory.read()  # this process's (on Ray Train: this replica's)
+        if run.reuse_train is not None:
+            metrics["reuse_buffer_bytes"] = float(sum(r.buffer.nbytes for r in (run.reuse_train, run.reuse_test)
+                                                      if r is not None))
         if replicas is not None:
             metrics.update(replicas.mean({k: metrics[k] for k in ("train_loss", "train_nfe_fwd", "nfe_bwd", "nfe_jac",
-                                                                  "nfe_train_total")}))
+                                                                  "nfe_train_total", "train_reuse_frac")
+                                          if k in metrics}))
             metrics["replica_weight_spread"] = replicas.weight_spread(run.model)
         metrics["phase"] = "pretrain" if pretraining else "deq"
         metrics["lr"] = run.opt.param_groups[0]["lr"]
@@ -169,6 +179,9 @@ class _Run:
     eval_y: torch.Tensor
     input_shape: tuple = ()
     num_classes: int = 0
+    reuse_train: Optional[Reuse] = None  # deq.reuse: epoch (reuse_test: with deq.reuse_eval)
+    reuse_test: Optional[Reuse] = None
+    memory: Optional[PeakMemory] = None
 
     @property
     def epochs(self) -> int:
@@ -185,16 +198,24 @@ class _Run:
             if batch_size < 1:
                 raise ValueError(f"data.batch_size {config.data.batch_size} is smaller than the "
                                  f"{replicas.world_size} workers; it is the global batch, split between them")
+        reusing = config.deq.reuse != "none"
         train_loader, test_loader = make_loaders(splits, batch_size, seed=config.seed, shard=shard,
-                                                 pin_memory=device.type == "cuda")  # async host-to-GPU copies
+                                                 pin_memory=device.type == "cuda",  # async host-to-GPU copies
+                                                 indexed=reusing)  # batches carry sample indices for reuse
         model = model_for(config, splits).to(device)
+        reuse_train = reuse_test = None
+        if reusing:
+            own = train_loader.sampler.indices if shard is not None else None  # a replica keeps its shard only
+            reuse_train = Reuse(model, len(splits.train), device, own)
+            reuse_test = Reuse(model, len(splits.test), device) if config.deq.reuse_eval else None
         if replicas is not None:
             replicas.broadcast_parameters(model)
         steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
         opt, sched = _make_optimizer(config, model, (config.pretrain_epochs + config.epochs) * steps_per_epoch)
         eval_x, eval_y = next(iter(make_loaders(splits, config.eval_batch, seed=config.seed, shuffle=False)[1]))
         return cls(config, device, model, train_loader, test_loader, opt, sched, shard, eval_x.to(device),
-                   eval_y.to(device), tuple(splits.input_shape), int(splits.num_classes))
+                   eval_y.to(device), tuple(splits.input_shape), int(splits.num_classes), reuse_train, reuse_test,
+                   PeakMemory(device))
 
     def write(self, writer, epoch: int, metrics: dict, status: str) -> None:
         """The epoch's row, the fixed batch's residual traces and (if asked) its states over depth."""
@@ -218,23 +239,29 @@ def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional
     return None
 
 
-def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None) -> dict:
-    """One pass over the training data; NFE columns are means per micro-batch (per sample, see evaluate)."""
+def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None, *,
+                 reuse: Optional[Reuse] = None) -> dict:
+    """One pass over the training data; NFE columns are means per micro-batch (per sample, see evaluate).
+    With `reuse` (batches of (x, y, index)) each sample starts from its kept z* and keeps its new one."""
     model.train()
     accumulate = config.optim.accumulate
     loss_sum = n = 0
     nfe = {"train_nfe_fwd": 0.0, "nfe_bwd": 0.0, "nfe_jac": 0.0}
-    fwd_t = bwd_t = 0.0
+    fwd_t = bwd_t = reused = 0.0
     batches = 0
     n_batches = len(loader)
     sync(device)
     t_epoch = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    for xb, yb in loader:
+    for xb, yb, *index in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         sync(device)
         t0 = time.perf_counter()
-        task, loss, info = forward_loss(model, xb, yb)
+        with reuse.starts(index[0]) if reuse is not None else nullcontext():
+            task, loss, info = forward_loss(model, xb, yb)
+        if reuse is not None:
+            reuse.keep(index[0], info)
+            reused += info.reused_frac * len(yb)
         sync(device)
         t1 = time.perf_counter()
         if replicas is None and not torch.isfinite(loss):
@@ -257,6 +284,8 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
     sync(device)
     out = {k: v / max(batches, 1) for k, v in nfe.items()}
     out["nfe_train_total"] = sum(out.values())
+    if reuse is not None:
+        out["train_reuse_frac"] = reused / max(n, 1)
     return {
         "train_loss": loss_sum / max(n, 1), **out,
         "fwd_time_s": fwd_t,
@@ -267,10 +296,22 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
 
 def forward_loss(model, xb, yb):
     """(task loss, training loss, DEQInfo) of one batch: cross-entropy plus the model's regularisers
-    (skip term, Jacobian penalty), the loss every training step (and `deqlab bench`'s) backpropagates."""
+    (skip term, Jacobian penalty) and the fixed-point correction terms (the cross-entropy of each kept
+    iterate's readout, weighted), the loss every training step (and `deqlab bench`'s) backpropagates."""
     logits, info = model(xb)
     task = nn.functional.cross_entropy(logits, yb)
-    return task, task + info.reg_loss, info
+    return task, task + info.reg_loss + correction_loss(model, info, yb), info
+
+
+def correction_loss(model, info, yb):
+    """The fixed-point correction terms (`deq.correction`): each kept state through the model's readout, weighted."""
+    if not info.correction:
+        return 0.0
+    readout = getattr(model, "readout", None)
+    if readout is None:
+        raise ValueError(f"deq.correction needs a DEQModel: {type(model).__name__} has no readout(z) to turn "
+                         "each kept iterate into logits")
+    return sum(weight * nn.functional.cross_entropy(readout(state), yb) for weight, state in info.correction)
 
 
 def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], loss) -> None:
@@ -286,7 +327,7 @@ def _step(model, opt, sched, config: TrainConfig, replicas: Optional[Replicas], 
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> dict:
+def evaluate(model, loader, device, *, reuse: Optional[Reuse] = None) -> dict:
     """Test loss/accuracy, per-sample forward NFE, convergence and inference time per sample.
 
     `nfe_test_total` is everything a prediction costs per sample (forward only:
@@ -295,15 +336,19 @@ def evaluate(model, loader, device) -> dict:
     final call (3 when the initial guess already passes the stop test; the
     published Broyden always updates once, so its minimum is 4); it leaves out
     skipreg's f(0, x), as that code did not count it.
+    `reuse` (deq.reuse_eval) starts each test sample from its z* of the previous evaluation.
     """
     model.eval()
     loss_sum = correct = n = 0
     nfe = conv = res = paper = 0.0
     sync(device)
     t0 = time.perf_counter()
-    for xb, yb in loader:
+    for xb, yb, *index in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        logits, info = model(xb)
+        with reuse.starts(index[0]) if reuse is not None else nullcontext():
+            logits, info = model(xb)
+        if reuse is not None:
+            reuse.keep(index[0], info)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(dim=1) == yb).sum())
         k = len(yb)

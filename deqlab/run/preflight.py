@@ -15,7 +15,8 @@ from .. import plugins
 from ..data import load_dataset
 from ..layers.deq import DEQInfo
 from .config import TrainConfig
-from .loop import model_for
+from .loop import correction_loss, model_for
+from .reuse import deq_layer
 
 
 def try_config(config: TrainConfig) -> str:
@@ -35,6 +36,8 @@ def try_config(config: TrainConfig) -> str:
     try:
         model.train()
         _step(model, x, y, splits.num_classes)
+        if config.deq.reuse != "none":
+            _reused_step(model, x, y, splits.num_classes)
         if config.pretrain_epochs:
             model.set_fixed_depth(config.pretrain_depth)
             _step(model, x, y, splits.num_classes)
@@ -65,10 +68,20 @@ def _check_output(out, classes: int) -> torch.Tensor:
     return logits
 
 
+def _reused_step(model, x, y, classes: int) -> None:
+    """deq.reuse: the model has one DEQ layer, and a step starts from the z* the previous pass reached."""
+    layer = deq_layer(model)
+    z_star = model(x)[1].z_star
+    if z_star is None:
+        raise ValueError("deq.reuse: the DEQ layer returned no z_star to keep")
+    with layer.start_from(z_star, torch.ones(len(x), dtype=torch.bool)):
+        _step(model, x, y, classes)
+
+
 def _step(model, x, y, classes: int) -> None:
     out = model(x)
     logits = _check_output(out, classes)
-    loss = nn.functional.cross_entropy(logits, y) + out[1].reg_loss
+    loss = nn.functional.cross_entropy(logits, y) + out[1].reg_loss + correction_loss(model, out[1], y)
     loss.backward()
     model.zero_grad(set_to_none=True)
 

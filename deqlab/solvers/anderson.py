@@ -11,11 +11,11 @@ up to date one row per iteration instead of being rebuilt.
 from __future__ import annotations
 
 import torch
-from .base import Tracker, shape_views
+from .base import InverseJacobian, Tracker, shape_views
 from .options import AndersonOptions
 
 
-def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
+def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions, *, estimate: bool = False):
     """One evaluation per iteration; NFE <= max_iter. Storage: 2*m vectors per sample.
 
     The history keeps dG (differences of g = f(x) - x) for the Gram matrix and
@@ -25,6 +25,13 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
     right-hand side come from one batched product. ~40 torch ops per
     iteration: each costs ~4-8 us of dispatch on CPU, which is what this
     solver's per-evaluation overhead is made of at small sizes.
+
+    With `estimate`, the result carries the inverse Jacobian of g that the last
+    step applied: x_new = x - H g with H = -beta I + dF (dG^T dG + lam I)^-1 dG^T
+    (the multisecant matrix of Anderson mixing, H dG = dX up to lam), and a frozen
+    sample keeps its history slots (two `where`s per iteration while some are
+    frozen) so its estimate is the one it stopped with, not overwritten by zero
+    differences.
     """
     shape = z.shape
     b = shape[0]
@@ -52,8 +59,12 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
         else:
             slot = n_stored % m
             dg = g - prev_g
+            dmixed = mixed - prev_mixed
+            if estimate and tracker.n_active < b:
+                act = tracker.active_mask(2)
+                dg, dmixed = torch.where(act, dg, dG[:, slot]), torch.where(act, dmixed, dF[:, slot])
             dG[:, slot] = dg
-            dF[:, slot] = mixed - prev_mixed
+            dF[:, slot] = dmixed
             n_stored += 1
             k = min(n_stored, m)
             rows = dG if k == m else dG[:, :k]
@@ -67,16 +78,30 @@ def anderson(tracker: Tracker, z, max_iter: int, opts: AndersonOptions):
             x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), hist, alpha=-1).squeeze(1)
         prev_g, prev_mixed = g, mixed
         x = flat(tracker.keep_frozen(xs, unflat(x_new)))
-    return tracker.result(stored_vectors=2 * m)
+    inverse = _inverse_estimate(dF, dG, gram, min(n_stored, m), beta, opts.lam, eye) if estimate else None
+    return tracker.result(inverse, stored_vectors=2 * m)
+
+
+def _inverse_estimate(dF, dG, gram, k: int, beta: float, lam: float, eye) -> InverseJacobian:
+    """H = -beta I + dF M^-1 dG^T, M the regularised Gram matrix the last step solved with: Q = M^-1 dG."""
+    if k == 0:
+        return InverseJacobian(beta, dF[:, :0], dG[:, :0])
+    rows = dG[:, :k]
+    q = torch.linalg.solve_ex(_system(gram[:, :k, :k], lam, eye[:k, :k]), rows.double())[0]
+    return InverseJacobian(beta, dF[:, :k], torch.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).to(rows.dtype))
+
+
+def _system(gram: torch.Tensor, lam: float, eye: torch.Tensor) -> torch.Tensor:
+    """G + (lam*scale + 1e-300) I per sample, scale = mean diag(G): never singular since its diagonal is > 0."""
+    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).view(-1, 1, 1)
+    return torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
 
 
 def _regularised_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, eye: torch.Tensor) -> torch.Tensor:
-    """(G + (lam*scale + 1e-300) I)^-1 rhs per sample, scale = mean diag(G); a failed system gives gamma = 0.
+    """(G + (lam*scale + 1e-300) I)^-1 rhs per sample; a failed system gives gamma = 0.
 
     A zero pivot or an overflow shows as a non-finite solution, which becomes
-    0 (a plain step); the system is never singular since its diagonal is > 0.
+    0 (a plain step).
     """
-    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).view(-1, 1, 1)
-    system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
-    sol = torch.linalg.solve_ex(system, rhs.unsqueeze(2))[0].squeeze(2)  # a [B, k, 1] rhs: the fast path
+    sol = torch.linalg.solve_ex(_system(gram, lam, eye), rhs.unsqueeze(2))[0].squeeze(2)  # [B, k, 1] rhs: fast path
     return torch.nan_to_num(sol, nan=0.0, posinf=0.0, neginf=0.0)

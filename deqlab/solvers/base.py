@@ -9,7 +9,7 @@ place a residual is judged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ class SolveResult:
     `z` holds each sample's best iterate (lowest finite residual), so a failed
     solve still returns something usable. `residual` is the residual of exactly
     that iterate, `inf` for a sample that never produced a finite one.
+    `iterates`: the best iterate after each residual check asked for by `solve(keep=...)`
+    (checks the solve never reached are absent); `estimate`: the quasi-Newton
+    inverse Jacobian, only when `solve(estimate=True)` asked a solver that keeps one.
     """
 
     z: Tensor
@@ -37,10 +40,36 @@ class SolveResult:
     trace: list[float]
     trace_mean: list[float] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    iterates: list = field(default_factory=list)
+    estimate: Optional["InverseJacobian"] = None
 
     @property
     def converged_frac(self) -> float:
         return float(self.converged.float().mean())
+
+
+@dataclass(frozen=True)
+class InverseJacobian:
+    """A solver's estimate H of (J_f - I)^-1, the inverse Jacobian of g(z) = f(z) - z, per sample:
+    H = -beta I + sum_i p_i q_i^T, rows of P and Q [B, k, D] (flattened samples).
+
+    Broyden: beta = 1, (p_i, q_i) = (u_i, v_i), its rank-one terms. Anderson: the
+    multisecant matrix its mixing applies, H = -beta I + dF (dG^T dG + lam I)^-1 dG^T
+    (Fang & Saad 2009; Walker & Ni 2011): P = dF, Q = (dG^T dG + lam I)^-1 dG.
+    """
+
+    beta: float
+    P: Tensor
+    Q: Tensor
+
+    def adjoint(self, v: Tensor) -> Tensor:
+        """-H^T v, the estimate of (I - J_f)^-T v (the adjoint solution implicit differentiation solves for):
+        beta v - sum_i q_i (p_i . v). v has the solve's shape."""
+        flat = v.reshape(v.shape[0], -1)
+        out = self.beta * flat
+        if self.P.shape[1]:
+            out = out - combine(coefficients(self.P, flat), self.Q)
+        return out.view_as(v)
 
 
 def residual_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
@@ -77,8 +106,11 @@ class Tracker:
     rebuilt only when the active set changes.
     """
 
-    def __init__(self, f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, stop_mode: StopMode):
+    def __init__(self, f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, stop_mode: StopMode,
+                 keep: frozenset = frozenset()):
         self.f = f
+        self._keep = keep  # check numbers (1-based) after which the best iterate is kept
+        self.kept: list = []
         self.tol = tol
         self.stop_mode = stop_mode
         b = z0.shape[0]
@@ -180,6 +212,8 @@ class Tracker:
         if np.count_nonzero(newly) or failed is not None:
             self._converged = self._converged | newly
             self._set_active(act & ~newly & ~failed if failed is not None else act & ~newly)
+        if self._keep and len(self._trace) in self._keep:
+            self.kept.append(self.best_z)  # by reference: solvers never modify an iterate in place
         return res
 
     def fail(self, mask: Tensor) -> None:
@@ -217,7 +251,7 @@ class Tracker:
             return z_new
         return torch.where(self.active_mask(z_new.dim()), z_new, z_old)
 
-    def result(self, **stats) -> SolveResult:
+    def result(self, estimate: Optional[InverseJacobian] = None, **stats) -> SolveResult:
         trace = np.stack(self._trace) if self._trace else np.zeros((0, 1))
         z = self.best_z
         if z.data_ptr() == self._z0.data_ptr():  # never hand back the caller's own storage
@@ -231,6 +265,8 @@ class Tracker:
             trace=trace.max(axis=1).tolist(),
             trace_mean=trace.mean(axis=1).tolist(),
             stats=stats,
+            iterates=self.kept,
+            estimate=estimate,
         )
 
 

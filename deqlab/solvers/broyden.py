@@ -12,12 +12,12 @@ longer exists, and was measured to diverge on a hard float32 problem.
 from __future__ import annotations
 
 import torch
-from .base import Tracker, shape_views
+from .base import InverseJacobian, Tracker, shape_views
 from .line_search import step_with_backtracking
 from .options import BroydenOptions
 
 
-def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
+def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions, *, estimate: bool = False):
     """Iterations <= max_iter; one evaluation each, plus backtracking trials if enabled.
 
     Every sample writes its i-th rank-one term into slot i, a zero term where
@@ -26,7 +26,9 @@ def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
     history length on the host, so no iteration waits on the device to learn
     it (per-sample counts cost two host syncs and ~40 more torch ops per
     iteration). A non-finite residual fails the sample in the tracker, so its
-    history no longer matters.
+    history no longer matters. With `estimate`, the result carries H as it stands
+    (the terms in use: every secant pair before the last step, since the last
+    restart; a frozen sample's terms stop at its freezing), as its views, no copy.
     """
     shape = z.shape
     b = shape[0]
@@ -66,7 +68,8 @@ def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions):
                 k = 0
                 restarts += tracker.n_active
     stored = (U.numel() + V.numel()) // (b * d)
-    return tracker.result(stored_vectors=stored, restarts=restarts)
+    inverse = InverseJacobian(1.0, U[:, :k], V[:, :k]) if estimate else None
+    return tracker.result(inverse, stored_vectors=stored, restarts=restarts)
 
 
 def _product(v, A, B):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import dataclass
-from typing import Literal, Optional, get_args
+from typing import ClassVar, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,8 @@ class SolverOptions(BaseModel):
     """Base of every solver's options: unknown keys are an error, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the solver builds a quasi-Newton inverse Jacobian and returns it on `solve(estimate=True)` (SHINE)
+    keeps_estimate: ClassVar[bool] = False
 
 
 class FixedPointOptions(SolverOptions):
@@ -32,12 +34,14 @@ class FixedPointOptions(SolverOptions):
 
 
 class AndersonOptions(SolverOptions):
+    keeps_estimate: ClassVar[bool] = True
     m: int = Field(5, ge=1, le=50, description="history size (number of stored differences)")
     beta: float = Field(1.0, gt=0.0, le=1.0, description="mixing: 1 takes the extrapolated f, <1 damps")
     lam: float = Field(1e-8, ge=0.0, description="Tikhonov weight relative to the Gram matrix scale")
 
 
 class BroydenOptions(SolverOptions):
+    keeps_estimate: ClassVar[bool] = True
     memory: int = Field(30, ge=1, le=500, description="rank-one updates kept before the history restarts")
     line_search: bool = Field(False, description="backtrack on ||f(z)-z||; each trial is a counted evaluation")
     max_backtracks: int = Field(3, ge=1, le=20, description="halvings tried per step when line_search")
@@ -76,6 +80,11 @@ SOLVER_OPTIONS: dict[str, type[SolverOptions]] = {
     "newton_krylov": NewtonKrylovOptions,
     "continuous": ContinuousOptions,
 }
+
+
+def estimate_solvers() -> list[str]:
+    """The solvers that keep an inverse-Jacobian estimate (the ones SHINE works with)."""
+    return [name for name, model in SOLVER_OPTIONS.items() if model.keeps_estimate]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -20,7 +20,8 @@ from .broyden import broyden
 from .continuous import continuous
 from .fixed_point import fixed_point
 from .newton_krylov import newton_krylov
-from .options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolverOptions, SolveSpec, solve_spec)
+from .options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolverOptions, SolveSpec, estimate_solvers,
+                      solve_spec)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def solve(
     max_iter: Optional[int] = None,
     stop_mode: Optional[str] = None,
     jvp: Optional[Callable] = None,
+    keep: Sequence[int] = (),
+    estimate: bool = False,
     **options,
 ) -> SolveResult:
     """Find z = f(z) for a batch (dim 0 indexes samples); never differentiable, never raises on bad numerics.
@@ -65,7 +68,10 @@ def solve(
     newton_krylov spend extra counted evaluations on line search and JVPs;
     continuous checks once per accepted ODE step. `jvp(z, v) -> J_f(z) v` may be
     given to newton_krylov for a map whose Jacobian product is cheaper than AD
-    (e.g. an affine adjoint map).
+    (e.g. an affine adjoint map). `keep`: residual-check numbers (1-based) after which
+    the best iterate is kept in `SolveResult.iterates` (the fixed-point correction's
+    states). `estimate=True` asks a solver whose options say `keeps_estimate` (broyden,
+    anderson) for its inverse-Jacobian estimate in `SolveResult.estimate` (SHINE).
     """
     if isinstance(solver, SolveSpec):
         given = [k for k, v in (("tol", tol), ("max_iter", max_iter), ("stop_mode", stop_mode)) if v is not None]
@@ -80,7 +86,12 @@ def solve(
         raise ValueError(f"z0 must have a non-empty batch dimension, got shape {tuple(z0.shape)}")
     if jvp is not None and spec.solver != "newton_krylov":
         raise ValueError(f"jvp= is only used by newton_krylov, not {spec.solver!r}")
-    tracker = Tracker(f, z0, spec.tol, spec.stop_mode)
+    if estimate and not spec.options.keeps_estimate:
+        raise ValueError(f"solver {spec.solver!r} keeps no inverse-Jacobian estimate; these do: "
+                         f"{', '.join(estimate_solvers())}")
+    tracker = Tracker(f, z0, spec.tol, spec.stop_mode, frozenset(keep))
     with torch.no_grad():
         extra = {"jvp": jvp} if jvp is not None else {}
+        if estimate:
+            extra["estimate"] = True
         return SOLVERS[spec.solver].run(tracker, z0.detach(), spec.max_iter, spec.options, **extra)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..results import FINAL_STATUSES, Status, StudyStore, is_uri, load, scalar
 from ..results.checkpoints import newest_whole
+from ..run.config import TrainConfig
 from .spec import StudyError, StudySpec
 from .trial import GRID_KEY, with_continues
 
@@ -197,18 +198,19 @@ def plan_resume(storage: str, path: str, spec: StudySpec, say=lambda line: None)
         moved = store.set_aside(unfinished - set(continued))
         return ResumePlan(finished, moved, max(len(continued), spec.search.samples - len(finished)),
                           continued=continued, resume_epochs={t: latest[t].epoch for t in continued})
-    done = Counter(_row_key(row) for _, row in final.iterrows())
+    defaults = _defaults()
+    done = Counter(_row_key(row, defaults) for _, row in final.iterrows())
     todo = []
     for point in spec.grid() * spec.search.samples:
-        key = _point_key(spec, point)
+        key = _point_key(spec, point, defaults)
         if done[key] > 0:
             done[key] -= 1
         else:
             todo.append(point)
-    keys = [_point_key(spec, p) for p in todo]
+    keys = [_point_key(spec, p, defaults) for p in todo]
     for trial_id, config in list(continued.items()):  # a continued trial runs its own point, marked
         point = config.get(GRID_KEY)
-        key = _point_key(spec, point) if isinstance(point, dict) else None
+        key = _point_key(spec, point, defaults) if isinstance(point, dict) else None
         if key in keys:
             k = keys.index(key)
             todo[k], keys[k] = with_continues(config, trial_id)[GRID_KEY], None
@@ -219,15 +221,27 @@ def plan_resume(storage: str, path: str, spec: StudySpec, say=lambda line: None)
                       {t: latest[t].epoch for t in continued})
 
 
-def _point_key(spec: StudySpec, point: dict) -> tuple:
+def _defaults() -> dict:
+    """deqlab's own default of every setting, as trial files record them.
+
+    A setting at its default is left out of both keys below: a trial finished before that setting existed
+    has no column for it, and must still count as done (resuming an old grid study never retrains it)."""
+    return {k: scalar(v) for k, v in TrainConfig().flat_params().items() if v is not None}
+
+
+def _point_key(spec: StudySpec, point: dict, defaults: dict) -> tuple:
     """A grid point's hyperparameters as its trial file records them (`param.*`, nested values as text)."""
     params = spec.train_config(point).flat_params()
-    return tuple(sorted((k, scalar(v)) for k, v in params.items() if v is not None))
+    return _key(((k, scalar(v)) for k, v in params.items() if v is not None), defaults)
 
 
-def _row_key(row: pd.Series) -> tuple:
-    return tuple(sorted((k[len("param."):], v.item() if hasattr(v, "item") else v) for k, v in row.items()
-                        if k.startswith("param.") and v is not None and not (isinstance(v, float) and v != v)))
+def _row_key(row: pd.Series, defaults: dict) -> tuple:
+    return _key(((k[len("param."):], v.item() if hasattr(v, "item") else v) for k, v in row.items()
+                 if k.startswith("param.") and v is not None and not (isinstance(v, float) and v != v)), defaults)
+
+
+def _key(items, defaults: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in items if k not in defaults or defaults[k] != v))
 
 
 __all__ = ["StudyLock", "check_owner", "is_disk_full", "disk_full_error", "plan_resume", "ResumePlan"]

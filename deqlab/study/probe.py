@@ -207,6 +207,9 @@ def _check_path(path: str, key: str) -> None:
             raise StudyError(f"{key}: unknown setting {part!r} in {'.'.join(parts[:i]) or 'the config'}; "
                              f"valid: {', '.join(fields)}")
         annotation = fields[part].annotation
+        optional = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+        if getattr(annotation, "__origin__", None) is not dict and len(optional) == 1:
+            annotation = optional[0]  # an optional section (deq.correction): searchable like any section
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
             continue
