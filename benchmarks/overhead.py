@@ -1,6 +1,7 @@
 """What a solver costs beyond f itself, a DEQ training step against plain autograd, and its memory.
 
     .venv/bin/python benchmarks/overhead.py [--quick] [--only overhead,step,memory] [--repeats N]
+    .venv/bin/python benchmarks/overhead.py --compile [MODE] [--only overhead,step]
 
 Needs the `bench` extra (torchdeq==0.1.0; it drives TorchDEQ through
 benchmarks/solvers.py). One CPU thread; a CUDA section follows when CUDA is
@@ -16,6 +17,12 @@ present. Everything is measured in one run, warm-up untimed, times are medians.
    wider cell) for implicit, phantom and unrolled (autograd through every
    forward evaluation): torch.cuda.max_memory_allocated on CUDA; on CPU the
    peak RSS growth of a fresh subprocess per configuration.
+
+--compile (mode "default" unless named: reduce-overhead, max-autotune) puts the
+compiled solve (`solve(..., compile=MODE)`) beside eager in section 1, with its
+compile time (the first solve, graphs built) and the graphs built by the timed
+solves after it (recompiles, 0 expected), and replaces section 2 by a training
+step of the digits MLP DEQ (studies/train_digits.yaml's model) eager vs compiled.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -40,6 +48,7 @@ import solvers as bench_solvers  # noqa: E402  (benchmarks/solvers.py: the Torch
 
 from deqlab.layers import DEQConfig  # noqa: E402
 from deqlab.models import MLPDEQ  # noqa: E402
+from deqlab.solvers import solve  # noqa: E402
 
 SIZES = ((32, 128), (128, 256))
 TOL = 1e-6
@@ -65,51 +74,128 @@ def timed(fn, device) -> float:
     return CLOCK[0]() - t0
 
 
+def wall(fn, device) -> float:
+    """Wall-clock seconds of fn whatever --clock says: compile time is spent in worker processes too."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 # --------------------------------------------------------------------------- 1. overhead per NFE
 def tanh_map(batch: int, width: int, device, seed: int = 0):
-    """f(z) = tanh(W z + x), counting its calls in f.calls."""
+    """f(z) = tanh(W z + x); f.counted is the same map counting its calls in f.counted.calls.
+
+    Times are taken with f itself: a compiled solve traces f, and a Python side
+    effect such as a counter would be traced too (graph breaks, replayed mutations).
+    """
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(width, width, generator=g, dtype=torch.float64)
     W = (0.9 * W / torch.linalg.matrix_norm(W, 2)).float().to(device)
     x = torch.randn(batch, width, generator=g).to(device)
 
     def f(z):
-        f.calls += 1
         return torch.tanh(F.linear(z, W) + x)
 
-    f.calls = 0
+    def counted(z):
+        counted.calls += 1
+        return f(z)
+
+    counted.calls = 0
+    f.counted = counted
     return f, torch.zeros(batch, width, device=device)
 
 
-def overhead_table(batch: int, width: int, device, repeats: int) -> list[dict]:
-    """One row per solver: NFE, us per NFE and x bare f for deqlab and TorchDEQ (same f, same run)."""
+def compiled_run(solver: str, mode: str, graphs: list):
+    """Like solvers.deqlab_run with compile=mode; appends each solve's graphs_compiled to `graphs`."""
+    def run(f, z0, tol):
+        res = solve(f, z0, solver=solver, tol=tol, max_iter=bench_solvers.MAX_ITER, stop_mode="rel", compile=mode)
+        graphs.append(res.stats["graphs_compiled"])
+
+    return run
+
+
+def overhead_table(batch: int, width: int, device, repeats: int, compile_mode: str | None = None) -> list[dict]:
+    """One row per solver: NFE, us per NFE and x bare f for deqlab (eager, and compiled if asked) and TorchDEQ."""
     f, z0 = tanh_map(batch, width, device)
-    runs = {(lib, s): (bench_solvers.deqlab_run(s) if lib == "deqlab" else bench_solvers.torchdeq_run(TD_SOLVERS[s]))
-            for s in DL_SOLVERS for lib in ("deqlab", "torchdeq") if lib == "deqlab" or s in TD_SOLVERS}
-    nfe = {}
-    for key, run in runs.items():  # count, and warm up (untimed)
-        f.calls = 0
-        run(f, z0, TOL)
-        nfe[key] = f.calls
+    libs = ("deqlab", "compiled", "torchdeq") if compile_mode else ("deqlab", "torchdeq")
+    graphs = {s: [] for s in DL_SOLVERS}
+    runs = {}
+    for s in DL_SOLVERS:
+        runs[("deqlab", s)] = bench_solvers.deqlab_run(s)
+        if compile_mode:
+            runs[("compiled", s)] = compiled_run(s, compile_mode, graphs[s])
+        if s in TD_SOLVERS:
+            runs[("torchdeq", s)] = bench_solvers.torchdeq_run(TD_SOLVERS[s])
+    nfe, first = {}, {}
+    for key, run in runs.items():  # first call (a compiled solve compiles), count, warm up; all untimed
+        first[key] = wall(lambda: run(f, z0, TOL), device)
+        f.counted.calls = 0
+        run(f.counted, z0, TOL)
+        nfe[key] = f.counted.calls
         run(f, z0, TOL)
     n_bare = 50
     times = {key: [] for key in runs}
-    bare = []
+    bare, bare_compiled = [], []
+    f_compiled = torch.compile(f, mode=None if compile_mode == "default" else compile_mode) if compile_mode else None
     with torch.no_grad():
+        if f_compiled:
+            f_compiled(z0)
         for _ in range(repeats):  # round-robin, so machine noise hits every row alike
             bare.append(timed(lambda: [f(z0) for _ in range(n_bare)], device) / n_bare)
+            if f_compiled:  # the floor of a compiled step: one call of a compiled f alone
+                bare_compiled.append(timed(lambda: [f_compiled(z0) for _ in range(n_bare)], device) / n_bare)
             for key, run in runs.items():
                 times[key].append(timed(lambda: run(f, z0, TOL), device))
     t_bare = statistics.median(bare)
     rows = []
     for s in DL_SOLVERS:
         row = {"solver": s, "bare_us": 1e6 * t_bare}
-        for lib in ("deqlab", "torchdeq"):
+        if compile_mode:
+            row["bare_compiled_us"] = 1e6 * statistics.median(bare_compiled)
+        for lib in libs:
             if (lib, s) in runs:
                 per = statistics.median(times[(lib, s)]) / nfe[(lib, s)]
                 row[lib] = {"nfe": nfe[(lib, s)], "us": 1e6 * per, "x": per / t_bare}
+        if compile_mode:
+            # graphs[s]: the first solve, the counting solve (its own f), the warm-up, the timed solves
+            row["compiled"].update(compile_s=first[("compiled", s)], graphs=graphs[s][0], recompiles=sum(graphs[s][2:]))
         rows.append(row)
     return rows
+
+
+def profile_compiled(batch: int, width: int, mode: str, top: int = 8) -> None:
+    """torch.profiler over 5 warm compiled solves per solver: the ops and wrappers that take the time."""
+    from torch.profiler import profile
+
+    f, z0 = tanh_map(batch, width, torch.device("cpu"))
+    for s in DL_SOLVERS:
+        run = compiled_run(s, mode, [])
+        run(f, z0, TOL)
+        run(f, z0, TOL)
+        with profile() as prof:
+            for _ in range(5):
+                run(f, z0, TOL)
+        print(f"\n== profile | compile={mode} | {s} | batch {batch}, width {width} | 5 solves, top {top} by self CPU")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
+
+
+def print_compiled(rows: list[dict], batch: int, width: int, device, mode: str) -> None:
+    print(f"\n== overhead per NFE, eager vs compile={mode} | {device.type} | batch {batch}, width {width}, "
+          f"tol {TOL:g}, bare f {rows[0]['bare_us']:.1f} us, the same f compiled alone "
+          f"{rows[0]['bare_compiled_us']:.1f} us")
+    print("| solver | NFE eager / compiled | eager us per NFE | x bare f | compiled us per NFE | x bare f |"
+          " goal (b32/w128) | compile s | graphs | recompiles | TorchDEQ NFE | x bare f |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        d, c, t = r["deqlab"], r["compiled"], r.get("torchdeq")
+        goal = GOALS[r["solver"]]
+        verdict = f"<= {goal}x {'PASS' if c['x'] <= goal else 'MISS'}" if (batch, width) == SIZES[0] else "-"
+        td = f"{t['nfe']} | {t['x']:.1f}x" if t else "- | -"
+        print(f"| {r['solver']} | {d['nfe']} / {c['nfe']} | {d['us']:.0f} | {d['x']:.1f}x | {c['us']:.0f} |"
+              f" {c['x']:.1f}x | {verdict} | {c['compile_s']:.1f} | {c['graphs']} | {c['recompiles']} | {td} |",
+              flush=True)
 
 
 def print_overhead(rows: list[dict], batch: int, width: int, device) -> None:
@@ -197,6 +283,58 @@ def print_steps(rows: list[dict], device) -> None:
               f" {'PASS' if ratio <= GOAL_STEP else 'MISS'} |")
 
 
+def digits_step_table(device, repeats: int, mode: str, batch: int = 32) -> list[dict]:
+    """studies/train_digits.yaml's model (64 -> 64, cell 64 -> 128 -> 64, skipreg, tol 1e-3), eager vs compiled.
+
+    A training step on the first `batch` digits, then one on the last 7 (a smaller last batch,
+    as 1797 digits in batches of 32 give), then the timed rounds; `recompiles` counts graphs
+    built after those two steps.
+    """
+    from sklearn.datasets import load_digits
+
+    from deqlab.solvers.compiled import graphs_compiled
+
+    data = load_digits()
+    x_all = torch.tensor(data.data / 16.0, dtype=torch.float32, device=device)
+    y_all = torch.tensor(data.target, device=device)
+    x, y, x_last, y_last = x_all[:batch], y_all[:batch], x_all[-7:], y_all[-7:]
+    rows = []
+    for solver in ("fixed_point", "anderson", "broyden"):
+        models, opts, first, graphs, nfe = {}, {}, {}, {}, {}
+        for c in ("none", mode):
+            torch.manual_seed(0)
+            deq = DEQConfig(init="skipreg", solver=solver, tol=1e-3, max_iter=30, compile=c)
+            models[c] = MLPDEQ(in_dim=64, width=64, inner=128, deq=deq).to(device)
+            opts[c] = torch.optim.Adam(models[c].parameters(), lr=0.0)  # lr 0: every repeat does the same step
+            g0 = graphs_compiled()
+            first[c] = wall(lambda: train_step(models[c], x, y, opts[c]), device)
+            train_step(models[c], x_last, y_last, opts[c])
+            graphs[c] = graphs_compiled() - g0
+            nfe[c] = train_step(models[c], x, y, opts[c])
+        g1 = graphs_compiled()
+        times = {c: [] for c in models}
+        for _ in range(repeats):
+            for c in models:
+                times[c].append(timed(lambda: train_step(models[c], x, y, opts[c]), device))
+        rows.append({"solver": solver, "nfe": nfe, "eager_ms": 1e3 * statistics.median(times["none"]),
+                     "compiled_ms": 1e3 * statistics.median(times[mode]), "compile_s": first[mode],
+                     "graphs": graphs[mode], "recompiles": graphs_compiled() - g1})
+    return rows
+
+
+def print_digits_steps(rows: list[dict], device, mode: str) -> None:
+    print(f"\n== training step | {device.type} | digits MLP DEQ (train_digits.yaml: 64 -> 64, cell 64 -> 128 -> 64,"
+          f" skipreg, tol 1e-3, implicit backward), batch 32, Adam; eager vs compile={mode}")
+    print("| solver | NFE fwd / bwd eager | compiled | eager step ms | compiled step ms | compiled / eager |"
+          " first step s (compile) | graphs | recompiles after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        e, c = r["nfe"]["none"], r["nfe"][mode]
+        print(f"| {r['solver']} | {e['fwd']} / {e['bwd']} | {c['fwd']} / {c['bwd']} | {r['eager_ms']:.2f} |"
+              f" {r['compiled_ms']:.2f} | {r['compiled_ms'] / r['eager_ms']:.2f}x | {r['compile_s']:.1f} |"
+              f" {r['graphs']} | {r['recompiles']} |", flush=True)
+
+
 # --------------------------------------------------------------------------- 3. memory
 MEM_CONFIGS = [(w, tol) for w in (256, 1024) for tol in (1e-2, 1e-4, 1e-6)]
 MEM_MODES = ("implicit", "phantom", "unrolled")
@@ -274,6 +412,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="overhead,step,memory", help="comma-separated sections")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU time (for a loaded machine; CPU runs only)")
+    ap.add_argument("--compile", nargs="?", const="default", default=None,
+                    choices=("default", "reduce-overhead", "max-autotune"),
+                    help="add the compiled solve beside eager (section 1) and a digits training step (section 2)")
+    ap.add_argument("--profile", action="store_true", help="with --compile: torch.profiler of each compiled solve")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)  # [width, tol, mode]: one CPU memory cell
     args = ap.parse_args(argv)
     if args.memory_child:
@@ -291,12 +433,23 @@ def main(argv=None) -> int:
     print(f"deqlab overhead | torch {torch.__version__} | TorchDEQ {version('torchdeq')} | CPU threads "
           f"{torch.get_num_threads()} | devices {', '.join(d.type for d in devices)} | median of {repeats}"
           f" | clock {args.clock}")
+    if args.compile:
+        print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     for device in devices:
         if "overhead" in only:
             for batch, width in SIZES:
-                print_overhead(overhead_table(batch, width, device, repeats), batch, width, device)
+                if args.compile:
+                    rows = overhead_table(batch, width, device, repeats, args.compile)
+                    print_compiled(rows, batch, width, device, args.compile)
+                else:
+                    print_overhead(overhead_table(batch, width, device, repeats), batch, width, device)
+        if args.compile and args.profile and device.type == "cpu":
+            profile_compiled(*SIZES[0], args.compile)
         if "step" in only:
-            print_steps(step_table(device, repeats), device)
+            if args.compile:
+                print_digits_steps(digits_step_table(device, repeats, args.compile), device, args.compile)
+            else:
+                print_steps(step_table(device, repeats), device)
         if "memory" in only:
             print_memory(device)
     return 0

@@ -192,3 +192,15 @@ def test_jfb_shine_and_the_correction_validate(capsys, tmp_path):
                                                              "backward_options": {"no_estimate": "implicit"}}},
                                     "space": {"seed": {"grid": [0, 1]}}}))
     assert main(["validate", str(file)]) == 0  # the user's explicit choice: shine's implicit solve
+
+
+def test_deq_compile_is_validated_before_ray(capsys, tmp_path):
+    """A bad `deq.compile` (fixed or drawn by the space) is one line, exit 2; the modes pass."""
+    seeds = {"seed": {"grid": [0, 1]}}
+    err = refused({"base": {"deq": {"compile": "fastest"}}, "space": seeds}, capsys, tmp_path)
+    assert "deq.compile" in err and "reduce-overhead" in err, err
+    err = refused({"space": {"deq.compile": {"choice": ["none", "fast"]}}}, capsys, tmp_path)
+    assert "deq.compile" in err and "fast" in err, err
+    file = tmp_path / "ok.yaml"
+    file.write_text(yaml.safe_dump({**HEAD, "space": {"deq.compile": {"choice": ["none", "default"]}}}))
+    assert main(["validate", str(file)]) == 0

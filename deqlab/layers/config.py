@@ -15,7 +15,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, SolveSpec, StopMode,
+from ..solvers.options import (DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVER_OPTIONS, CompileMode, SolveSpec, StopMode,
                                estimate_solvers, solve_spec, solver_options, validate_options)
 
 InitMode = Literal["zeros", "skip", "skipreg"]
@@ -119,6 +119,7 @@ class DEQConfig(BaseModel):
     the fixed-point correction loss on intermediate iterates (`CorrectionOptions`).
     `backward: shine` needs a solver that keeps an inverse-Jacobian estimate
     (broyden, anderson) unless `backward_options.no_estimate` is "implicit".
+    `compile` runs both solves' iterations as torch.compile graphs (same results as eager).
 
     reuse: "none", or "epoch" (fixed-point reuse: the training loop starts each training sample's solve
     from the z* it reached in its previous epoch; the init's guess the first time). `reuse_eval: true`
@@ -134,6 +135,8 @@ class DEQConfig(BaseModel):
     tol: float = Field(DEFAULT_TOL, gt=0)
     max_iter: int = Field(DEFAULT_MAX_ITER, ge=1)
     stop_mode: StopMode = "rel"
+    compile: CompileMode = Field("none", description="torch.compile mode of the forward and adjoint solves' "
+                                                    "per-iteration steps (deqlab.solvers.compiled); none: eager")
     backward: str = "implicit"
     backward_options: dict = Field(default_factory=dict)
     skip_weight: float = Field(0.01, ge=0)
@@ -158,7 +161,8 @@ class DEQConfig(BaseModel):
         if self.reuse_eval and self.reuse == "none":
             raise ValueError("deq.reuse_eval: true needs deq.reuse: epoch (evaluation reuses only what training "
                              "does)")
-        self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options)
+        self._forward = solve_spec(self.solver, self.tol, self.max_iter, self.stop_mode, self.solver_options,
+                                   self.compile)
         self._backward = backward_options(self.backward, self.backward_options)
         b = self._backward
         if isinstance(b, ShineOptions) and not SOLVER_OPTIONS[self.solver].keeps_estimate:
@@ -176,7 +180,7 @@ class DEQConfig(BaseModel):
             inherit = not b.solver_options and solver == self.solver  # the forward options object itself
             self._adjoint = solve_spec(solver, b.tol if b.tol is not None else self.tol,
                                        b.max_iter if b.max_iter is not None else self.max_iter, "abs",
-                                       self._forward.options if inherit else b.solver_options)
+                                       self._forward.options if inherit else b.solver_options, self.compile)
         return self
 
     def changed(self) -> list[str]:

@@ -120,8 +120,6 @@ class Tracker:
         self.n_active = b
         self._np_dtype = np.float64 if z0.dtype == torch.float64 else np.float32
         self._res_dtype = z0.dtype
-        self._dims = tuple(range(1, z0.dim()))
-        self._dims_stacked = tuple(d + 1 for d in self._dims)
         self._eps = self._np_dtype(EPS)
         self._on_cuda = z0.device.type != "cpu"
         self._nfe_all = 0  # evaluations while every sample was active (the active set only shrinks)
@@ -152,16 +150,15 @@ class Tracker:
             self._sample_nfe[self._active] += n
 
     # -- judging ------------------------------------------------------------
-    def _residuals(self, z: Tensor, fz: Tensor) -> tuple[np.ndarray, bool]:
+    def _residuals(self, z: Tensor, fz: Tensor, norms: Tensor | None) -> tuple[np.ndarray, bool]:
         """residual_norms on the host, nan as inf: the device computes per-sample norms, NumPy the rest.
 
-        Returns (residuals, all finite). Three torch ops and one transfer; the
-        rest is ~1 us NumPy calls on B numbers.
+        Returns (residuals, all finite). Three torch ops (none when a compiled
+        step hands over its `step_norms`) and one transfer; the rest is ~1 us
+        NumPy calls on B numbers.
         """
-        if self.stop_mode == "abs":
-            norms = _row_norms(fz - z, self._dims)
-        else:
-            norms = _row_norms(torch.stack((fz - z, fz)), self._dims_stacked)
+        if norms is None:
+            norms = step_norms(z, fz, self.stop_mode)
         if norms.dtype not in (torch.float32, torch.float64):
             norms = norms.float()
         if self._on_cuda:
@@ -182,15 +179,18 @@ class Tracker:
             res = np.where(res < np.inf, res, self._np_dtype(np.inf))
         return res, finite
 
-    def check(self, z: Tensor, fz: Tensor) -> np.ndarray:
+    def check(self, z: Tensor, fz: Tensor, norms: Tensor | None = None) -> np.ndarray:
         """Judge f(z) against z for the active samples; returns their residuals (host array).
+
+        `norms`, when given, is `step_norms(z, fz, stop_mode)` computed already
+        (inside a compiled step's graph).
 
         The best iterate is stored by reference (no copy) whenever every active
         sample improved, which is the common case. That is safe because
         solvers never modify an iterate in place, frozen rows of z equal their
         best rows (`keep_frozen`), and a failed sample forces the merging path.
         """
-        res, finite = self._residuals(z, fz)
+        res, finite = self._residuals(z, fz, norms)
         act = self._active
         all_active = self.n_active == self.batch
         better = res < self._best_res
@@ -268,6 +268,17 @@ class Tracker:
             iterates=self.kept,
             estimate=estimate,
         )
+
+
+def step_norms(z: Tensor, fz: Tensor, stop_mode: StopMode) -> Tensor:
+    """The per-sample norms a check needs: ||f(z) - z|| ([B], "abs"), or with ||f(z)|| ([2, B]).
+
+    Pure tensor code, so a compiled step computes it inside its graph.
+    """
+    dims = tuple(range(1, z.dim()))
+    if stop_mode == "abs":
+        return _row_norms(fz - z, dims)
+    return _row_norms(torch.stack((fz - z, fz)), tuple(d + 1 for d in dims))
 
 
 def _row_norms(t: Tensor, dims: tuple) -> Tensor:

@@ -19,6 +19,9 @@ DEFAULT_TOL = 1e-4
 DEFAULT_MAX_ITER = 30  # the one default of solve(), DEQConfig and every study
 StopMode = Literal["rel", "abs", "batch"]
 STOP_MODES = get_args(StopMode)
+#: torch.compile's modes for a solve's per-iteration step ("none": eager, the default)
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES = get_args(CompileMode)
 
 
 class SolverOptions(BaseModel):
@@ -96,13 +99,16 @@ class SolveSpec:
     max_iter: int
     stop_mode: str
     options: SolverOptions
+    compile: str = "none"
 
 
 def solve_spec(solver: str = "anderson", tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
-               stop_mode: str = "rel", options: dict | SolverOptions | None = None) -> SolveSpec:
+               stop_mode: str = "rel", options: dict | SolverOptions | None = None,
+               compile: str = "none") -> SolveSpec:
     """Validate a solve's settings; unknown names and keys are errors that list the valid ones.
 
-    `options` may already be the solver's options object (kept as it is).
+    `options` may already be the solver's options object (kept as it is). `compile`
+    is a torch.compile mode for the per-iteration step, or "none" (eager).
     """
     if isinstance(options, SolverOptions):
         if not isinstance(options, _options_model(solver)):
@@ -115,7 +121,9 @@ def solve_spec(solver: str = "anderson", tol: float = DEFAULT_TOL, max_iter: int
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     if not (tol > 0):
         raise ValueError(f"tol must be > 0, got {tol!r}")
-    return SolveSpec(solver, tol, max_iter, stop_mode, options)
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {compile!r}; valid: {', '.join(COMPILE_MODES)}")
+    return SolveSpec(solver, tol, max_iter, stop_mode, options, compile)
 
 
 def solver_options(solver: str, options: Optional[dict] = None) -> SolverOptions:

@@ -56,6 +56,7 @@ def solve(
     jvp: Optional[Callable] = None,
     keep: Sequence[int] = (),
     estimate: bool = False,
+    compile: Optional[str] = None,
     **options,
 ) -> SolveResult:
     """Find z = f(z) for a batch (dim 0 indexes samples); never differentiable, never raises on bad numerics.
@@ -72,16 +73,21 @@ def solve(
     the best iterate is kept in `SolveResult.iterates` (the fixed-point correction's
     states). `estimate=True` asks a solver whose options say `keeps_estimate` (broyden,
     anderson) for its inverse-Jacobian estimate in `SolveResult.estimate` (SHINE).
+    `compile` ("none", "default", "reduce-overhead", "max-autotune") runs each
+    iteration as a torch.compile graph, f included (`deqlab.solvers.compiled`):
+    same NFE, freezing, best iterate and trace as eager.
     """
     if isinstance(solver, SolveSpec):
-        given = [k for k, v in (("tol", tol), ("max_iter", max_iter), ("stop_mode", stop_mode)) if v is not None]
+        given = [k for k, v in (("tol", tol), ("max_iter", max_iter), ("stop_mode", stop_mode),
+                                ("compile", compile)) if v is not None]
         if given or options:
             raise ValueError(f"{', '.join(given + sorted(options))}: set in the SolveSpec, not next to it")
         spec = solver
     else:
         spec = solve_spec(solver, DEFAULT_TOL if tol is None else tol,
                           DEFAULT_MAX_ITER if max_iter is None else max_iter,
-                          "rel" if stop_mode is None else stop_mode, options)
+                          "rel" if stop_mode is None else stop_mode, options,
+                          "none" if compile is None else compile)
     if z0.dim() < 1 or z0.shape[0] == 0:
         raise ValueError(f"z0 must have a non-empty batch dimension, got shape {tuple(z0.shape)}")
     if jvp is not None and spec.solver != "newton_krylov":
@@ -89,9 +95,13 @@ def solve(
     if estimate and not spec.options.keeps_estimate:
         raise ValueError(f"solver {spec.solver!r} keeps no inverse-Jacobian estimate; these do: "
                          f"{', '.join(estimate_solvers())}")
-    tracker = Tracker(f, z0, spec.tol, spec.stop_mode, frozenset(keep))
     with torch.no_grad():
         extra = {"jvp": jvp} if jvp is not None else {}
         if estimate:
             extra["estimate"] = True
+        if spec.compile != "none":
+            from .compiled import run
+
+            return run(spec, f, z0.detach(), SOLVERS[spec.solver].run, extra, frozenset(keep))
+        tracker = Tracker(f, z0, spec.tol, spec.stop_mode, frozenset(keep))
         return SOLVERS[spec.solver].run(tracker, z0.detach(), spec.max_iter, spec.options, **extra)

@@ -1,0 +1,304 @@
+"""Compiled solves: f and a solver's per-iteration update as one torch.compile graph per iteration.
+
+Eager PyTorch pays ~4-8 us of dispatch per op, and a solver iteration is
+10-80 ops beside f (docs/benchmarks.md). Here each iteration of fixed_point,
+anderson and broyden is one function of tensors only (the freezing mask, the
+residual norms, the history update, the next proposal), compiled once:
+the data-dependent decisions (the residual test, freezing, the best iterate,
+the trace, NFE) stay on the host in the same `Tracker` as eager, which gets
+the graph's norms instead of computing them.
+
+Three rules keep one graph per shape for the whole solve:
+- nothing that changes between iterations is a Python number inside the graph
+  (the history slot and its fill are tensors; histories are full-size buffers
+  written in place, whose unused rows are zero, so the products equal eager's
+  slices);
+- the freezing mask that eager applies after a check is applied at the start of
+  the next iteration's graph, with the mask the check left;
+- the batch dimension goes dynamic on the second size torch.compile sees
+  (its automatic dynamic shapes), so a smaller last batch costs one recompile
+  per process, not one per epoch. `SolveResult.stats["graphs_compiled"]` counts
+  the graphs a solve compiled (0 once warm).
+
+Every other solver, and broyden with line search, runs its eager loop with f
+compiled, and newton_krylov's JVPs as compiled `torch.func.jvp` (`generic`). A caller whose f cannot be traced
+(the adjoint's VJP) wraps it in `torch.compiler.disable`: the graph then breaks
+around f and the solver's update stays compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .base import Tracker, step_norms
+from .options import SolveSpec
+
+_COMPILED: dict = {}
+RECOMPILE_LIMIT = 64
+
+
+def compiled(fn: Callable, mode: str, dynamic: bool | None = None) -> Callable:
+    """torch.compile(fn) in `mode`, made once per process (its graphs are cached by input shape).
+
+    reduce-overhead replays CUDA graphs, whose outputs live in a memory pool that
+    the next replay overwrites; a solve keeps iterates across steps (the best
+    iterate, the history), so each call starts a new step and its outputs are
+    copied out. CPU tensors take the same path (no CUDA graph there), so it runs
+    in the CPU tests; it has not been run on a GPU. (torch skips CUDA graphs for a
+    graph that mutates its inputs, as anderson's and broyden's steps write their
+    histories in place: those would run compiled without CUDA graphs.)
+    """
+    key = (fn, mode, dynamic)
+    if key not in _COMPILED:
+        # dynamo builds one graph per f (it guards on f's code) and per input layout; past its
+        # default limit of 8 it would silently run the step eagerly for every further f
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        graph = torch.compile(fn, mode=None if mode == "default" else mode, dynamic=dynamic)
+        _COMPILED[key] = _owned_outputs(graph) if mode == "reduce-overhead" else graph
+    return _COMPILED[key]
+
+
+def _owned_outputs(graph: Callable) -> Callable:
+    def call(*args):
+        torch.compiler.cudagraph_mark_step_begin()
+        out = graph(*args)
+        return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out) if isinstance(out, tuple) \
+            else out.clone()
+
+    return call
+
+
+def graphs_compiled() -> int:
+    """Graphs torch.compile has built in this process (dynamo's counter): a recompile adds one."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@torch.library.custom_op("deqlab::batched_solve", mutates_args=())
+def _batched_solve(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """torch.linalg.solve_ex(system, rhs)[0] as one opaque op.
+
+    Inductor decomposes solve_ex into lu_factor + lu_solve, and that lu_solve
+    was measured at ~440 us per call on a [32, 5, 5] system (eager solve_ex:
+    tens of us); an opaque op keeps eager's path.
+    """
+    return torch.linalg.solve_ex(system.contiguous(), rhs.contiguous())[0]  # inductor may hand over a strided rhs
+
+
+@_batched_solve.register_fake
+def _(system, rhs):
+    return torch.empty_like(rhs)
+
+
+# --------------------------------------------------------------------------- fixed point
+def _fp_step(f, z_prev, z_prop, mask, damping: float, stop_mode: str):
+    z = torch.where(mask, z_prop, z_prev)
+    fz = f(z)
+    nxt = fz if damping == 1.0 else (1 - damping) * z + damping * fz
+    return z, fz, step_norms(z, fz, stop_mode), nxt
+
+
+def fixed_point(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    step = compiled(_fp_step, mode)
+    prop = z.clone()  # not z itself: aliased inputs would compile a second graph for the first call
+    for it in range(max_iter):
+        z, fz, norms, prop = step(tracker.f, z, prop, tracker.active_mask(z.dim()), opts.damping, tracker.stop_mode)
+        tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done or it == max_iter - 1:
+            break
+    return tracker.result()
+
+
+# --------------------------------------------------------------------------- anderson
+def _aa_first(f, z, beta: float, stop_mode: str):
+    fz = f(z)
+    x, fx = z.flatten(1), fz.flatten(1)
+    return fz, step_norms(z, fz, stop_mode), fx - x, fx if beta == 1.0 else torch.lerp(x, fx, beta)
+
+
+def _aa_step(f, z_prev, prop, mask, dF, dG, gram, prev_g, prev_mixed, slot, k, eye, beta: float, lam: float,
+             stop_mode: str):
+    """Freeze, evaluate, judge, then anderson.py's update over the full [B, m] history (unused rows 0).
+
+    The new differences and Gram row go into row `slot` ([1]) of dF, dG, gram in place.
+    """
+    z = torch.where(mask, prop.view_as(z_prev), z_prev)
+    fz = f(z)
+    norms = step_norms(z, fz, stop_mode)
+    x, fx = z.flatten(1), fz.flatten(1)
+    g = fx - x
+    mixed = fx if beta == 1.0 else torch.lerp(x, fx, beta)
+    dg = g - prev_g
+    dG.index_copy_(1, slot, dg.unsqueeze(1))
+    dF.index_copy_(1, slot, (mixed - prev_mixed).unsqueeze(1))
+    c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
+    row = c[:, 0]
+    gram.index_copy_(1, slot, row.unsqueeze(1))
+    gram.index_copy_(2, slot, row.unsqueeze(2))
+    # anderson._regularised_solve with the scale averaged over the k filled slots: an unused
+    # slot has a zero row and right-hand side, so its gamma is 0 and the filled block is eager's system
+    scale = (gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k).view(-1, 1, 1)
+    system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
+    gamma = _batched_solve(system, c[:, 1].unsqueeze(2)).squeeze(2)
+    gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+    x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1)
+    return z, fz, norms, x_new, g, mixed
+
+
+def anderson(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    b, m = z.shape[0], opts.m
+    d = z[0].numel()
+    fz, norms, g, prop = compiled(_aa_first, mode)(tracker.f, z, opts.beta, tracker.stop_mode)
+    tracker.count()
+    tracker.check(z, fz, norms)
+    if tracker.done or max_iter == 1:
+        return tracker.result(stored_vectors=2 * m)
+    step = compiled(_aa_step, mode)
+    dF = z.new_zeros(b, m, d)
+    dG = z.new_zeros(b, m, d)
+    gram = torch.zeros(b, m, m, dtype=torch.float64, device=z.device)
+    eye = torch.eye(m, dtype=torch.float64, device=z.device)
+    slots = [torch.tensor([i], device=z.device) for i in range(m)]
+    fills = [torch.tensor(float(k), dtype=torch.float64, device=z.device) for k in range(1, m + 1)]
+    mixed, prop = prop, prop.clone()  # distinct tensors: aliased inputs would compile a graph of their own
+    for it in range(1, max_iter):
+        slot = (it - 1) % m
+        z, fz, norms, prop, g, mixed = step(
+            tracker.f, z, prop, tracker.active_mask(z.dim()), dF, dG, gram, g, mixed, slots[slot],
+            fills[min(it, m) - 1], eye, opts.beta, opts.lam, tracker.stop_mode)
+        tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done:
+            break
+    return tracker.result(stored_vectors=2 * m)
+
+
+# --------------------------------------------------------------------------- broyden
+def _product(v, A, B):
+    return torch.bmm(v.unsqueeze(1) @ A.transpose(1, 2), B).squeeze(1) - v
+
+
+def _br_first(f, z, stop_mode: str):
+    fz = f(z)
+    return fz, step_norms(z, fz, stop_mode), (fz - z).flatten(1)
+
+
+def _br_step(f, z, g, dx, dg, U, V, mask, slot, tiny: float, stop_mode: str):
+    """The previous iteration's rank-one term into row `slot` of U, V (in place), then broyden.py's full step.
+
+    U, V have one row more than the memory, kept at zero: `slot` ([1]) points there when
+    no term is due, so every iteration writes (in place, not a rewrite of the buffers).
+    """
+    x = z.flatten(1)
+    active = mask.reshape(-1)
+    vT = _product(dx, U, V)
+    den = torch.linalg.vecdot(vT, dg)
+    den = torch.where(den.abs() > tiny, den, torch.inf)
+    terms = torch.stack(((dx - _product(dg, V, U)) / den.unsqueeze(1), vT), dim=1)
+    ok = torch.isfinite(terms.sum(dim=(1, 2))) & active & (slot < U.shape[1] - 1)
+    terms = torch.where(ok[:, None, None], terms, 0.0)
+    U.index_copy_(1, slot, terms[:, 0:1])
+    V.index_copy_(1, slot, terms[:, 1:2])
+    x_new = torch.where(active[:, None], x - _product(g, V, U), x)
+    z_new = x_new.view_as(z)
+    fz = f(z_new)
+    g_new = fz.flatten(1) - x_new
+    return z_new, fz, step_norms(z_new, fz, stop_mode), g_new, x_new - x, g_new - g
+
+
+def broyden(tracker: Tracker, z, max_iter: int, opts, mode: str):
+    b, mem = z.shape[0], opts.memory
+    d = z[0].numel()
+    fz, norms, g = compiled(_br_first, mode)(tracker.f, z, tracker.stop_mode)
+    tracker.count()
+    step = compiled(_br_step, mode)
+    U = z.new_zeros(b, mem + 1, d)  # + the zero row that a step without a term writes to
+    V = z.new_zeros(b, mem + 1, d)
+    slots = [torch.tensor([i], device=z.device) for i in range(mem + 1)]
+    dx, dg = torch.zeros_like(g), torch.zeros_like(g)  # distinct: aliased inputs compile a graph of their own
+    tiny = torch.finfo(z.dtype).tiny ** 0.5
+    pending, k, restarts = mem, 0, 0  # pending: the row the next step writes (mem: none, the zero row)
+    for it in range(max_iter):
+        if it > 0:
+            z, fz, norms, g, dx, dg = step(tracker.f, z, g, dx, dg, U, V, tracker.active_mask(z.dim()),
+                                           slots[pending], tiny, tracker.stop_mode)
+            tracker.count()
+        tracker.check(z, fz, norms)
+        if tracker.done or it == max_iter - 1:
+            break
+        if it > 0:
+            pending, k = k, k + 1
+            if k == mem:  # history full: every sample restarts from H = -I (the pending term is dropped)
+                pending, k = mem, 0
+                restarts += tracker.n_active
+                U.zero_()
+                V.zero_()
+    return tracker.result(stored_vectors=2 * mem, restarts=restarts)  # as eager: the zero row stores nothing
+
+
+# --------------------------------------------------------------------------- the rest
+def _call(f, z):
+    return f(z)
+
+
+def _jvp(f, z, v):
+    return torch.func.jvp(f, (z,), (v,))[1]
+
+
+def compiled_jvp(f, mode: str) -> Callable:
+    """J_f(z) v by torch.func.jvp inside one compiled graph (measured 186 us against 478 us for eager
+    dual tensors at batch 32, width 128); an f that forward AD cannot trace falls back to
+    newton_krylov.autograd_jvp for the rest of the solve. Static shapes: torch 2.13 cannot trace
+    torch.func.jvp with a dynamic batch dimension (it retried and failed on every call), so
+    each batch size gets its own graph."""
+    from .newton_krylov import autograd_jvp
+
+    call, eager, state = compiled(_jvp, mode, dynamic=False), autograd_jvp(f), {"compiled": True}
+
+    def jvp(z, v):
+        if state["compiled"]:
+            try:
+                return call(f, z, v)
+            except (RuntimeError, NotImplementedError):
+                state["compiled"] = False
+        return eager(z, v)
+
+    return jvp
+
+
+FUSED = {"fixed_point": fixed_point, "anderson": anderson, "broyden": broyden}
+
+
+def run(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozenset = frozenset()):
+    """One solve in `spec.compile` mode: a fused loop when the solver has one, else `generic`.
+
+    `extra`: the eager solver's keywords (`jvp`, `estimate`); `keep` as `solve`'s, kept by the Tracker.
+    """
+    before = graphs_compiled()
+    fused = FUSED.get(spec.solver)
+    if (spec.solver == "broyden" and spec.options.line_search) or extra.get("estimate"):
+        fused = None  # per-sample backtracking decides on the host; the SHINE estimate is built eagerly
+    if fused is not None:
+        tracker = Tracker(f, z0, spec.tol, spec.stop_mode, keep)
+        res = fused(tracker, z0, spec.max_iter, spec.options, spec.compile)
+    else:
+        res = generic(spec, f, z0, eager_run, extra, keep)
+    res.stats.update(compile=spec.compile, graphs_compiled=graphs_compiled() - before)
+    return res
+
+
+def generic(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozenset = frozenset()):
+    """The solver's eager loop with f compiled (newton_krylov's JVPs too, unless the caller gave its own).
+
+    The residual norms stay eager too: three ops cost less than one call of a
+    compiled graph on CPU (measured: ~45 us per call on this project's machine).
+    """
+    call = compiled(_call, spec.compile)
+    tracker = Tracker(lambda z: call(f, z), z0, spec.tol, spec.stop_mode, keep)
+    if spec.solver == "newton_krylov" and "jvp" not in extra:
+        extra = {**extra, "jvp": compiled_jvp(f, spec.compile)}
+    return eager_run(tracker, z0, spec.max_iter, spec.options, **extra)
