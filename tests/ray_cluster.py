@@ -50,17 +50,36 @@ def two_node_cluster(env: dict, worker_prefix: tuple = ()):
 
 def stop_nodes(nodes) -> None:
     """End `ray start --block` nodes by their process groups (never `ray stop`: it ends every Ray process on
-    the machine): SIGTERM, 10 s in all to wind down (it can take 30; the test is over), then SIGKILL."""
+    the machine): SIGTERM, 2 s in all to wind down (it can take 30; the test is over and nothing waits on a
+    graceful stop), then SIGKILL for every process of their sessions, Ray's workers included."""
     for p in nodes:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.time() + 10
+    deadline = time.time() + 2
     for p in nodes:
         try:
             p.wait(timeout=max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            kill_session(p.pid)
             p.wait(timeout=30)
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL a process started with `start_new_session` and every process of its session, as a crash would.
+
+    Its process group is not enough: Ray's worker processes (the trials among them) move to process groups
+    of their own and would go on running, and writing, for a while. They stay in the leader's session.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == leader:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:

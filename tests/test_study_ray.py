@@ -4,7 +4,6 @@ Slow by nature (Ray start-up, Train worker start-up); marked `ray` and run in CI
 """
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from ray_cluster import kill_session
 from study_factory import TINY
 
 from deqlab.results import FAULT_PAUSE_ENV, load
@@ -148,7 +148,7 @@ def _deqlab(*args, **kw):
     return [sys.executable, "-m", "deqlab", *args]
 
 
-PAUSE_S = 3.0  # the kill during a write: every write holds its finished temp file this long before the rename
+PAUSE_S = 1.5  # the kill during a write: every write holds its finished temp file this long before the rename
 
 
 def _hidden_temps_of_visible_files(trials: Path) -> list:
@@ -158,22 +158,8 @@ def _hidden_temps_of_visible_files(trials: Path) -> list:
 
 
 def _crash(leader: int) -> None:
-    """SIGKILL a driver started with `start_new_session` and the local Ray it started, as a crash would.
-
-    Its process group is not enough: Ray's worker processes (the trials among them) move to process groups
-    of their own and would go on running, and writing, for a while. They stay in the driver's session.
-    """
-    os.killpg(leader, signal.SIGKILL)
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
-        except (OSError, ValueError, IndexError):
-            continue
-        if session == leader:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    """SIGKILL a driver started with `start_new_session` and the local Ray it started, as a crash would."""
+    kill_session(leader)
 
 
 def _load_strict(path):
