@@ -308,8 +308,44 @@ def test_bootstrap_interval_paired_by_seed_and_unpaired(tmp_path):
     assert math.isnan(export.ratio_interval(base[:1], row, "t", "min", np.random.default_rng(0))[1][0])
 
 
+def test_the_readme_three_seed_table_comes_from_the_committed_study(capsys):
+    """README section 7 quotes `deqlab export` of the committed three-seed study: every column, mean and sd."""
+    import csv
+    import io
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    study = root / "docs" / "results" / "skipdeq_mnist_paper"
+    assert main(["export", str(study), "--by", "init,jac_weight",
+                 "--metrics", "test_acc,nfe_fwd_paper,nfe_fwd,nfe_train_total",
+                 "--baseline", "init=zeros", "--ratio-of", "nfe_fwd_paper", "--format", "csv"]) == 0
+    rows = {(r["init"], float(r["jac_weight"])): r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert len(rows) == 6 and {r["n"] for r in rows.values()} == {"3"}
+    section = re.search(r"## 7\..*?## 8\.", (root / "README.md").read_text(), re.S).group(0)
+    names = {"zeros": "DEQ", "skip": "SkipDEQ", "skipreg": "SkipRegDEQ"}
+    ratio = "nfe_fwd_paper_reduction_vs_init=zeros"
+    for (init, jac), r in rows.items():
+        line, = [l for l in section.splitlines()  # the accuracy/NFE table, not the speed-up one
+                 if l.startswith(f"| {names[init]} | {'yes' if jac else 'no'} | ") and l.count("|") == 8]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        acc, paper, ours, train = (re.match(r"([\d.]+) \+- ([\d.]+)", c).groups() for c in cells[2:6])
+        assert (float(acc[0]), float(acc[1])) == (round(float(r["test_acc_pct_mean"]), 2),
+                                                  round(float(r["test_acc_pct_std"]), 2)), line
+        assert (float(paper[0]), float(paper[1])) == (round(float(r["nfe_fwd_paper_mean"]), 2),
+                                                      round(float(r["nfe_fwd_paper_std"]), 2)), line
+        assert (float(ours[0]), float(ours[1])) == (round(float(r["nfe_fwd_mean"]), 2),
+                                                    round(float(r["nfe_fwd_std"]), 2)), line
+        assert (float(train[0]), float(train[1])) == (round(float(r["nfe_train_total_mean"]), 1),
+                                                      round(float(r["nfe_train_total_std"]), 1)), line
+        if init != "zeros":
+            got = re.match(r"([\d.]+)x \[([\d.]+), ([\d.]+)\]", cells[6]).groups()
+            want = (r[ratio], r[f"{ratio}_ci_low"], r[f"{ratio}_ci_high"])
+            assert [float(g) for g in got] == [round(float(w), 2) for w in want], line
+
+
 def test_the_readme_reproduction_table_comes_from_the_committed_study(capsys):
-    """README section 6 quotes `deqlab export` of the committed paper run (seed 6171): the same numbers."""
+    """docs/reproductions.md's seed-6171 table quotes `deqlab export` of that committed study: the same numbers."""
     import csv
     import io
     from pathlib import Path
