@@ -34,6 +34,7 @@ from .diagnostics import depth_states, residual_traces
 from .env import select_device, sync
 from .memory import PeakMemory
 from .reuse import Reuse
+from .tally import CHECK_EVERY, StageClock, Sums
 
 
 class Reporter(Protocol):
@@ -242,12 +243,20 @@ def _diverged(metrics: dict, config: TrainConfig, pretraining: bool) -> Optional
 def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replicas: Optional[Replicas] = None, *,
                  reuse: Optional[Reuse] = None) -> dict:
     """One pass over the training data; NFE columns are means per micro-batch (per sample, see evaluate).
-    With `reuse` (batches of (x, y, index)) each sample starts from its kept z* and keeps its new one."""
+    With `reuse` (batches of (x, y, index)) each sample starts from its kept z* and keeps its new one.
+
+    The loss and the non-finite count stay on the device (`tally.Sums`) and fwd/bwd are timed by
+    `StageClock`, so a batch adds no host sync of its own; the NFE counts are host numbers the solver
+    already produced. A non-finite loss is read every `CHECK_EVERY` batches and at the epoch's end: the run
+    stops as diverged with the same error, up to CHECK_EVERY - 1 batches (on weights already ruined) later
+    than a per-batch check would, and that epoch is reported by neither."""
     model.train()
     accumulate = config.optim.accumulate
-    loss_sum = n = 0
+    sums = Sums(device, ("loss", "nonfinite"))
+    clock = StageClock(device, ("fwd", "bwd"))
+    n = 0
     nfe = {"train_nfe_fwd": 0.0, "nfe_bwd": 0.0, "nfe_jac": 0.0}
-    fwd_t = bwd_t = reused = 0.0
+    reused = 0.0
     batches = 0
     n_batches = len(loader)
     sync(device)
@@ -255,42 +264,44 @@ def _train_epoch(model, loader, opt, sched, config: TrainConfig, device, replica
     opt.zero_grad(set_to_none=True)
     for xb, yb, *index in loader:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        sync(device)
-        t0 = time.perf_counter()
+        t0 = clock.mark()
         with reuse.starts(index[0]) if reuse is not None else nullcontext():
             task, loss, info = forward_loss(model, xb, yb)
         if reuse is not None:
             reuse.keep(index[0], info)
             reused += info.reused_frac * len(yb)
-        sync(device)
-        t1 = time.perf_counter()
-        if replicas is None and not torch.isfinite(loss):
-            raise FloatingPointError("non-finite training loss")
+        t1 = clock.mark()
+        if replicas is None:
+            sums.add("nonfinite", ~torch.isfinite(loss.detach()))
         batches += 1
         # the last group of an epoch may be short: average over the micro-batches it has
         group = min(accumulate, n_batches - (batches - 1) // accumulate * accumulate)
         (loss / group if group > 1 else loss).backward()
         if batches % accumulate == 0 or batches == n_batches:
             _step(model, opt, sched, config, replicas, loss)
-        sync(device)
-        t2 = time.perf_counter()
-        fwd_t += t1 - t0
-        bwd_t += t2 - t1
-        loss_sum += float(task.detach()) * len(yb)
+        clock.add("fwd", t0, t1)
+        clock.add("bwd", t1, clock.mark())
+        sums.add("loss", task, len(yb))
         n += len(yb)
         nfe["train_nfe_fwd"] += info.nfe_fwd_per_sample
         nfe["nfe_bwd"] += info.nfe_bwd
         nfe["nfe_jac"] += info.nfe_jac
+        if batches % CHECK_EVERY == 0 and batches < n_batches and sums.peek("nonfinite"):
+            raise FloatingPointError("non-finite training loss")
     sync(device)
+    epoch_time = time.perf_counter() - t_epoch
+    totals, times = sums.read(), clock.read()
+    if totals["nonfinite"]:
+        raise FloatingPointError("non-finite training loss")
     out = {k: v / max(batches, 1) for k, v in nfe.items()}
     out["nfe_train_total"] = sum(out.values())
     if reuse is not None:
         out["train_reuse_frac"] = reused / max(n, 1)
     return {
-        "train_loss": loss_sum / max(n, 1), **out,
-        "fwd_time_s": fwd_t,
-        "bwd_time_s": bwd_t,
-        "epoch_time_s": time.perf_counter() - t_epoch,
+        "train_loss": totals["loss"] / max(n, 1), **out,
+        "fwd_time_s": times["fwd"],
+        "bwd_time_s": times["bwd"],
+        "epoch_time_s": epoch_time,
     }
 
 
@@ -339,8 +350,9 @@ def evaluate(model, loader, device, *, reuse: Optional[Reuse] = None) -> dict:
     `reuse` (deq.reuse_eval) starts each test sample from its z* of the previous evaluation.
     """
     model.eval()
-    loss_sum = correct = n = 0
-    nfe = conv = res = paper = 0.0
+    sums = Sums(device, ("loss", "correct", "residual"))  # on the device, read once (see _train_epoch)
+    n = 0
+    nfe = conv = paper = 0.0
     sync(device)
     t0 = time.perf_counter()
     for xb, yb, *index in loader:
@@ -349,17 +361,19 @@ def evaluate(model, loader, device, *, reuse: Optional[Reuse] = None) -> dict:
             logits, info = model(xb)
         if reuse is not None:
             reuse.keep(index[0], info)
-        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == yb).sum())
+        sums.add("loss", nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        sums.add("correct", (logits.argmax(dim=1) == yb).sum())
         k = len(yb)
         n += k
         nfe += info.nfe_fwd_per_sample * k
         solver = info.nfe_solver_per_sample
         paper += (solver + 2 if solver is not None else math.nan) * k
         conv += info.converged_frac * k
-        res += float(info.residual.mean()) * k  # inf if a sample never got a finite iterate; NaN: no solver
+        sums.add("residual", info.residual.mean(), k)  # inf if a sample never got a finite iterate; NaN: no solver
     sync(device)
     elapsed = time.perf_counter() - t0
+    totals = sums.read()
+    loss_sum, correct, res = totals["loss"], totals["correct"], totals["residual"]
     model.train()
     n = max(n, 1)
     return {"test_loss": loss_sum / n, "test_acc": correct / n, "nfe_fwd": nfe / n, "nfe_test_total": nfe / n,
