@@ -14,6 +14,7 @@ from torch import nn
 from deqlab.layers import DEQ, DEQConfig
 from deqlab.solvers import SOLVERS, solve
 from deqlab.solvers.compiled import graphs_compiled
+from closed_forms import Counted, LinearCell
 
 # compile genuinely unavailable (a Python dynamo does not support): skip, saying so; a missing
 # C++ compiler is not that, it fails (test_inductor_has_its_cpp_compiler)
@@ -23,15 +24,6 @@ pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(),
 ALL = sorted(SOLVERS)
 F64 = torch.float64
 RADII = torch.tensor([0.1, 0.9, 0.1, 0.9], dtype=F64)  # samples 0, 2 easy, 1, 3 hard
-
-
-class Counted:
-    def __init__(self, f):
-        self.f, self.calls = f, 0
-
-    def __call__(self, z):
-        self.calls += 1
-        return self.f(z)
 
 
 def affine(batch=4, dim=8, seed=0):
@@ -129,24 +121,11 @@ def test_reduce_overhead_runs_on_cpu_like_eager():
     assert res.nfe == eager.nfe and float((res.z - z_star).abs().max()) <= 1e-8
 
 
-class LinearCell(nn.Module):
-    """f(z, x) = A z + B x: z* = (I - A)^-1 B x, so every gradient has a closed form."""
-
-    def __init__(self, dim=8, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.A = nn.Parameter(0.3 * torch.randn(dim, dim, generator=g, dtype=F64) / dim**0.5)
-        self.B = nn.Parameter(torch.randn(dim, dim, generator=g, dtype=F64))
-
-    def forward(self, z, x):
-        return z @ self.A.T + x @ self.B.T
-
-
 # broyden's compiled solve is checked above and its adjoint runs as anderson's does (f outside the graph);
 # left out here for time (~25 s of compiling)
 @pytest.mark.parametrize("solver", ["fixed_point", "anderson", "newton_krylov", "continuous"])
 def test_compiled_deq_gradient_matches_closed_form(solver):
-    cell = LinearCell()
+    cell = LinearCell(dim=8)
     deq = DEQ(cell, solver=solver, tol=1e-10, max_iter=300, compile="default")
     g = torch.Generator().manual_seed(1)
     x, w = torch.randn(4, 8, dtype=F64, generator=g), torch.randn(4, 8, dtype=F64, generator=g)

@@ -4,20 +4,10 @@ import pytest
 import torch
 
 from deqlab.solvers import SOLVERS, residual_norms, solve
+from closed_forms import Counted
 
 ALL = sorted(SOLVERS)
 DTYPES = [torch.float32, torch.float64]
-
-
-class Counted:
-    """Wraps f and counts calls, independently of the solver's own bookkeeping."""
-
-    def __init__(self, f):
-        self.f, self.calls = f, 0
-
-    def __call__(self, z):
-        self.calls += 1
-        return self.f(z)
 
 
 def linear_problem(dtype, batch=4, dim=16, norm=0.5, seed=0):
