@@ -327,6 +327,32 @@ def test_digits_sizes_and_stable_split():
     assert load_dataset("digits", flatten=True).train.tensors[0].shape == (1437, 64)
 
 
+def test_digits_read_from_the_file_equal_scikit_learns_loader_and_the_fallback(monkeypatch):
+    """The embedded digits are read from scikit-learn's file without importing it: the same arrays, bit for bit,
+    as load_digits gives (and as the fallback, taken when the file is not where it was)."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from deqlab.data import formats
+
+    bunch = load_digits()
+    want = np.concatenate([bunch.data, bunch.target[:, None]], axis=1)
+    table = formats._digits_table()
+    assert table.dtype == want.dtype and np.array_equal(table, want)
+    code = "import sys; from deqlab.data.formats import digits_arrays; digits_arrays(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert np.array_equal(formats._digits_table(), want)
+    order = np.random.default_rng(formats._DIGITS_SPLIT_SEED).permutation(len(bunch.target))  # as before
+    test_idx, train_idx = order[:formats._DIGITS_TEST_SIZE], order[formats._DIGITS_TEST_SIZE:]
+    images = bunch.images.astype(np.float32)[:, None]
+    for got, expected in zip(formats.digits_arrays(), (images[train_idx], bunch.target[train_idx],
+                                                       images[test_idx], bunch.target[test_idx])):
+        assert got.dtype == (np.float32 if expected.dtype == np.float32 else np.int64)
+        assert np.array_equal(got, expected)
+
+
 def test_subsets_are_seeded():
     a = load_dataset("digits", subset=200, test_subset=50, seed=1)
     b = load_dataset("digits", subset=200, test_subset=50, seed=1)
