@@ -344,6 +344,40 @@ def test_the_readme_three_seed_table_comes_from_the_committed_study(capsys):
             assert [float(g) for g in got] == [round(float(w), 2) for w in want], line
 
 
+def test_the_levers_table_in_the_docs_comes_from_the_committed_study(capsys):
+    """docs/reproductions.md's levers table quotes `deqlab export` of the committed deq_levers study."""
+    import csv
+    import io
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert main(["export", str(root / "docs" / "results" / "deq_levers"), "--by", "reuse,backward",
+                 "--metrics", "test_acc,nfe_train_total,train_nfe_fwd,nfe_fwd,peak_mem_bytes",
+                 "--baseline", "reuse=none", "--ratio-of", "nfe_train_total", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 8 and {r["n"] for r in rows} == {"3"}
+    doc = (root / "docs" / "reproductions.md").read_text()
+    section = doc[doc.index("#### The DEQ speed levers on MNIST"):]
+    for r in rows:
+        line, = [l for l in section.splitlines() if l.startswith(f"| {r['reuse']} | {r['backward']} | ")
+                 and l.count("|") == 10]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        pairs = [re.match(r"([\d.]+) \+- ([\d.]+)", c).groups() for c in (cells[2], cells[3], cells[4], cells[6])]
+        for (mean, sd), name, places in zip(pairs, ("test_acc_pct", "nfe_train_total", "train_nfe_fwd", "nfe_fwd"),
+                                            (2, 2, 2, 2)):
+            assert (float(mean), float(sd)) == (round(float(r[f"{name}_mean"]), places),
+                                                round(float(r[f"{name}_std"]), places)), line
+        mem = re.match(r"(\d+) \+- (\d+)", cells[7]).groups()
+        assert [int(m) for m in mem] == [round(float(r["peak_mem_bytes_MiB_mean"])),
+                                         round(float(r["peak_mem_bytes_MiB_std"]))], line
+        if r["reuse"] == "epoch":
+            ratio = "nfe_train_total_reduction_vs_reuse=none"
+            got = re.match(r"([\d.]+)x \[([\d.]+), ([\d.]+)\]", cells[8]).groups()
+            assert [float(g) for g in got] == [round(float(r[k]), 2) for k in
+                                               (ratio, f"{ratio}_ci_low", f"{ratio}_ci_high")], line
+
+
 def test_the_readme_reproduction_table_comes_from_the_committed_study(capsys):
     """docs/reproductions.md's seed-6171 table quotes `deqlab export` of that committed study: the same numbers."""
     import csv
