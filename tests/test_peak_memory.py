@@ -60,7 +60,8 @@ def test_every_row_holds_the_peak_and_the_dashboard_and_export_offer_it_in_mib(t
     assert main(["export", "mem", "--metrics", "peak_mem_bytes", "--by", "seed"]) == 0
     assert "| Peak memory (MiB) ↓ |" in capsys.readouterr().out  # label, unit and direction from the catalogue
     assert main(["export", "mem", "--metrics", "peak_mem_bytes", "--by", "seed", "--format", "csv"]) == 0
-    header, row = capsys.readouterr().out.splitlines()[:2]  # the final epoch's, in MiB (CSV drops trailing zeros)
+    header, row = capsys.readouterr().out.splitlines()[:2]  # the final epoch's, in MiB (CSV: 6 significant digits)
     exported = dict(zip(header.split(","), row.split(",")))
     assert exported["n"] == "1"
-    assert float(exported["peak_mem_bytes_MiB_mean"]) == pytest.approx(rows.peak_mem_bytes.iloc[-1] / MB, abs=5e-4)
+    final_mib = rows.peak_mem_bytes.iloc[-1] / MB
+    assert float(exported["peak_mem_bytes_MiB_mean"]) == pytest.approx(final_mib, rel=1e-5)
