@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 
 from .base import Tracker, step_norms
+from .broyden import _product  # H v and v^T H of the low-rank estimate, as the eager solve computes them
 from .options import SolveSpec
 
 _COMPILED: dict = {}
@@ -178,10 +179,6 @@ def anderson(tracker: Tracker, z, max_iter: int, opts, mode: str):
 
 
 # --------------------------------------------------------------------------- broyden
-def _product(v, A, B):
-    return torch.bmm(v.unsqueeze(1) @ A.transpose(1, 2), B).squeeze(1) - v
-
-
 def _br_first(f, z, stop_mode: str):
     fz = f(z)
     return fz, step_norms(z, fz, stop_mode), (fz - z).flatten(1)
