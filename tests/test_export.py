@@ -23,6 +23,7 @@ from system_tools import skip_or_fail_without
 from study_factory import comparison_study, metrics, params, write_trial
 
 from deqlab.report import tables as export
+from deqlab.report.ratio import ratio_interval
 from deqlab.report.render import column_format, format_value, header
 from deqlab.cli import main
 from deqlab.results import load
@@ -298,14 +299,14 @@ def test_bootstrap_interval_paired_by_seed_and_unpaired(tmp_path):
     # paired, two seeds: resampling {0, 1} gives only (2.0/1.0), (2.2/1.2) and (4.2/2.2): the interval's ends
     base = pd.DataFrame({"t": [2.0, 2.2], "_seed": [0, 1]})
     row = pd.DataFrame({"t": [1.0, 1.2], "_seed": [0, 1]})
-    r, (lo, hi), paired = export.ratio_interval(base, row, "t", "min", np.random.default_rng(0))
+    r, (lo, hi), paired = ratio_interval(base, row, "t", "min", np.random.default_rng(0))
     assert paired and r == pytest.approx(2.1 / 1.1) and (lo, hi) == pytest.approx((2.2 / 1.2, 2.0))
     # other seeds: each side resampled alone, so the extremes mix (2.0/1.2 .. 2.2/1.0) are reachable
-    r, (lo, hi), paired = export.ratio_interval(base, row.assign(_seed=[5, 6]), "t", "min",
+    r, (lo, hi), paired = ratio_interval(base, row.assign(_seed=[5, 6]), "t", "min",
                                                 np.random.default_rng(0))
     assert not paired and 2.0 / 1.2 <= lo < r < hi <= 2.2 / 1.0 and hi - lo > 2.0 - 2.2 / 1.2
     # one trial a side: no interval
-    assert math.isnan(export.ratio_interval(base[:1], row, "t", "min", np.random.default_rng(0))[1][0])
+    assert math.isnan(ratio_interval(base[:1], row, "t", "min", np.random.default_rng(0))[1][0])
 
 
 def test_the_readme_three_seed_table_comes_from_the_committed_study(capsys):

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..results.schema import MODES, NOT_METRICS, Metric, Status, metric_info
-from .ratio import BOOTSTRAP_RESAMPLES, add_ratio, describe_baseline, ratio_interval  # noqa: F401
+from .ratio import add_ratio, describe_baseline
 
 FORMATS = ("latex", "markdown", "csv")
 DEFAULT_BY = ("init", "solver")  # `deqlab export` and `StudyResult.table` without --by / by=
