@@ -25,7 +25,6 @@ import pytest
 from study_factory import TINY, comparison_study
 
 import deqlab
-from deqlab.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the other Ray tests
