@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 
 from .base import Tracker, step_norms
+from . import fused as whole
 from .broyden import _product  # H v and v^T H of the low-rank estimate, as the eager solve computes them
 from .options import SolveSpec
 
@@ -276,6 +277,11 @@ def run(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozense
     `extra`: the eager solver's keywords (`jvp`, `estimate`); `keep` as `solve`'s, kept by the Tracker.
     """
     before = graphs_compiled()
+    if whole.applies(spec, f, z0, keep, extra):
+        res = whole.run(spec, f, z0)
+        if res is not None:
+            res.stats.update(compile=spec.compile, loop="graph", graphs_compiled=graphs_compiled() - before)
+            return res
     fused = FUSED.get(spec.solver)
     if (spec.solver == "broyden" and spec.options.line_search) or extra.get("estimate"):
         fused = None  # per-sample backtracking decides on the host; the SHINE estimate is built eagerly
@@ -284,7 +290,8 @@ def run(spec: SolveSpec, f, z0, eager_run: Callable, extra: dict, keep: frozense
         res = fused(tracker, z0, spec.max_iter, spec.options, spec.compile)
     else:
         res = generic(spec, f, z0, eager_run, extra, keep)
-    res.stats.update(compile=spec.compile, graphs_compiled=graphs_compiled() - before)
+    res.stats.update(compile=spec.compile, loop="step" if fused is not None else "generic",
+                     graphs_compiled=graphs_compiled() - before)
     return res
 
 

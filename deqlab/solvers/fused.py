@@ -1,0 +1,330 @@
+"""Whole solves as one compiled graph: the solver's loop is a `while_loop` inside the graph.
+
+A compiled *step* per iteration (compiled.py's `generic`) still pays, every
+iteration, a compiled call (~15-55 us of dynamo guards and wrappers on CPU) and
+the host's residual check (~60 us of Tracker bookkeeping): more than f itself at
+small sizes. Here fixed_point, anderson and broyden run their whole loop inside
+one graph: the residual test, per-sample freezing, the best iterate, the
+per-sample NFE and the trace are tensors carried by `torch._higher_order_ops.
+while_loop`, whose condition (an iteration left and a sample still active) is the
+only decision the loop makes. Inductor's C++ wrapper (`cpp_wrapper`, on CPU)
+runs that loop in C++, so an iteration costs its kernels and nothing else; the
+host reads the outcome once, after the solve.
+
+The arithmetic is the eager solvers' and `Tracker.check`'s, step for step (same
+freezing, same stop test in the same dtype, same best-iterate rule, NFE counted
+for the samples active at each evaluation), with two changes of form:
+- histories are full-size buffers ([B, m, D]) and the rows not in use are
+  masked or zero, so one graph serves every iteration;
+- anderson's m x m least-squares system is solved by Gaussian elimination
+  unrolled over m inside the graph (the system is symmetric positive definite,
+  so no pivoting is needed); eager calls LAPACK, whose call alone cost ~65 us
+  per iteration inside a graph.
+tests/test_compile.py holds both to eager and to the closed forms.
+
+Not fused (compiled.py's `generic` runs them): line search, `keep` (the
+correction loss's kept iterates), `estimate` (SHINE), newton_krylov and
+continuous, and any f that dynamo cannot trace whole (e.g. the adjoint's
+autograd VJP); such an f is remembered by its code object and not traced again.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch._higher_order_ops.while_loop import while_loop
+
+from .base import EPS, SolveResult, step_norms
+from .options import SolveSpec
+
+RECOMPILE_LIMIT = 64
+
+INF = float("inf")
+_LOOPS: dict = {}
+_UNTRACEABLE: set = set()  # code objects of f's that failed to trace whole (fallback: a compiled step)
+
+
+# --------------------------------------------------------------------------- the tracker, in the graph
+def _start(z0, max_iter: int):
+    """Tracker state: it, best_z, best_res, cur_res, active, converged, sample_nfe, trace [max_iter, B]."""
+    b = z0.shape[0]
+    res = torch.full((b,), INF, dtype=z0.dtype, device=z0.device)
+    return (torch.zeros((), dtype=torch.int64, device=z0.device), z0.clone(), res, res.clone(),
+            torch.ones(b, dtype=torch.bool, device=z0.device), torch.zeros(b, dtype=torch.bool, device=z0.device),
+            torch.zeros(b, dtype=torch.int64, device=z0.device),
+            torch.full((max_iter, b), INF, dtype=z0.dtype, device=z0.device))
+
+
+def _residuals(norms, stop_mode: str):
+    """Tracker._residuals in tensors: the same operations in the same dtypes, nan read as inf."""
+    if stop_mode == "abs":
+        res = norms
+    elif stop_mode == "batch":
+        sq = norms.double().square().sum(dim=1)
+        res = (sq[0].sqrt() / (sq[1].sqrt() + EPS)).to(norms.dtype).expand(norms.shape[1])
+    else:
+        res = norms[0] / (norms[1] + EPS)  # EPS rounded to the norms' dtype, as NumPy does
+    return torch.where(res < INF, res, INF)
+
+
+def _judge(state, z, fz, tol, stop_mode: str):
+    """One evaluation counted for the active samples, then Tracker.check: best iterate, trace, freezing."""
+    it, best_z, best_res, cur_res, active, converged, sample_nfe, trace = state
+    sample_nfe = sample_nfe + active.to(sample_nfe.dtype)
+    res = _residuals(step_norms(z, fz, stop_mode), stop_mode)
+    better = (res < best_res) & active
+    best_res = torch.where(better, res, best_res)
+    best_z = torch.where(better.view(-1, *([1] * (z.dim() - 1))), z, best_z)
+    cur_res = torch.where(active, res, cur_res)
+    trace = trace.index_copy(0, it.view(1), cur_res.unsqueeze(0))
+    newly = (res <= tol) & active
+    converged = converged | newly
+    active = active & ~newly & (res < INF)
+    return (it + 1, best_z, best_res, cur_res, active, converged, sample_nfe, trace)
+
+
+def _going(max_iter: int):
+    def cond(it, best_z, best_res, cur_res, active, *rest):
+        return (it < max_iter) & active.any()
+
+    return cond
+
+
+def _frozen(active, new, old):
+    return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
+N_STATE = 8
+
+
+def _unflat(z0):
+    """[B, D] rows back to the solve's shape. The loop body may close over sizes (symbolic ones with a
+    dynamic batch) but not over a torch.Size, so the trailing sizes are kept as a tuple."""
+    tail = tuple(z0.shape[1:])
+    return lambda t: t.view(t.shape[0], *tail)
+
+
+# --------------------------------------------------------------------------- fixed point
+def fixed_point_loop(f, z0, max_iter: int, tol, stop_mode: str, damping: float):
+    def body(*carry):
+        state, z = carry[:N_STATE], carry[N_STATE]
+        fz = f(z)
+        state = _judge(state, z, fz, tol, stop_mode)
+        nxt = fz if damping == 1.0 else (1 - damping) * z + damping * fz
+        return (*state, _frozen(state[4], nxt, z))
+
+    cond = _going(max_iter)
+    return while_loop(lambda *c: cond(*c[:N_STATE]), body, (*_start(z0, max_iter), z0.clone()))[:N_STATE]
+
+
+# --------------------------------------------------------------------------- anderson
+def spd_solve(A, b):
+    """A^-1 b per sample, A [B, n, n] symmetric positive definite: Gaussian elimination without pivoting,
+    unrolled over the static n so inductor fuses it (Cholesky's stability: SPD needs no pivoting)."""
+    n = A.shape[-1]
+    rows = [A[:, i, :] for i in range(n)]
+    rhs = [b[:, i] for i in range(n)]
+    for j in range(n):
+        for i in range(j + 1, n):
+            fac = rows[i][:, j] / rows[j][:, j]
+            rows[i] = rows[i] - fac.unsqueeze(1) * rows[j]
+            rhs[i] = rhs[i] - fac * rhs[j]
+    x = [rhs[0]] * n
+    for i in reversed(range(n)):
+        acc = rhs[i]
+        for k in range(i + 1, n):
+            acc = acc - rows[i][:, k] * x[k]
+        x[i] = acc / rows[i][:, i]
+    return torch.stack(x, dim=1)
+
+
+def anderson_loop(f, z0, max_iter: int, tol, stop_mode: str, m: int, beta: float, lam: float):
+    """anderson.py's iteration: the first step is a plain mixing step, later ones mix over k = min(it, m)
+    differences written into slot (it - 1) % m of full [B, m, D] histories (zero rows: gamma 0 there)."""
+    b, unflat = z0.shape[0], _unflat(z0)
+    x0 = z0.reshape(b, -1)
+    eye = torch.eye(m, dtype=torch.float64, device=z0.device)
+
+    def evaluate(state, x):
+        fx = f(unflat(x)).reshape(b, -1)
+        state = _judge(state, unflat(x), unflat(fx), tol, stop_mode)
+        return state, fx - x, fx if beta == 1.0 else torch.lerp(x, fx, beta)
+
+    state, g, mixed = evaluate(_start(z0, max_iter), x0)
+    x = _frozen(state[4], mixed, x0)
+
+    def body(*carry):
+        state, (x, prev_g, prev_mixed, dF, dG, gram) = carry[:N_STATE], carry[N_STATE:]
+        it = state[0]  # evaluations so far: this iteration stores difference number it, in slot (it - 1) % m
+        state, g, mixed = evaluate(state, x)
+        slot = ((it - 1) % m).view(1)
+        dg = g - prev_g
+        dG = dG.index_copy(1, slot, dg.unsqueeze(1))
+        dF = dF.index_copy(1, slot, (mixed - prev_mixed).unsqueeze(1))
+        c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
+        row = c[:, 0]
+        gram = gram.index_copy(1, slot, row.unsqueeze(1))
+        gram = gram.index_copy(2, slot, row.unsqueeze(2))
+        k = it.clamp(max=m).to(torch.float64)  # differences stored (unused rows of gram are 0)
+        scale = (gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k).view(-1, 1, 1)
+        system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
+        gamma = torch.nan_to_num(spd_solve(system, c[:, 1]), nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+        x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1)
+        return (*state, _frozen(state[4], x_new, x), g, mixed, dF, dG, gram)
+
+    hist = x0.new_zeros(b, m, x0.shape[1])
+    gram = torch.zeros(b, m, m, dtype=torch.float64, device=z0.device)
+    cond = _going(max_iter)
+    out = while_loop(lambda *c: cond(*c[:N_STATE]), body, (*state, x, g, mixed, hist, hist.clone(), gram))
+    return out[:N_STATE]
+
+
+# --------------------------------------------------------------------------- broyden
+def _product(v, A, B, used):
+    """broyden._product over the rows in use: -v + sum_{i<k} (v . a_i) b_i (rows >= k masked out)."""
+    c = (v.unsqueeze(1) @ A.transpose(1, 2)) * used
+    return torch.bmm(c, B).squeeze(1) - v
+
+
+def broyden_loop(f, z0, max_iter: int, tol, stop_mode: str, memory: int):
+    """broyden.py's iteration with fixed [B, memory, D] buffers: k terms in use (rows >= k masked), term k
+    written after each check that the loop goes on from, and every sample restarting when k reaches memory."""
+    b, unflat = z0.shape[0], _unflat(z0)
+    x0 = z0.reshape(b, -1)
+    tiny = torch.finfo(z0.dtype).tiny ** 0.5
+    slots = torch.arange(memory, device=z0.device)
+    fx = f(z0).reshape(b, -1)
+    state = _judge(_start(z0, max_iter), z0, unflat(fx), tol, stop_mode)
+    zero = torch.zeros((), dtype=torch.int64, device=z0.device)
+
+    def body(*carry):
+        state, (x, g, U, V, k, restarts) = carry[:N_STATE], carry[N_STATE:]
+        used = (slots < k).to(x.dtype).view(1, 1, -1)
+        active = state[4]
+        x_new = _frozen(active, x - _product(g, V, U, used), x)
+        fx = f(unflat(x_new)).reshape(b, -1)
+        state = _judge(state, unflat(x_new), unflat(fx), tol, stop_mode)
+        g_new = fx - x_new
+        dx, dg = x_new - x, g_new - g
+        vT = _product(dx, U, V, used)
+        den = torch.linalg.vecdot(vT, dg)
+        den = torch.where(den.abs() > tiny, den, INF)
+        terms = torch.stack(((dx - _product(dg, V, U, used)) / den.unsqueeze(1), vT), dim=1)
+        ok = torch.isfinite(terms.sum(dim=(1, 2))) & state[4]
+        terms = torch.where(ok[:, None, None], terms, 0.0)
+        at = k.view(1)
+        U = U.index_copy(1, at, terms[:, 0:1])
+        V = V.index_copy(1, at, terms[:, 1:2])
+        # eager breaks before this update on its last check: a restart counts only if the loop goes on
+        going = (state[0] < max_iter) & state[4].any()
+        full = (k + 1 == memory) & going
+        restarts = restarts + torch.where(full, state[4].sum(), 0)
+        k = torch.where(full, 0, k + 1)
+        return (*state, x_new, g_new, U, V, k, restarts)
+
+    U = x0.new_zeros(b, memory, x0.shape[1])
+    cond = _going(max_iter)
+    out = while_loop(lambda *c: cond(*c[:N_STATE]), body, (*state, x0, fx - x0, U, U.clone(), zero, zero + 0))
+    return (*out[:N_STATE], out[-1])
+
+
+# --------------------------------------------------------------------------- running one
+def _arguments(spec: SolveSpec) -> tuple:
+    o = spec.options
+    if spec.solver == "fixed_point":
+        return (o.damping,)
+    if spec.solver == "anderson":
+        return (o.m, o.beta, o.lam)
+    return (o.memory,)
+
+
+LOOPS = {"fixed_point": fixed_point_loop, "anderson": anderson_loop, "broyden": broyden_loop}
+
+
+# Broyden's loop pays, per iteration, a copy of its U and V buffers (a while_loop body cannot write its
+# carried tensors in place) and products over all `memory` rows where eager uses the k in use. Measured
+# (docs/benchmarks.md, memory 30): the graph is faster up to 32 x 30 x 128 = 122,880 elements per buffer
+# and slower from 64 x 30 x 128 on (1.4x eager's time there, 2.6x at 128 x 30 x 256), so larger
+# histories run the compiled step instead.
+BROYDEN_GRAPH_MAX_ELEMENTS = 1 << 17
+
+
+def applies(spec: SolveSpec, f, z0, keep: frozenset, extra: dict) -> bool:
+    """Whether `run` can take this solve: a fused solver, nothing kept on the host, f traceable so far."""
+    if spec.solver not in LOOPS or keep or extra or getattr(f, "_torchdynamo_disable", False):
+        return False
+    if spec.solver == "broyden" and (spec.options.line_search or
+                                     z0.numel() * spec.options.memory > BROYDEN_GRAPH_MAX_ELEMENTS):
+        return False
+    code = _code_of(f)
+    return code is None or code not in _UNTRACEABLE
+
+
+def _code_of(f):
+    """The code a call of f runs first: a function's own, a module's forward, a callable object's __call__
+    (None for a C callable such as functools.partial, which is then tried every time)."""
+    if hasattr(f, "__code__"):
+        return f.__code__
+    call = type(f).forward if isinstance(f, torch.nn.Module) else getattr(type(f), "__call__", None)
+    return getattr(call, "__code__", None)
+
+
+def _loop(solver: str, mode: str, device_type: str):
+    key = (solver, mode, device_type)
+    if key not in _LOOPS:
+        # one graph per f's code, stop mode, options and (after the first) dynamic batch: past dynamo's
+        # default limit of 8 a fullgraph compile fails, and the solve would fall back to the step path
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        from torch._inductor import list_mode_options
+
+        options = dict(list_mode_options(mode))
+        if device_type == "cpu":
+            options["cpp_wrapper"] = True  # the loop itself in C++: no Python between iterations
+        _LOOPS[key] = torch.compile(LOOPS[solver], fullgraph=True, options=options)
+    return _LOOPS[key]
+
+
+# a graph break or a Python side effect in f (a call counter, a print): the loop body must be one graph
+_F_UNTRACEABLE = (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UncapturedHigherOrderOpError)
+# inductor failing on this graph, or too many graphs for one f: worth a try again with another shape
+_NOT_WHOLE = _F_UNTRACEABLE + (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit)
+
+
+def run(spec: SolveSpec, f, z0) -> SolveResult | None:
+    """The whole solve as one graph, or None when f cannot be traced whole (the caller falls back, once
+    warned: the fallback is a compiled step per iteration, several times slower at small sizes)."""
+    loop = _loop(spec.solver, spec.compile, z0.device.type)
+    # tol as a tensor of the solve's dtype: a float argument would be traced as a symbolic scalar, which
+    # inductor cannot read inside a loop body; the comparison is in that dtype either way, as NumPy's on the host
+    tol = torch.tensor(spec.tol, dtype=z0.dtype, device=z0.device)
+    try:
+        # the options (damping, beta, lam) are constants of the graph, not symbolic floats (same reason)
+        with torch._dynamo.config.patch(specialize_float=True):
+            out = loop(f, z0, spec.max_iter, tol, spec.stop_mode, *_arguments(spec))
+    except _NOT_WHOLE as exc:
+        code = _code_of(f)
+        if code is not None and isinstance(exc, _F_UNTRACEABLE):  # f's own doing: do not trace it again
+            _UNTRACEABLE.add(code)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"compile={spec.compile!r}: {spec.solver}'s loop could not be compiled whole with this f "
+                      f"({reason}); it runs a compiled step per iteration instead", RuntimeWarning, stacklevel=3)
+        return None
+    return _result(z0, out, spec)
+
+
+def _result(z0, out, spec: SolveSpec) -> SolveResult:
+    """The graph's tracker state as Tracker.result builds it (the trace statistics in NumPy, as eager)."""
+    it, best_z, best_res, _cur, _active, converged, sample_nfe, trace = out[:N_STATE]
+    n = int(it)  # the one host read of the solve
+    rows = trace[:n].cpu().numpy()
+    stats = {}  # as the eager solvers report them
+    if spec.solver == "anderson":
+        stats["stored_vectors"] = 2 * spec.options.m
+    if spec.solver == "broyden":
+        stats.update(stored_vectors=2 * spec.options.memory, restarts=int(out[-1]))
+    if best_z.data_ptr() == z0.data_ptr():
+        best_z = best_z.clone()
+    return SolveResult(z=best_z, nfe=n, sample_nfe=sample_nfe, residual=best_res, converged=converged,
+                       trace=rows.max(axis=1).tolist() if n else [], trace_mean=rows.mean(axis=1).tolist() if n else [],
+                       stats=stats)
