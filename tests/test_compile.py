@@ -118,7 +118,7 @@ def test_compile_modes_are_validated_everywhere():
         DEQConfig(compile="fast")
     assert DEQConfig().forward.compile == "none"
     cfg = DEQConfig(compile="reduce-overhead")
-    assert cfg.forward.compile == cfg.adjoint.compile == "reduce-overhead"
+    assert cfg.forward.compile == "reduce-overhead" and cfg.adjoint.compile == "none"  # an autograd VJP: eager
 
 
 def test_reduce_overhead_runs_on_cpu_like_eager():

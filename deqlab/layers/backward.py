@@ -134,10 +134,8 @@ def _attach_implicit(z_in: Tensor, fz: Tensor, adjoint: SolveSpec, record: Backw
 
         # the adjoint map is affine, so its Jacobian-vector product is one VJP
         jvp = (lambda u, w: vjp(w)) if adjoint.solver == "newton_krylov" else None
-        # compiled: autograd.grad cannot be traced, so the graph breaks around the map and
-        # only the solver's update is compiled
-        fn = adjoint_map if adjoint.compile == "none" else torch.compiler.disable(adjoint_map)
-        res = solve(fn, v_hat, adjoint, jvp=jvp)
+        # eager even under deq.compile (DEQConfig): autograd.grad on the forward pass's graph cannot be traced
+        res = solve(adjoint_map, v_hat, adjoint, jvp=jvp)
         record.nfe += res.nfe + 1  # + the VJP that carries g through fz to the parameters and input
         record.residual = float(res.residual.max())
         record.converged_frac = res.converged_frac

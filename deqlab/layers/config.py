@@ -119,7 +119,10 @@ class DEQConfig(BaseModel):
     the fixed-point correction loss on intermediate iterates (`CorrectionOptions`).
     `backward: shine` needs a solver that keeps an inverse-Jacobian estimate
     (broyden, anderson) unless `backward_options.no_estimate` is "implicit".
-    `compile` runs both solves' iterations as torch.compile graphs (same results as eager).
+    `compile` runs the forward solve as torch.compile graphs (same results as eager): the whole loop as
+    one graph where the solver and f allow (deqlab.solvers.fused), else a compiled step per iteration.
+    The implicit adjoint solve stays eager: its map is an autograd VJP on the forward pass's graph, which
+    no compiled graph can hold, and a compiled step around it measured slower than eager (docs/benchmarks.md).
 
     reuse: "none", or "epoch" (fixed-point reuse: the training loop starts each training sample's solve
     from the z* it reached in its previous epoch; the init's guess the first time). `reuse_eval: true`
@@ -135,8 +138,9 @@ class DEQConfig(BaseModel):
     tol: float = Field(DEFAULT_TOL, gt=0)
     max_iter: int = Field(DEFAULT_MAX_ITER, ge=1)
     stop_mode: StopMode = "rel"
-    compile: CompileMode = Field("none", description="torch.compile mode of the forward and adjoint solves' "
-                                                    "per-iteration steps (deqlab.solvers.compiled); none: eager")
+    compile: CompileMode = Field("none", description="torch.compile mode of the forward solve (its whole "
+                                                    "loop as one graph where possible; deqlab.solvers.compiled); "
+                                                    "none: eager. The adjoint solve stays eager")
     backward: str = "implicit"
     backward_options: dict = Field(default_factory=dict)
     skip_weight: float = Field(0.01, ge=0)
@@ -180,7 +184,7 @@ class DEQConfig(BaseModel):
             inherit = not b.solver_options and solver == self.solver  # the forward options object itself
             self._adjoint = solve_spec(solver, b.tol if b.tol is not None else self.tol,
                                        b.max_iter if b.max_iter is not None else self.max_iter, "abs",
-                                       self._forward.options if inherit else b.solver_options, self.compile)
+                                       self._forward.options if inherit else b.solver_options, "none")
         return self
 
     def changed(self) -> list[str]:
