@@ -291,17 +291,29 @@ _F_UNTRACEABLE = (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UncapturedHig
 _NOT_WHOLE = _F_UNTRACEABLE + (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit)
 
 
+# The options (damping, beta, lam) are constants of the graph: a float argument would otherwise be traced
+# as a symbolic scalar, which inductor cannot read inside a loop body. One patch object, entered per solve
+# (making one per call cost ~20 us).
+_CONSTANT_FLOATS = torch._dynamo.config.patch(specialize_float=True)
+_TOLS: dict = {}
+
+
+def _tol(tol: float, z0):
+    """tol as a 0-d tensor of the solve's dtype (for the same reason as the options; a tensor also spares a
+    graph per tol), cached: the comparison is in that dtype, as NumPy's is on the host."""
+    key = (tol, z0.dtype, z0.device)
+    if key not in _TOLS:
+        _TOLS[key] = torch.tensor(tol, dtype=z0.dtype, device=z0.device)
+    return _TOLS[key]
+
+
 def run(spec: SolveSpec, f, z0) -> SolveResult | None:
     """The whole solve as one graph, or None when f cannot be traced whole (the caller falls back, once
     warned: the fallback is a compiled step per iteration, several times slower at small sizes)."""
     loop = _loop(spec.solver, spec.compile, z0.device.type)
-    # tol as a tensor of the solve's dtype: a float argument would be traced as a symbolic scalar, which
-    # inductor cannot read inside a loop body; the comparison is in that dtype either way, as NumPy's on the host
-    tol = torch.tensor(spec.tol, dtype=z0.dtype, device=z0.device)
     try:
-        # the options (damping, beta, lam) are constants of the graph, not symbolic floats (same reason)
-        with torch._dynamo.config.patch(specialize_float=True):
-            out = loop(f, z0, spec.max_iter, tol, spec.stop_mode, *_arguments(spec))
+        with _CONSTANT_FLOATS:
+            out = loop(f, z0, spec.max_iter, _tol(spec.tol, z0), spec.stop_mode, *_arguments(spec))
     except _NOT_WHOLE as exc:
         code = _code_of(f)
         if code is not None and isinstance(exc, _F_UNTRACEABLE):  # f's own doing: do not trace it again
@@ -317,7 +329,7 @@ def _result(z0, out, spec: SolveSpec) -> SolveResult:
     """The graph's tracker state as Tracker.result builds it (the trace statistics in NumPy, as eager)."""
     it, best_z, best_res, _cur, _active, converged, sample_nfe, trace = out[:N_STATE]
     n = int(it)  # the one host read of the solve
-    rows = trace[:n].cpu().numpy()
+    rows = trace[:n].numpy(force=True)
     stats = {}  # as the eager solvers report them
     if spec.solver == "anderson":
         stats["stored_vectors"] = 2 * spec.options.m
