@@ -1,14 +1,20 @@
-"""Compiled solves: f and a solver's per-iteration update as one torch.compile graph per iteration.
+"""Compiled solves: the whole loop as one graph where possible (`fused`), else a graph per iteration.
 
-Eager PyTorch pays ~4-8 us of dispatch per op, and a solver iteration is
-10-80 ops beside f (docs/benchmarks.md). Here each iteration of fixed_point,
-anderson and broyden is one function of tensors only (the freezing mask, the
-residual norms, the history update, the next proposal), compiled once:
-the data-dependent decisions (the residual test, freezing, the best iterate,
-the trace, NFE) stay on the host in the same `Tracker` as eager, which gets
-the graph's norms instead of computing them.
+`run` first offers the solve to `fused` (fixed_point, anderson, broyden: the
+loop itself inside one torch.compile graph, the fastest form). What it
+cannot take runs here:
+- a *step*: each iteration of fixed_point, anderson and broyden as one
+  function of tensors (the freezing mask, the residual norms, the history
+  update, the next proposal), compiled once, with the data-dependent
+  decisions (the residual test, freezing, the best iterate, the trace, NFE) on
+  the host in the same `Tracker` as eager. Used for `keep=` (the correction
+  loss), an f the whole loop cannot hold (a graph break or a Python side
+  effect), and Broyden's large histories;
+- `generic`: the solver's eager loop with f compiled (newton_krylov's JVPs as
+  compiled `torch.func.jvp`): newton_krylov, continuous, broyden with line
+  search, and SHINE's `estimate=`.
 
-Three rules keep one graph per shape for the whole solve:
+Three rules keep one step graph per shape for the whole solve:
 - nothing that changes between iterations is a Python number inside the graph
   (the history slot and its fill are tensors; histories are full-size buffers
   written in place, whose unused rows are zero, so the products equal eager's
@@ -18,14 +24,8 @@ Three rules keep one graph per shape for the whole solve:
 - the batch dimension goes dynamic on the second size torch.compile sees
   (its automatic dynamic shapes), so a smaller last batch costs one recompile
   per process, not one per epoch. `SolveResult.stats["graphs_compiled"]` counts
-  the graphs a solve compiled (0 once warm).
-
-Every other solver, and broyden with line search, runs its eager loop with f
-compiled, and newton_krylov's JVPs as compiled `torch.func.jvp` (`generic`). A caller whose f cannot be traced
-(the adjoint's VJP) wraps it in `torch.compiler.disable`: the graph then breaks
-around f and the solver's update stays compiled.
+  the graphs a solve compiled (0 once warm), `stats["loop"]` which form ran.
 """
-
 from __future__ import annotations
 
 from typing import Callable

@@ -313,7 +313,11 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
     loop = _loop(spec.solver, spec.compile, z0.device.type)
     try:
         with _CONSTANT_FLOATS:
+            if spec.compile == "reduce-overhead":  # CUDA graphs: a replay overwrites the last one's outputs
+                torch.compiler.cudagraph_mark_step_begin()
             out = loop(f, z0, spec.max_iter, _tol(spec.tol, z0), spec.stop_mode, *_arguments(spec))
+            if spec.compile == "reduce-overhead":
+                out = tuple(t.clone() for t in out)
     except _NOT_WHOLE as exc:
         code = _code_of(f)
         if code is not None and isinstance(exc, _F_UNTRACEABLE):  # f's own doing: do not trace it again
