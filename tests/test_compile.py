@@ -255,3 +255,37 @@ def test_broyden_with_a_large_history_runs_the_compiled_step(monkeypatch):
     eager = solve(f, torch.zeros(4, 8, dtype=F64), "broyden", tol=1e-10, max_iter=500, memory=4)
     assert res.stats["loop"] == "step" and res.nfe == eager.nfe and res.stats["restarts"] == eager.stats["restarts"]
     assert float((res.z - z_star).abs().max()) <= 1e-8
+
+
+def test_a_compiled_deq_builds_one_forward_graph_for_training_last_batch_and_evaluation():
+    """A DEQ marks the batch dimension of its solve dynamic and hands it x detached: the first training
+    batch's graph also serves a smaller last batch and evaluation (no grad), with eager's fixed point."""
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 5).to(F64)
+    with torch.no_grad():
+        lin.weight.mul_(0.6 / torch.linalg.matrix_norm(lin.weight, ord=2))
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, z, x):
+            return torch.tanh(self.lin(z) + x)
+
+    cell = Cell()
+    comp = DEQ(cell, solver="anderson", tol=1e-10, max_iter=100, compile="default")
+    eager = DEQ(cell, solver="anderson", tol=1e-10, max_iter=100)
+    built = []
+    for batch, grad in ((6, True), (6, True), (4, True), (7, False), (6, True)):
+        x = torch.randn(batch, 5, dtype=F64, requires_grad=True)
+        before = graphs_compiled()
+        with torch.set_grad_enabled(grad):
+            z, info = comp(x)
+        built.append(graphs_compiled() - before)
+        with torch.set_grad_enabled(grad):
+            z_eager, info_eager = eager(x)
+        assert info.nfe_fwd == info_eager.nfe_fwd and float((z - z_eager).abs().max()) <= 1e-9
+        if grad:
+            z.sum().backward()
+    assert built == [1, 0, 0, 0, 0], built  # one graph: the last batch and evaluation reuse it

@@ -169,8 +169,8 @@ class DEQ(nn.Module):
 
         cfg = self.cfg
         grad = torch.is_grad_enabled()
-        result = solve(fx, z0.detach(), cfg.forward, keep=cfg.correction_checks if grad else (),
-                       estimate=grad and cfg.uses_estimate)
+        result = solve(self._solve_map(x), self._solve_start(z0), cfg.forward,
+                       keep=cfg.correction_checks if grad else (), estimate=grad and cfg.uses_estimate)
         z_star = result.z
         jac_loss = x.new_zeros(())
         correction = []
@@ -208,6 +208,21 @@ class DEQ(nn.Module):
             converged=result.converged,
             reused_frac=1.0 - cold_frac,
         )
+
+    def _solve_map(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """f(., x) for the forward solve, which never differentiates: x detached, so that a compiled solve
+        sees the same input in training and evaluation (a requires_grad flip would build a graph of its
+        own), and, compiled, its batch dimension marked dynamic with z0's (`_solve_start`), so the first
+        graph also serves the last, smaller batch and the test batches (one compile instead of three)."""
+        return lambda z, x=self._dynamic_batch(x.detach()): self.f(z, x)
+
+    def _solve_start(self, z0: Tensor) -> Tensor:
+        return self._dynamic_batch(z0.detach())
+
+    def _dynamic_batch(self, t: Tensor) -> Tensor:
+        if self.cfg.forward.compile != "none":
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        return t
 
     def _first_guess(self, x: Tensor, count: Callable[[], None],
                      start: Optional[tuple[Tensor, Tensor]]) -> tuple[Tensor, Optional[Tensor]]:

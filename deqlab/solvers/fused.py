@@ -42,7 +42,7 @@ RECOMPILE_LIMIT = 64
 
 INF = float("inf")
 _LOOPS: dict = {}
-_UNTRACEABLE: set = set()  # code objects of f's that failed to trace whole (fallback: a compiled step)
+_UNTRACEABLE: set = set()  # (f's code, solver) whose loop failed to compile whole (fallback: a compiled step)
 
 
 # --------------------------------------------------------------------------- the tracker, in the graph
@@ -258,7 +258,7 @@ def applies(spec: SolveSpec, f, z0, keep: frozenset, extra: dict) -> bool:
                                      z0.numel() * spec.options.memory > BROYDEN_GRAPH_MAX_ELEMENTS):
         return False
     code = _code_of(f)
-    return code is None or code not in _UNTRACEABLE
+    return code is None or (code, spec.solver) not in _UNTRACEABLE
 
 
 def _code_of(f):
@@ -285,10 +285,10 @@ def _loop(solver: str, mode: str, device_type: str):
     return _LOOPS[key]
 
 
-# a graph break or a Python side effect in f (a call counter, a print): the loop body must be one graph
-_F_UNTRACEABLE = (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UncapturedHigherOrderOpError)
-# inductor failing on this graph, or too many graphs for one f: worth a try again with another shape
-_NOT_WHOLE = _F_UNTRACEABLE + (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit)
+# a graph break or a Python side effect in f (a call counter, a print: the loop body must be one graph),
+# inductor failing on the graph (torch 2.13 does on some dynamic-shape loops), or too many graphs for one f
+_NOT_WHOLE = (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UncapturedHigherOrderOpError,
+              torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit)
 
 
 # The options (damping, beta, lam) are constants of the graph: a float argument would otherwise be traced
@@ -320,8 +320,8 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
                 out = tuple(t.clone() for t in out)
     except _NOT_WHOLE as exc:
         code = _code_of(f)
-        if code is not None and isinstance(exc, _F_UNTRACEABLE):  # f's own doing: do not trace it again
-            _UNTRACEABLE.add(code)
+        if code is not None:  # not again for this f and solver: a failed compile costs ~0.1 s every time
+            _UNTRACEABLE.add((code, spec.solver))
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"compile={spec.compile!r}: {spec.solver}'s loop could not be compiled whole with this f "
                       f"({reason}); it runs a compiled step per iteration instead", RuntimeWarning, stacklevel=3)

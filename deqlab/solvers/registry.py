@@ -102,6 +102,8 @@ def solve(
         if spec.compile != "none":
             from .compiled import run
 
-            return run(spec, f, z0.detach(), SOLVERS[spec.solver].run, extra, frozenset(keep))
+            # z0 itself when it is already detached: a DEQ marks its batch dimension dynamic on that tensor
+            return run(spec, f, z0.detach() if z0.requires_grad else z0, SOLVERS[spec.solver].run, extra,
+                       frozenset(keep))
         tracker = Tracker(f, z0, spec.tol, spec.stop_mode, frozenset(keep))
         return SOLVERS[spec.solver].run(tracker, z0.detach(), spec.max_iter, spec.options, **extra)
