@@ -173,6 +173,50 @@ def overhead_table(batch: int, width: int, device, repeats: int, compile_mode: s
     return rows
 
 
+SPLIT_ITERS = (1, 50)
+
+
+def split_table(batch: int, width: int, device, repeats: int, mode: str) -> list[dict]:
+    """A solve's cost split into a fixed part per solve and a part per iteration, eager and compiled: each
+    solver run with tol 1e-30 (no sample converges) for 1 and for 50 iterations, round-robin; the slope is the
+    cost of one more iteration, the intercept what a solve pays however short (validation, the compiled
+    call's guards and wrappers, reading the result). Per-NFE figures at n iterations are intercept / n +
+    slope: what the whole-loop graph leaves is the per-solve part, not the iterations."""
+    f, z0 = tanh_map(batch, width, device)
+    runs = {(s, m, n): (lambda s=s, m=m, n=n: solve(f, z0, solver=s, tol=1e-30, max_iter=n, compile=m))
+            for s in ("fixed_point", "anderson", "broyden") for m in ("none", mode) for n in SPLIT_ITERS}
+    for run in runs.values():
+        run()
+        run()
+    times = {key: [] for key in runs}
+    bare = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            bare.append(timed(lambda: [f(z0) for _ in range(50)], device) / 50)
+            for key, run in runs.items():
+                times[key].append(timed(run, device))
+    t_bare = statistics.median(bare)
+    rows = []
+    for s in ("fixed_point", "anderson", "broyden"):
+        for m in ("none", mode):
+            lo, hi = (statistics.median(times[(s, m, n)]) for n in SPLIT_ITERS)
+            slope = (hi - lo) / (SPLIT_ITERS[1] - SPLIT_ITERS[0])
+            rows.append({"solver": s, "mode": m, "bare_us": 1e6 * t_bare, "iter_us": 1e6 * slope,
+                         "solve_us": 1e6 * (lo - slope * SPLIT_ITERS[0]), "loop": runs[(s, m, 1)]().stats.get("loop", "eager")})
+    return rows
+
+
+def print_split(rows: list[dict], batch: int, width: int, device) -> None:
+    print(f"\n== per iteration and per solve (tol 1e-30, {SPLIT_ITERS[0]} and {SPLIT_ITERS[1]} iterations) | {device.type} |"
+          f" batch {batch}, width {width}, bare f {rows[0]['bare_us']:.1f} us")
+    print("| solver | compile | loop | us per iteration | x bare f | us per solve | per NFE at 14 NFE (x bare f) |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        at14 = r["solve_us"] / 14 + r["iter_us"]
+        print(f"| {r['solver']} | {r['mode']} | {r['loop']} | {r['iter_us']:.1f} | {r['iter_us'] / r['bare_us']:.2f}x |"
+              f" {r['solve_us']:.0f} | {at14:.0f} ({at14 / r['bare_us']:.2f}x) |", flush=True)
+
+
 def profile_compiled(batch: int, width: int, mode: str, top: int = 8) -> None:
     """torch.profiler over 5 warm compiled solves per solver: the ops and wrappers that take the time."""
     from torch.profiler import profile
@@ -417,7 +461,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--repeats", type=int, default=None, help="timing repeats (default 15, --quick 5)")
-    ap.add_argument("--only", default="overhead,step,memory", help="comma-separated sections")
+    ap.add_argument("--only", default="overhead,step,memory", help="comma-separated sections (with --compile also "
+                                                                  "split: per-iteration and per-solve cost)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU time (for a loaded machine; CPU runs only)")
     ap.add_argument("--compile", nargs="?", const="default", default=None,
@@ -451,6 +496,8 @@ def main(argv=None) -> int:
                     print_compiled(rows, batch, width, device, args.compile)
                 else:
                     print_overhead(overhead_table(batch, width, device, repeats), batch, width, device)
+        if args.compile and "split" in only:
+            print_split(split_table(*SIZES[0], device, repeats, args.compile), *SIZES[0], device)
         if args.compile and args.profile and device.type == "cpu":
             profile_compiled(*SIZES[0], args.compile)
         if "step" in only:

@@ -292,9 +292,12 @@ _NOT_WHOLE = (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UncapturedHigherO
 
 
 # The options (damping, beta, lam) are constants of the graph: a float argument would otherwise be traced
-# as a symbolic scalar, which inductor cannot read inside a loop body. One patch object, entered per solve
-# (making one per call cost ~20 us).
-_CONSTANT_FLOATS = torch._dynamo.config.patch(specialize_float=True)
+# as a symbolic scalar, which inductor cannot read inside a loop body. Only dimensions marked dynamic (a DEQ
+# marks its batch dimension) are symbolic: torch 2.13's inductor fails on anderson's and broyden's loops
+# when dynamo's automatic dynamic shapes also make a feature dimension symbolic (a second model width in
+# the process), so another width or another unmarked batch size gets a static graph of its own. One patch
+# object, entered per solve (making one per call cost ~20 us).
+_GRAPH_CONFIG = torch._dynamo.config.patch(specialize_float=True, automatic_dynamic_shapes=False)
 _TOLS: dict = {}
 
 
@@ -312,7 +315,7 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
     warned: the fallback is a compiled step per iteration, several times slower at small sizes)."""
     loop = _loop(spec.solver, spec.compile, z0.device.type)
     try:
-        with _CONSTANT_FLOATS:
+        with _GRAPH_CONFIG:
             if spec.compile == "reduce-overhead":  # CUDA graphs: a replay overwrites the last one's outputs
                 torch.compiler.cudagraph_mark_step_begin()
             out = loop(f, z0, spec.max_iter, _tol(spec.tol, z0), spec.stop_mode, *_arguments(spec))
