@@ -39,6 +39,8 @@ from .base import EPS, SolveResult, step_norms
 from .options import SolveSpec
 
 RECOMPILE_LIMIT = 64
+# inductor 2.13's own lowering calls a helper it deprecated, once per graph, into the user's log
+warnings.filterwarnings("ignore", message=r"`torch\._prims_common\.check` is deprecated", category=FutureWarning)
 
 INF = float("inf")
 _LOOPS: dict = {}
