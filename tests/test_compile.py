@@ -289,3 +289,22 @@ def test_a_compiled_deq_builds_one_forward_graph_for_training_last_batch_and_eva
         if grad:
             z.sum().backward()
     assert built == [1, 0, 0, 0, 0], built  # one graph: the last batch and evaluation reuse it
+
+
+def test_a_sample_that_blows_up_fails_in_the_graph_as_in_eager():
+    """A sample whose iterates overflow to inf and nan leaves the active set at its first non-finite
+    residual, keeps its best finite iterate, and does not stop the others, exactly as eager's Tracker."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 8, 8, dtype=F64, generator=g) * 0.1
+    A[2] *= 40  # sample 2: exp of a growing map, inf within a few iterations
+    b = torch.randn(6, 8, dtype=F64, generator=g)
+    f = lambda z: torch.exp((A @ z.unsqueeze(2)).squeeze(2)) + b  # noqa: E731
+    z0 = torch.zeros(6, 8, dtype=F64)
+    eager = solve(f, z0, "anderson", tol=1e-10, max_iter=60)
+    comp = solve(f, z0, "anderson", tol=1e-10, max_iter=60, compile="default")
+    assert comp.stats["loop"] == "graph"
+    assert comp.converged.tolist() == eager.converged.tolist() == [True, True, False, True, True, True]
+    assert comp.nfe == eager.nfe and torch.equal(comp.sample_nfe, eager.sample_nfe)
+    assert int(comp.sample_nfe[2]) < int(comp.sample_nfe.max())  # the blown-up sample stopped early
+    assert bool(torch.isfinite(comp.z).all()) and torch.allclose(comp.z, eager.z, atol=1e-12)
+    assert float(comp.residual[2]) == pytest.approx(float(eager.residual[2]), rel=1e-12)
