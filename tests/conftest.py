@@ -4,14 +4,18 @@ One intra-op thread: the test models are tiny, where a second thread costs more
 in synchronisation than it gains (measured 4.6x slower per evaluation on a busy
 2-core machine), and results stay bit-identical run to run.
 
-The suite runs on two pytest-xdist workers (`-n 2 --dist loadgroup` in
+The suite runs on two pytest-xdist workers (`-n 2 --dist loadscope` in
 pyproject.toml): most of its time is Ray and Python start-up and waiting on
 Ray, not CPU. Each test module is one unit of work (its module-scoped fixtures
-are built once, its tests run in file order on one worker); the modules whose
-tests run studies in this process (those asking for `ray_local`) form a single
-unit that shares one local Ray. Units are handed out longest first (`COST`),
-so no worker is left with a long module at the end. `-n 0` runs the suite in
-one process, in the same order, with the same shared Ray.
+are built once, its tests run in file order on one worker). Modules are handed
+out longest first (`COST`), so no worker is left with a long module at the
+end, and the modules whose tests run studies in this process (those asking
+for `ray_local`) before all others, so each worker runs its share of them one
+after another on one local Ray. `-n 0` runs the suite in one process, in the
+same order, on one shared Ray. (`--dist loadgroup` would keep those modules on
+one worker, but pytest-xdist 3.8 marks a group in `item._nodeid`, which pytest
+9 no longer reads: every test became a unit of its own, and module fixtures
+were built on both workers.)
 """
 
 import pytest
@@ -21,15 +25,16 @@ torch.set_num_threads(1)
 
 RAY_GROUP = "ray_local"
 
-# Rough seconds per module on the 2-core machine (`pytest --durations=0`, setup included), only used to hand out
-# the longest units first; a stale or missing entry changes the order, never what a test checks.
+# Rough seconds per module in a run of the suite on 2 workers on the busy 2-core machine (`--durations=0`, setup
+# included), only used to hand out the longest modules first; a stale or missing entry changes the order, never
+# what a test checks.
 COST = {
-    "test_faults": 240, "test_resume_matrix": 180, "test_study_ray": 220, "test_study_s3": 160,
-    "test_checkpoint_resume": 120, "test_api": 70, "test_study_interrupt": 65, "test_own_code": 60,
-    "test_seed_check": 57, "test_compile": 50, "test_bench_cli": 50, "test_tracking": 45,
-    "test_cluster_run": 32, "test_first_screen": 32, "test_pbt": 30, "test_durable": 30, "test_dashboard": 25,
-    "test_study_budget": 22, "test_study_failures": 19, "test_parallel": 19, "test_train": 15,
-    "test_cluster_auth": 13, "test_cli": 9,
+    "test_resume_matrix": 380, "test_study_ray": 300, "test_faults": 295, "test_study_s3": 250,
+    "test_checkpoint_resume": 140, "test_seed_check": 130, "test_study_interrupt": 100, "test_api": 90,
+    "test_own_code": 86, "test_bench_cli": 70, "test_pbt": 60, "test_first_screen": 60, "test_tracking": 50,
+    "test_durable": 44, "test_cluster_run": 41, "test_compile": 40, "test_train": 38, "test_dashboard": 32,
+    "test_study_budget": 28, "test_parallel": 23, "test_cli": 23, "test_hostile_results": 20,
+    "test_study_failures": 19, "test_cluster_auth": 19, "test_fuzz": 15, "test_backward": 11,
 }
 GROUP = pytest.StashKey[str]()
 
@@ -45,24 +50,26 @@ def ray_local():
     yield
 
 
-def pytest_configure(config):
-    # pytest-xdist registers it too; here so that `--strict-markers` accepts it in a run without xdist
-    config.addinivalue_line("markers", "xdist_group(name): tests of one group run on one xdist worker")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Group by module, the `ray_local` modules together; order the groups longest first, each group's tests in
-    their collected order."""
+    """Order the modules longest first (xdist hands them out in this order), the `ray_local` modules together
+    and first, each module's tests in their collected order."""
     ray_modules = {item.path for item in items if RAY_GROUP in getattr(item, "fixturenames", ())}
-    groups = {}  # group: (index of its first test, its modules)
+    first = {}  # module or group: index of its first test
     for i, item in enumerate(items):
-        group = RAY_GROUP if item.path in ray_modules else item.path.stem
-        item.stash[GROUP] = group
-        groups.setdefault(group, (i, set()))[1].add(item.path.stem)
-        item.add_marker(pytest.mark.xdist_group(group))
-    cost = {group: sum(COST.get(m, 0) for m in modules) for group, (_, modules) in groups.items()}
-    items.sort(key=lambda item: (-cost[item.stash[GROUP]], groups[item.stash[GROUP]][0]))
+        item.stash[GROUP] = RAY_GROUP if item.path in ray_modules else item.path.stem
+        first.setdefault(item.stash[GROUP], i)
+        first.setdefault(item.path.stem, i)
+    cost = {}
+    for module in {item.path.stem for item in items}:
+        cost[module] = COST.get(module, 0)
+    cost[RAY_GROUP] = sum(cost[path.stem] for path in ray_modules)
+
+    def key(item):
+        group, module = item.stash[GROUP], item.path.stem
+        return -cost[group], first[group], -cost[module], first[module]
+
+    items.sort(key=key)
 
 
 @pytest.hookimpl(wrapper=True)
