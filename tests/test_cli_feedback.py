@@ -80,3 +80,21 @@ def test_pareto_table_uses_the_display_names_and_units(tmp_path):
         "    c        DEQ Anderson             96       12",  # 4 significant digits
         "    a SkipRegDEQ Anderson          95.12        6",
     ]
+
+
+def test_tune_traceback_of_a_trial_on_a_full_disk_is_hidden_others_are_kept():
+    """A trial hitting a full disk ends the study with deqlab's one line (tests/test_resume_matrix.py, case f);
+    Tune's traceback of that failure is dropped, its traceback of any other trial failure is not."""
+    import logging
+
+    from deqlab.study.tuner import _not_a_full_disk
+
+    def record(msg, exc):
+        return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, __file__, 1, msg, None,
+                                 (type(exc), exc, None) if exc else None)
+
+    full = RuntimeError("ray::run_trial() ... OSError: [Errno 28] No space left on device: 'epochs.parquet'")
+    assert not _not_a_full_disk(record("Trial task failed for trial run_trial_0be9e661", full))
+    assert _not_a_full_disk(record("Trial task failed for trial run_trial_0be9e661", ValueError("nan loss")))
+    assert _not_a_full_disk(record("Trial task failed for trial run_trial_0be9e661", None))
+    assert _not_a_full_disk(record("Experiment checkpoint failed", full))

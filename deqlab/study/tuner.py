@@ -46,6 +46,7 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
         return
     for name in RAY_NOTICES:
         logging.getLogger(name).addFilter(_not_a_notice)  # a filter already there is not added twice
+    logging.getLogger(TUNE_CONTROLLER).addFilter(_not_a_full_disk)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: our progress lines only
     # With CheckpointConfig(num_to_keep) Tune snapshots its experiment state whenever a trial has checkpointed
     # num_to_keep times since the last snapshot, and warns (twice a second in a study of short epochs) that
@@ -65,6 +66,18 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num
 
 def _not_a_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith(RAY_NOTICES[record.name])
+
+
+# A trial that hits a full disk before the driver does makes Tune log its traceback; the study then ends
+# with deqlab's one line naming the full disk and the resume command, so the traceback only buries it.
+# Tune's other trial failures keep theirs.
+TUNE_CONTROLLER = "ray.tune.execution.tune_controller"
+
+
+def _not_a_full_disk(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and record.getMessage().startswith("Trial task failed")
+                and "No space left on device" in str(exc))
 
 
 def _trial_fits(spec: StudySpec) -> dict:
