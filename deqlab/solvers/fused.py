@@ -247,7 +247,7 @@ LOOPS = {"fixed_point": fixed_point_loop, "anderson": anderson_loop, "broyden": 
 # Broyden's loop pays, per iteration, a copy of its U and V buffers (a while_loop body cannot write its
 # carried tensors in place) and products over all `memory` rows where eager uses the k in use. Measured
 # (docs/benchmarks.md, memory 30): the graph is faster up to 32 x 30 x 128 = 122,880 elements per buffer
-# and slower from 64 x 30 x 128 on (1.4x eager's time there, 2.6x at 128 x 30 x 256), so larger
+# and slower from 64 x 30 x 128 on (1.3x eager's time there, 2.6x at 128 x 30 x 256), so larger
 # histories run the compiled step instead.
 BROYDEN_GRAPH_MAX_ELEMENTS = 1 << 17
 
