@@ -91,10 +91,31 @@ def _inverse_estimate(dF, dG, gram, k: int, beta: float, lam: float, eye) -> Inv
     return InverseJacobian(beta, dF[:, :k], torch.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0).to(rows.dtype))
 
 
-def _system(gram: torch.Tensor, lam: float, eye: torch.Tensor) -> torch.Tensor:
-    """G + (lam*scale + 1e-300) I per sample, scale = mean diag(G): never singular since its diagonal is > 0."""
-    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).view(-1, 1, 1)
+def _system(gram: torch.Tensor, lam: float, eye: torch.Tensor, filled=None) -> torch.Tensor:
+    """G + (lam*scale + 1e-300) I per sample, scale = mean diag(G): never singular since its diagonal is > 0.
+
+    `filled` (a tensor): G is a full m x m buffer of which that many slots are in use, the others zero
+    (the compiled forms): the scale is the mean over the filled slots, so the filled block is eager's system
+    and an unused slot (zero row and right-hand side) gets gamma 0."""
+    diag = gram.diagonal(dim1=1, dim2=2)
+    scale = (diag.mean(dim=1) if filled is None else diag.sum(dim=1) / filled).view(-1, 1, 1)
     return torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
+
+
+def mix(dF, dG, gram, dg, dmixed, g, mixed, slot, filled, eye, lam: float, solve, write):
+    """One Anderson update over full [B, m] histories, for the compiled forms: the new differences and Gram
+    row into slot `slot` ([1]) with `write` (Tensor.index_copy_ in place, or index_copy inside a while_loop
+    body, which may not write its inputs), the regularised system solved by `solve(system, rhs [B, m])`.
+    Returns (x_new, dF, dG, gram)."""
+    dG = write(dG, 1, slot, dg.unsqueeze(1))
+    dF = write(dF, 1, slot, dmixed.unsqueeze(1))
+    c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
+    row = c[:, 0]
+    gram = write(gram, 1, slot, row.unsqueeze(1))
+    gram = write(gram, 2, slot, row.unsqueeze(2))
+    gamma = solve(_system(gram, lam, eye, filled), c[:, 1])
+    gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(mixed.dtype)
+    return torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1), dF, dG, gram
 
 
 def _regularised_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, eye: torch.Tensor) -> torch.Tensor:

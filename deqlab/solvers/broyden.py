@@ -72,6 +72,9 @@ def broyden(tracker: Tracker, z, max_iter: int, opts: BroydenOptions, *, estimat
     return tracker.result(inverse, stored_vectors=stored, restarts=restarts)
 
 
-def _product(v, A, B):
-    """-v + sum_i (v . a_i) b_i per sample: H v with (A, B) = (V, U), v^T H with (U, V)."""
-    return torch.bmm(v.unsqueeze(1) @ A.transpose(1, 2), B).squeeze(1) - v
+def _product(v, A, B, used=None):
+    """-v + sum_i (v . a_i) b_i per sample: H v with (A, B) = (V, U), v^T H with (U, V).
+
+    `used` ([1, 1, rows], 0 or 1): only the rows in use count (a compiled loop's full-size buffers)."""
+    c = v.unsqueeze(1) @ A.transpose(1, 2)
+    return torch.bmm(c if used is None else c * used, B).squeeze(1) - v

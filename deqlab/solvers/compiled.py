@@ -32,44 +32,27 @@ from typing import Callable
 
 import torch
 
-from .base import Tracker, step_norms
 from . import fused as whole
+from .anderson import mix
+from .base import Tracker, step_norms
 from .broyden import _product  # H v and v^T H of the low-rank estimate, as the eager solve computes them
 from .options import SolveSpec
 
 _COMPILED: dict = {}
-RECOMPILE_LIMIT = 64
 
 
 def compiled(fn: Callable, mode: str, dynamic: bool | None = None) -> Callable:
-    """torch.compile(fn) in `mode`, made once per process (its graphs are cached by input shape).
-
-    reduce-overhead replays CUDA graphs, whose outputs live in a memory pool that
-    the next replay overwrites; a solve keeps iterates across steps (the best
-    iterate, the history), so each call starts a new step and its outputs are
-    copied out. CPU tensors take the same path (no CUDA graph there), so it runs
-    in the CPU tests; it has not been run on a GPU. (torch skips CUDA graphs for a
-    graph that mutates its inputs, as anderson's and broyden's steps write their
+    """torch.compile(fn) in `mode`, made once per process (its graphs are cached by input shape); in
+    reduce-overhead its outputs are copied out of the CUDA-graph pool (`fused.owned_outputs`). (torch skips
+    CUDA graphs for a graph that mutates its inputs, as anderson's and broyden's steps write their
     histories in place: those would run compiled without CUDA graphs.)
     """
     key = (fn, mode, dynamic)
     if key not in _COMPILED:
-        # dynamo builds one graph per f (it guards on f's code) and per input layout; past its
-        # default limit of 8 it would silently run the step eagerly for every further f
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        whole.allow_recompiles()
         graph = torch.compile(fn, mode=None if mode == "default" else mode, dynamic=dynamic)
-        _COMPILED[key] = _owned_outputs(graph) if mode == "reduce-overhead" else graph
+        _COMPILED[key] = whole.owned_outputs(graph) if mode == "reduce-overhead" else graph
     return _COMPILED[key]
-
-
-def _owned_outputs(graph: Callable) -> Callable:
-    def call(*args):
-        torch.compiler.cudagraph_mark_step_begin()
-        out = graph(*args)
-        return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out) if isinstance(out, tuple) \
-            else out.clone()
-
-    return call
 
 
 def graphs_compiled() -> int:
@@ -126,7 +109,7 @@ def _aa_step(f, z_prev, prop, mask, dF, dG, gram, prev_g, prev_mixed, slot, k, e
              stop_mode: str):
     """Freeze, evaluate, judge, then anderson.py's update over the full [B, m] history (unused rows 0).
 
-    The new differences and Gram row go into row `slot` ([1]) of dF, dG, gram in place.
+    The new differences and Gram row go into row `slot` ([1]) of dF, dG, gram in place (`anderson.mix`).
     """
     z = torch.where(mask, prop.view_as(z_prev), z_prev)
     fz = f(z)
@@ -134,20 +117,8 @@ def _aa_step(f, z_prev, prop, mask, dF, dG, gram, prev_g, prev_mixed, slot, k, e
     x, fx = z.flatten(1), fz.flatten(1)
     g = fx - x
     mixed = fx if beta == 1.0 else torch.lerp(x, fx, beta)
-    dg = g - prev_g
-    dG.index_copy_(1, slot, dg.unsqueeze(1))
-    dF.index_copy_(1, slot, (mixed - prev_mixed).unsqueeze(1))
-    c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
-    row = c[:, 0]
-    gram.index_copy_(1, slot, row.unsqueeze(1))
-    gram.index_copy_(2, slot, row.unsqueeze(2))
-    # anderson._regularised_solve with the scale averaged over the k filled slots: an unused
-    # slot has a zero row and right-hand side, so its gamma is 0 and the filled block is eager's system
-    scale = (gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k).view(-1, 1, 1)
-    system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
-    gamma = _batched_solve(system, c[:, 1].unsqueeze(2)).squeeze(2)
-    gamma = torch.nan_to_num(gamma, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
-    x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1)
+    x_new, *_ = mix(dF, dG, gram, g - prev_g, mixed - prev_mixed, g, mixed, slot, k, eye, lam,
+                    lambda system, rhs: _batched_solve(system, rhs.unsqueeze(2)).squeeze(2), torch.Tensor.index_copy_)
     return z, fz, norms, x_new, g, mixed
 
 

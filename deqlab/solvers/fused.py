@@ -1,6 +1,6 @@
 """Whole solves as one compiled graph: the solver's loop is a `while_loop` inside the graph.
 
-A compiled *step* per iteration (compiled.py's `generic`) still pays, every
+A compiled *step* per iteration (compiled.py) still pays, every
 iteration, a compiled call (~15-55 us of dynamo guards and wrappers on CPU) and
 the host's residual check (~60 us of Tracker bookkeeping): more than f itself at
 small sizes. Here fixed_point, anderson and broyden run their whole loop inside
@@ -22,10 +22,11 @@ for the samples active at each evaluation), with two changes of form:
   per iteration inside a graph.
 tests/test_compile.py holds both to eager and to the closed forms.
 
-Not fused (compiled.py's `generic` runs them): line search, `keep` (the
-correction loss's kept iterates), `estimate` (SHINE), newton_krylov and
-continuous, and any f that dynamo cannot trace whole (e.g. the adjoint's
-autograd VJP); such an f is remembered by its code object and not traced again.
+Not fused (compiled.py runs them): `keep` (the correction loss's kept
+iterates), an f the loop cannot hold whole (a graph break or a Python side
+effect: remembered with its solver by f's code and not tried again), and
+Broyden past BROYDEN_GRAPH_MAX_ELEMENTS run a compiled step per iteration;
+line search, `estimate` (SHINE), newton_krylov and continuous run `generic`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,31 @@ import warnings
 import torch
 from torch._higher_order_ops.while_loop import while_loop
 
+from .anderson import mix
 from .base import EPS, SolveResult, step_norms
+from .broyden import _product  # with `used`: the rows in use of the full-size buffers
 from .options import SolveSpec
 
 RECOMPILE_LIMIT = 64
+
+
+def allow_recompiles() -> None:
+    """Dynamo builds one graph per f's code, stop mode, options and shape; past its default limit of 8 a
+    fullgraph compile fails and a step graph silently runs eagerly, so both compiled forms raise it."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+
+def owned_outputs(graph):
+    """reduce-overhead replays CUDA graphs, whose outputs live in a pool the next replay overwrites; a solve
+    keeps its results (and a step's iterates) across calls, so each call starts a new step and its outputs
+    are copied out. CPU tensors take the same path, so it runs in the CPU tests; not yet run on a GPU."""
+    def call(*args):
+        torch.compiler.cudagraph_mark_step_begin()
+        out = graph(*args)
+        return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in out) if isinstance(out, tuple) \
+            else out.clone()
+
+    return call
 # inductor 2.13's own lowering calls a helper it deprecated, once per graph, into the user's log
 warnings.filterwarnings("ignore", message=r"`torch\._prims_common\.check` is deprecated", category=FutureWarning)
 
@@ -161,18 +183,9 @@ def anderson_loop(f, z0, max_iter: int, tol, stop_mode: str, m: int, beta: float
         it = state[0]  # evaluations so far: this iteration stores difference number it, in slot (it - 1) % m
         state, g, mixed = evaluate(state, x)
         slot = ((it - 1) % m).view(1)
-        dg = g - prev_g
-        dG = dG.index_copy(1, slot, dg.unsqueeze(1))
-        dF = dF.index_copy(1, slot, (mixed - prev_mixed).unsqueeze(1))
-        c = (torch.stack((dg, g), dim=1) @ dG.transpose(1, 2)).double()  # [B, 2, m]
-        row = c[:, 0]
-        gram = gram.index_copy(1, slot, row.unsqueeze(1))
-        gram = gram.index_copy(2, slot, row.unsqueeze(2))
-        k = it.clamp(max=m).to(torch.float64)  # differences stored (unused rows of gram are 0)
-        scale = (gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k).view(-1, 1, 1)
-        system = torch.addcmul(gram + 1e-300 * eye, scale, lam * eye)
-        gamma = torch.nan_to_num(spd_solve(system, c[:, 1]), nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
-        x_new = torch.baddbmm(mixed.unsqueeze(1), gamma.unsqueeze(1), dF, alpha=-1).squeeze(1)
+        filled = it.clamp(max=m).to(torch.float64)  # differences stored (unused rows of gram are 0)
+        x_new, dF, dG, gram = mix(dF, dG, gram, g - prev_g, mixed - prev_mixed, g, mixed, slot, filled, eye, lam,
+                                  spd_solve, torch.Tensor.index_copy)
         return (*state, _frozen(state[4], x_new, x), g, mixed, dF, dG, gram)
 
     hist = x0.new_zeros(b, m, x0.shape[1])
@@ -183,12 +196,6 @@ def anderson_loop(f, z0, max_iter: int, tol, stop_mode: str, m: int, beta: float
 
 
 # --------------------------------------------------------------------------- broyden
-def _product(v, A, B, used):
-    """broyden._product over the rows in use: -v + sum_{i<k} (v . a_i) b_i (rows >= k masked out)."""
-    c = (v.unsqueeze(1) @ A.transpose(1, 2)) * used
-    return torch.bmm(c, B).squeeze(1) - v
-
-
 def broyden_loop(f, z0, max_iter: int, tol, stop_mode: str, memory: int):
     """broyden.py's iteration with fixed [B, memory, D] buffers: k terms in use (rows >= k masked), term k
     written after each check that the loop goes on from, and every sample restarting when k reaches memory."""
@@ -275,15 +282,14 @@ def _code_of(f):
 def _loop(solver: str, mode: str, device_type: str):
     key = (solver, mode, device_type)
     if key not in _LOOPS:
-        # one graph per f's code, stop mode, options and (after the first) dynamic batch: past dynamo's
-        # default limit of 8 a fullgraph compile fails, and the solve would fall back to the step path
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        allow_recompiles()
         from torch._inductor import list_mode_options
 
         options = dict(list_mode_options(mode))
         if device_type == "cpu":
             options["cpp_wrapper"] = True  # the loop itself in C++: no Python between iterations
-        _LOOPS[key] = torch.compile(LOOPS[solver], fullgraph=True, options=options)
+        graph = torch.compile(LOOPS[solver], fullgraph=True, options=options)
+        _LOOPS[key] = owned_outputs(graph) if mode == "reduce-overhead" else graph
     return _LOOPS[key]
 
 
@@ -318,11 +324,7 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
     loop = _loop(spec.solver, spec.compile, z0.device.type)
     try:
         with _GRAPH_CONFIG:
-            if spec.compile == "reduce-overhead":  # CUDA graphs: a replay overwrites the last one's outputs
-                torch.compiler.cudagraph_mark_step_begin()
             out = loop(f, z0, spec.max_iter, _tol(spec.tol, z0), spec.stop_mode, *_arguments(spec))
-            if spec.compile == "reduce-overhead":
-                out = tuple(t.clone() for t in out)
     except _NOT_WHOLE as exc:
         code = _code_of(f)
         if code is not None:  # not again for this f and solver: a failed compile costs ~0.1 s every time
