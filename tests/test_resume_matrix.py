@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from study_factory import TINY
+from live_files import last_statuses
 from system_tools import tmpfs
 from test_study_ray import _crash, _deqlab, _load_strict
 
@@ -55,19 +55,8 @@ def _start(cmd, storage, cwd):
 
 
 def _files(study: Path) -> dict:
-    """{trial id: last status} of the visible trial files (a torn one would fail to read).
-
-    One open file per read, as deqlab's readers do: `pd.read_parquet(path)` opens a path twice (footer,
-    then pages), and a rename in between pairs one version's footer with the other's pages."""
-    folder = study / "trials"
-    out = {}
-    for p in folder.glob("*.parquet") if folder.exists() else []:
-        try:
-            with open(p, "rb") as f:
-                out[p.stem] = pq.ParquetFile(f).read(columns=["status"]).column("status")[-1].as_py()
-        except FileNotFoundError:  # set aside by a resume since the listing
-            continue
-    return out
+    """{trial id: last status} of the visible trial files (a torn one would fail to read)."""
+    return last_statuses(study / "trials")
 
 
 def _kill_when(proc, ready, timeout=240):

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
+from live_files import read_live
 from study_factory import TINY
 
 from deqlab.results import load
@@ -26,11 +26,8 @@ def _deqlab(*args):
 def _first_trial_mid_run(trials: Path) -> bool:
     """A trial has written an epoch and is still running."""
     for p in trials.glob("*.parquet") if trials.exists() else []:
-        try:
-            frame = pd.read_parquet(p)
-        except Exception:  # being replaced: look again
-            continue
-        if len(frame) and frame.status.iloc[-1] == "running" and frame.epoch.max() >= 0:
+        frame = read_live(p)
+        if frame is not None and len(frame) and frame.status.iloc[-1] == "running" and frame.epoch.max() >= 0:
             return True
     return False
 

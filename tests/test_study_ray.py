@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from live_files import last_statuses
 from ray_cluster import kill_session
 from study_factory import TINY
 
@@ -198,8 +199,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(kill_after, during_wr
         while time.time() < deadline:  # kill once `kill_after` trials finished (0: the first is mid-epoch)
             if during_write:  # ... and, for this kill point, while a trial file is being rewritten
                 caught = _hidden_temps_of_visible_files(trials)
-            done = [p for p in trials.glob("*.parquet")] if trials.exists() else []
-            finished = sum(pd.read_parquet(p).status.iloc[-1] == "completed" for p in done)
+            done = last_statuses(trials)
+            finished = sum(status == "completed" for status in done.values())
             if done and finished >= kill_after and (caught or not during_write):
                 break
             assert proc.poll() is None, proc.stdout.read()
