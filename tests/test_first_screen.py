@@ -98,3 +98,30 @@ def test_a_study_prints_only_lines_a_user_can_act_on_and_optuna_dashboard_serves
     assert [(p["name"], float(p["param_external_value"])) for p in trial["params"]] == [
         ("deq.tol", pytest.approx(row["param.deq.tol"], rel=1e-12))]
     assert trial["values"] == pytest.approx([row["test_acc"], row["nfe_fwd"]])
+
+
+FIT_SCRIPT = """
+import sys
+import ray
+from ray import tune
+from deqlab.study.tuner import TRACKER_INTEGRATIONS, fit
+
+ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+def tuner(name):
+    return tune.Tuner(lambda config: {"x": 1}, run_config=tune.RunConfig(
+        name=name, storage_path=sys.argv[1], callbacks=[tune.Callback()], verbose=0))
+fit(tuner("ours"))
+print("after deqlab's fit:", sorted(m for m in TRACKER_INTEGRATIONS + ("mlflow", "wandb") if m in sys.modules))
+tuner("plain").fit()
+print("after Tune's fit:", sorted(m for m in ("mlflow", "wandb") if m in sys.modules))
+"""
+
+
+def test_a_study_start_imports_no_tracker_library_it_does_not_use(tmp_path):
+    """Tune's callback telemetry would import mlflow and wandb (2.2 s of every `deqlab run`); deqlab's `fit`
+    spares them. The same Tuner fitted as Tune does shows the import happen, so this test can fail."""
+    out = subprocess.run([sys.executable, "-c", FIT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=240, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "after deqlab's fit: []" in out.stdout, out.stdout
+    assert "after Tune's fit: ['mlflow', 'wandb']" in out.stdout, out.stdout

@@ -32,7 +32,7 @@ from .spec import StudyError, StudySpec, drop_inert, parse_study
 from .space import walk
 from .tracking import tracker_callbacks
 from .trial import trial_id_of
-from .tuner import build_tuner, check_fits, close_orphaned_trials, save_optuna, start_ray, waiting_for_gpus
+from .tuner import build_tuner, check_fits, close_orphaned_trials, fit, save_optuna, start_ray, waiting_for_gpus
 
 
 def _tune_configs(result_grid) -> dict:
@@ -125,7 +125,7 @@ def run_study(spec: StudySpec, storage: str, *, say: Callable[[str], None] = pri
             try:
                 with graceful_interrupt() as interrupt:
                     callbacks = [make_callback(spec, storage, say), *tracker_callbacks(spec, storage, say)]
-                    grid = build_tuner(spec, storage, callbacks, plan=plan).fit()
+                    grid = fit(build_tuner(spec, storage, callbacks, plan=plan))
             except Exception as exc:
                 if is_disk_full(exc) or disk_is_full(path):
                     raise disk_full_error(spec, path) from None
