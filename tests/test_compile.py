@@ -98,6 +98,31 @@ def test_compiled_solve_equals_eager_and_the_closed_form(pairs, solver):
         assert eager.nfe > OPTIONS["anderson"]["m"] + 1  # the history ring wrapped around
 
 
+def test_the_whole_loop_graph_is_cached_on_disk_and_keyed_by_its_body(monkeypatch, tmp_path):
+    """A new process (here: dynamo reset) loads the loop from inductor's on-disk cache rather than compiling
+    it again; a loop whose body differs only in a constant (the damping) is another entry, not that one."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    f, z_star = affine()
+    seen = []
+    for damping in (0.5, 0.8, 0.8):
+        torch._dynamo.reset()  # forget the compiled code, as a new process has none
+        before = dict(counters["inductor"])
+        res = solve(f, torch.zeros(4, 8, dtype=F64), solver="fixed_point", tol=1e-10, max_iter=500,
+                    compile="default", damping=damping)
+        eager = solve(f, torch.zeros(4, 8, dtype=F64), solver="fixed_point", tol=1e-10, max_iter=500,
+                      damping=damping)
+        assert res.stats["loop"] == "graph" and res.nfe == eager.nfe
+        assert float((res.z - z_star).abs().max()) <= 1e-8
+        seen.append({k: counters["inductor"][k] - before.get(k, 0)
+                     for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")})
+    assert seen == [{"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 1, "fxgraph_cache_bypass": 0},
+                    {"fxgraph_cache_hit": 0, "fxgraph_cache_miss": 1, "fxgraph_cache_bypass": 0},
+                    {"fxgraph_cache_hit": 1, "fxgraph_cache_miss": 0, "fxgraph_cache_bypass": 0}], seen
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("solver", ["fixed_point"])  # the others share the mechanism (~10-35 s each to compile)
 def test_a_smaller_last_batch_compiles_once_not_every_epoch(solver):
     seen = []
