@@ -53,7 +53,7 @@ def test_inductor_has_its_cpp_compiler():
 
 
 # the solvers whose whole loop is one graph (deqlab.solvers.fused); the others compile f and their JVPs
-WHOLE = ("anderson", "broyden", "fixed_point")
+WHOLE = ("anderson", "broyden", "fixed_point", "newton_krylov")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,9 @@ def test_compiled_solve_equals_eager_and_the_closed_form(pairs, solver):
     assert torch.allclose(comp.residual, eager.residual, rtol=0.5, atol=1e-12)
     if solver == "broyden":
         assert comp.stats["restarts"] == eager.stats["restarts"] > 0
+    if solver == "newton_krylov":  # JVPs and evaluations, per sample too: exactly eager's
+        assert comp.nfe == eager.nfe and torch.equal(comp.sample_nfe, eager.sample_nfe)
+        assert comp.stats["jvps"] == eager.stats["jvps"] > 0 and comp.trace == pytest.approx(eager.trace, abs=1e-12)
     if solver == "anderson":
         assert eager.nfe > OPTIONS["anderson"]["m"] + 1  # the history ring wrapped around
 
@@ -333,3 +336,99 @@ def test_a_sample_that_blows_up_fails_in_the_graph_as_in_eager():
     assert int(comp.sample_nfe[2]) < int(comp.sample_nfe.max())  # the blown-up sample stopped early
     assert bool(torch.isfinite(comp.z).all()) and torch.allclose(comp.z, eager.z, atol=1e-12)
     assert float(comp.residual[2]) == pytest.approx(float(eager.residual[2]), rel=1e-12)
+
+
+def varied_tanh_map(shape, dtype, seed=4):
+    """f(z) = tanh(s_i A vec(z) + x_i), ||A||_2 = 0.9, s_i from 0.1 to 1 across the batch: samples that
+    need different numbers of Newton steps. F.linear, not `A.T`: see the next test."""
+    g = torch.Generator().manual_seed(seed)
+    d = int(torch.tensor(shape[1:]).prod())
+    A = torch.randn(d, d, generator=g, dtype=F64)
+    A = (0.9 * A / torch.linalg.matrix_norm(A, ord=2)).to(dtype)
+    s = torch.linspace(0.1, 1.0, shape[0], dtype=F64).to(dtype).view(-1, *([1] * (len(shape) - 1)))
+    x = torch.randn(shape, generator=g, dtype=F64).to(dtype)
+    return lambda z: torch.tanh(s * torch.nn.functional.linear(z.reshape(z.shape[0], -1), A).view(z.shape) + x)
+
+
+@pytest.mark.parametrize("dtype, shape, tol, stop_mode", [
+    (F64, (6, 8), 1e-11, "rel"),
+    (torch.float32, (5, 2, 4), 1e-5, "abs"),
+])
+def test_newton_krylov_graph_equals_eager(dtype, shape, tol, stop_mode):
+    """Newton-Krylov as one graph (nested Newton, GMRES-cycle and Arnoldi loops) against eager on a map whose
+    samples converge at different Newton steps, with a small restart so that GMRES restarts and exits cycles
+    early: the same Newton steps, JVPs (each counted for the samples active at it), per-sample NFE,
+    convergence and trace. The graph judges each product's least-squares residual by Givens rotations where
+    eager solves the normal equations: on these problems the two agree far from the inner tolerance."""
+    f = varied_tanh_map(shape, dtype)
+    z0 = torch.zeros(shape, dtype=dtype)
+    opts = dict(restart=3, max_restarts=2, inner_tol=1e-4)
+    eager = solve(f, z0, "newton_krylov", tol=tol, max_iter=30, stop_mode=stop_mode, **opts)
+    comp = solve(f, z0, "newton_krylov", tol=tol, max_iter=30, stop_mode=stop_mode, compile="default", **opts)
+    assert comp.stats["loop"] == "graph"
+    assert bool(eager.converged.all()) and len(set(eager.sample_nfe.tolist())) > 1  # samples froze apart
+    steps = len(eager.trace) - 1
+    assert eager.stats["jvps"] > opts["restart"] * steps  # some Newton step ran a second GMRES cycle
+    assert comp.nfe == eager.nfe and comp.stats["jvps"] == eager.stats["jvps"]
+    assert torch.equal(comp.sample_nfe, eager.sample_nfe) and torch.equal(comp.converged, eager.converged)
+    assert len(comp.trace) == len(eager.trace)
+    assert comp.z.shape == z0.shape and comp.z.dtype == dtype
+    close = 1e-9 if dtype == F64 else 2e-5
+    assert float((comp.z - eager.z).abs().max()) <= close
+    assert float((f(comp.z) - comp.z).abs().max()) <= 10 * tol
+    assert comp.trace[:-1] == pytest.approx(eager.trace[:-1], rel=1e-3)  # before the rounding floor
+
+
+def test_newton_krylov_with_an_attribute_of_a_closed_over_tensor_falls_back_once_warned():
+    """torch 2.13's dynamo cannot trace torch.func.jvp inside a loop body when f reads an attribute of a
+    tensor it closes over (`A.T`, as tanh_map does): the solve warns and runs the eager loop with f and its
+    JVPs compiled, with eager's results."""
+    f = tanh_map((4, 8), F64, seed=5)
+    z0 = torch.zeros(4, 8, dtype=F64)
+    with pytest.warns(RuntimeWarning, match="could not be compiled whole"):
+        comp = solve(f, z0, "newton_krylov", tol=1e-10, max_iter=30, compile="default")
+    eager = solve(f, z0, "newton_krylov", tol=1e-10, max_iter=30)
+    assert comp.stats["loop"] == "generic" and comp.nfe == eager.nfe and bool(comp.converged.all())
+    assert float((comp.z - eager.z).abs().max()) <= 1e-10
+
+
+def test_compiled_newton_krylov_deq_runs_one_graph_and_gets_the_closed_form_gradient(monkeypatch):
+    """A DEQ with solver newton_krylov and compile="default": its forward solve is one graph (F.linear
+    traces where LinearCell's `A.T` falls back), with eager's NFE, and the implicit gradient is the
+    closed form's. The DEQ leaves the batch static for this solver: a smaller batch compiles its own graph."""
+    from deqlab.solvers import fused
+
+    monkeypatch.setattr(fused, "_UNTRACEABLE", set())  # a DEQ's map is one lambda: an earlier fallback sticks
+    solved = []
+    real = fused.run
+    monkeypatch.setattr(fused, "run", lambda *args: solved.append(real(*args)) or solved[-1])
+
+    class Linear(nn.Module):
+        def __init__(self, cell):
+            super().__init__()
+            self.A, self.B = cell.A, cell.B
+
+        def forward(self, z, x):
+            return torch.nn.functional.linear(z, self.A) + torch.nn.functional.linear(x, self.B)
+
+    base = LinearCell(dim=8)
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(4, 8, dtype=F64, generator=g), torch.randn(4, 8, dtype=F64, generator=g)
+    out = {}
+    for mode in ("none", "default"):
+        base.zero_grad()
+        deq = DEQ(Linear(base), solver="newton_krylov", tol=1e-10, max_iter=50, compile=mode)
+        z, info = deq(x)
+        (z * w).sum().backward()
+        out[mode] = (z.detach(), info.nfe_fwd, base.A.grad.clone(), base.B.grad.clone())
+    assert len(solved) == 1 and solved[0] is not None and solved[0].stats.get("jvps", 0) > 0
+    eye = torch.eye(8, dtype=F64)
+    with torch.no_grad():
+        z_star = torch.linalg.solve(eye - base.A, (x @ base.B.T).T).T
+        adj = torch.linalg.solve((eye - base.A).T, w.T)
+    gA, gB = adj @ z_star, adj @ x
+    z, nfe, grad_a, grad_b = out["default"]
+    assert nfe == out["none"][1]
+    assert float((z - z_star).abs().max()) <= 1e-8 and float((z - out["none"][0]).abs().max()) <= 1e-10
+    assert float((grad_a - gA).norm() / gA.norm()) <= 1e-6 and float((grad_b - gB).norm() / gB.norm()) <= 1e-6
+    assert torch.allclose(grad_a, out["none"][2], rtol=1e-9, atol=1e-12)

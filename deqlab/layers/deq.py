@@ -220,7 +220,9 @@ class DEQ(nn.Module):
         return self._dynamic_batch(z0.detach())
 
     def _dynamic_batch(self, t: Tensor) -> Tensor:
-        if self.cfg.forward.compile != "none":
+        """Not for newton_krylov: torch 2.13's inductor fails on its whole-loop graph (JVPs inside nested
+        loops) with a dynamic batch, so each batch size compiles a graph of its own (deqlab.solvers.fused)."""
+        if self.cfg.forward.compile != "none" and self.cfg.forward.solver != "newton_krylov":
             torch._dynamo.maybe_mark_dynamic(t, 0)
         return t
 

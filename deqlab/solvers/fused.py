@@ -510,9 +510,11 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
         code = _code_of(f)
         if code is not None:  # not again for this f and solver: a failed compile costs ~0.1 s every time
             _UNTRACEABLE.add((code, spec.solver))
+        fallback = "its eager loop with f and its JVPs compiled" if spec.solver == "newton_krylov" else \
+            "a compiled step per iteration"
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"compile={spec.compile!r}: {spec.solver}'s loop could not be compiled whole with this f "
-                      f"({reason}); it runs a compiled step per iteration instead", RuntimeWarning, stacklevel=3)
+                      f"({reason}); it runs {fallback} instead", RuntimeWarning, stacklevel=3)
         return None
     return _result(z0, out, spec)
 
