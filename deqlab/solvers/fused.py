@@ -3,30 +3,41 @@
 A compiled *step* per iteration (compiled.py) still pays, every
 iteration, a compiled call (~15-55 us of dynamo guards and wrappers on CPU) and
 the host's residual check (~60 us of Tracker bookkeeping): more than f itself at
-small sizes. Here fixed_point, anderson and broyden run their whole loop inside
-one graph: the residual test, per-sample freezing, the best iterate, the
-per-sample NFE and the trace are tensors carried by `torch._higher_order_ops.
-while_loop`, whose condition (an iteration left and a sample still active) is the
-only decision the loop makes. Inductor's C++ wrapper (`cpp_wrapper`, on CPU)
-runs that loop in C++, so an iteration costs its kernels and nothing else; the
-host reads the outcome once, after the solve.
+small sizes. Here fixed_point, anderson, broyden and newton_krylov run their
+whole loop inside one graph: the residual test, per-sample freezing, the best
+iterate, the per-sample NFE and the trace are tensors carried by
+`torch._higher_order_ops.while_loop`, whose condition (an iteration left and a
+sample still active) is the only decision the loop makes (newton_krylov: three
+nested loops, Newton steps, GMRES cycles and Arnoldi products, whose conditions
+are eager's early exits). Inductor's C++ wrapper (`cpp_wrapper`, on CPU) runs
+that loop in C++, so an iteration costs its kernels and nothing else; the host
+reads the outcome once, after the solve.
 
 The arithmetic is the eager solvers' and `Tracker.check`'s, step for step (same
 freezing, same stop test in the same dtype, same best-iterate rule, NFE counted
-for the samples active at each evaluation), with two changes of form:
+for the samples active at each evaluation), with three changes of form:
 - histories are full-size buffers ([B, m, D]) and the rows not in use are
   masked or zero, so one graph serves every iteration;
 - anderson's m x m least-squares system is solved by Gaussian elimination
   unrolled over m inside the graph (the system is symmetric positive definite,
   so no pivoting is needed); eager calls LAPACK, whose call alone cost ~65 us
-  per iteration inside a graph.
-tests/test_compile.py holds both to eager and to the closed forms.
+  per iteration inside a graph;
+- newton_krylov judges GMRES's early exit after each product by Givens
+  rotations (the least-squares residual in O(k)) where eager solves the
+  regularised normal equations every time (in the graph ~60 us per product at
+  k = 10, twice the JVP); the step's y is eager's normal equations, solved
+  once per cycle. Both residuals are the same minimum up to float64 rounding,
+  so the exits agree unless a residual lies within rounding of the inner
+  tolerance.
+tests/test_compile.py holds them to eager and to the closed forms.
 
 Not fused (compiled.py runs them): `keep` (the correction loss's kept
 iterates), an f the loop cannot hold whole (a graph break or a Python side
 effect: remembered with its solver by f's code and not tried again), and
 Broyden past BROYDEN_GRAPH_MAX_ELEMENTS run a compiled step per iteration;
-line search, `estimate` (SHINE), newton_krylov and continuous run `generic`.
+line search, `estimate` (SHINE), continuous, a newton_krylov given its own
+`jvp=`, and one whose f dynamo cannot differentiate inside the loop (`_LIFT_BUG`)
+run `generic`.
 """
 
 from __future__ import annotations
