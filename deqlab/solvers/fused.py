@@ -46,11 +46,11 @@ import warnings
 
 import torch
 from torch._higher_order_ops.while_loop import while_loop
-from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from .anderson import mix
 from .base import EPS, SolveResult, coefficients, combine, safe_divide, step_norms
 from .broyden import _product  # with `used`: the rows in use of the full-size buffers
+from .graph_passes import NewtonKrylovPasses
 from .options import SolveSpec
 
 RECOMPILE_LIMIT = 64
@@ -418,49 +418,6 @@ def _code_of(f):
 WHILE_LOOP_OP = "torch.ops.higher_order.while_loop"
 
 
-class _DropZeroTangentProducts(CustomGraphPass):
-    """torch.func.jvp, traced inside a loop body, gives each tensor f closes over (a weight W) a zero tangent
-    that stays in the graph: F.linear's tangent becomes v W^T + z 0, a [D, D] zero fill and a product with
-    it per JVP (measured ~15-20 us at width 128, half a bare call of f). Inductor's own simplifications do
-    not reach a while_loop's subgraphs, so this pass walks them and drops `addmm(c, a, 0)` (= c, the
-    eager forward-mode product never forms it). Run on newton_krylov's graph only."""
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        _drop_zero_products(graph.owning_module)
-
-    def uuid(self):
-        return "deqlab.fused.drop_zero_tangent_products.1"
-
-
-def _zero(node) -> bool:
-    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
-        return False
-    aten = torch.ops.aten
-    if node.target in (aten.expand.default, aten.permute.default, aten.t.default, aten.view.default):
-        return _zero(node.args[0])
-    return node.target is aten.full.default and node.args[1] == 0 or node.target is aten.zeros.default
-
-
-def _drop_zero_products(gm) -> None:
-    changed = False
-    for node in list(gm.graph.nodes):
-        sub = getattr(gm, node.target, None) if node.op == "get_attr" else None
-        if isinstance(sub, torch.fx.GraphModule):
-            _drop_zero_products(sub)
-        elif (node.target is torch.ops.aten.addmm.default and not node.kwargs and len(node.args) == 3
-              and (_zero(node.args[1]) or _zero(node.args[2]))):
-            bias, val = node.args[0], node.meta.get("val")
-            same = val is not None and getattr(bias, "meta", {}).get("val") is not None and \
-                tuple(bias.meta["val"].shape) == tuple(val.shape) and bias.meta["val"].dtype == val.dtype
-            if same:
-                node.replace_all_uses_with(bias)
-                gm.graph.erase_node(node)
-                changed = True
-    if changed:
-        gm.graph.eliminate_dead_code()
-        gm.recompile()
-
-
 def _loop(solver: str, mode: str, device_type: str):
     key = (solver, mode, device_type)
     if key not in _LOOPS:
@@ -473,7 +430,8 @@ def _loop(solver: str, mode: str, device_type: str):
         options["unsafe_marked_cacheable_functions"] = {
             **torch._inductor.config.unsafe_marked_cacheable_functions, WHILE_LOOP_OP: torch.__version__}
         if solver == "newton_krylov":
-            options["post_grad_custom_pre_pass"] = _DropZeroTangentProducts()
+            options["post_grad_custom_pre_pass"] = NewtonKrylovPasses()  # JVPs without zero tangents, f's
+            # primal part at the Newton iterate once per GMRES cycle (graph_passes.py)
         graph = torch.compile(LOOPS[solver], fullgraph=True, options=options)
         _LOOPS[key] = owned_outputs(graph) if mode == "reduce-overhead" else graph
     return _LOOPS[key]
