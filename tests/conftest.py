@@ -32,7 +32,7 @@ COST = {
     "test_resume_matrix": 380, "test_study_ray": 300, "test_faults": 295, "test_study_s3": 250,
     "test_checkpoint_resume": 140, "test_seed_check": 130, "test_study_interrupt": 100, "test_api": 90,
     "test_own_code": 86, "test_bench_cli": 70, "test_pbt": 60, "test_first_screen": 60, "test_tracking": 50,
-    "test_durable": 44, "test_cluster_run": 41, "test_compile": 40, "test_train": 38, "test_dashboard": 32,
+    "test_durable": 44, "test_cluster_run": 41, "test_compile": 120, "test_train": 38, "test_dashboard": 32,
     "test_study_budget": 28, "test_parallel": 23, "test_cli": 23, "test_hostile_results": 20,
     "test_study_failures": 19, "test_cluster_auth": 19, "test_fuzz": 15, "test_backward": 11,
 }

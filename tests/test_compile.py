@@ -268,6 +268,45 @@ def test_an_f_the_graph_cannot_hold_falls_back_to_a_step_per_iteration_once_warn
     assert again.stats["loop"] == "step" and again.nfe == res.nfe
 
 
+class _NoisyCell(LinearCell):
+    """LinearCell with a Python side effect in forward: no while_loop graph can hold it."""
+
+    calls = 0
+
+    def forward(self, z, x):
+        type(self).calls += 1
+        return super().forward(z, x)
+
+
+def test_one_deqs_untraceable_cell_leaves_another_deqs_solve_whole(monkeypatch):
+    """The fallback is remembered per cell: every DEQ hands its solve the same lambda, and keying on that
+    lambda's code sent every later DEQ of the process to the step once one cell could not be traced."""
+    import deqlab.layers.deq as deq_module
+
+    loops = []
+
+    def spy(*args, **kwargs):
+        res = solve(*args, **kwargs)
+        loops.append(res.stats["loop"])
+        return res
+
+    monkeypatch.setattr(deq_module, "solve", spy)
+    x = torch.randn(4, 6, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for cell in (_NoisyCell(), LinearCell()):
+        deq = DEQ(cell, DEQConfig(solver="fixed_point", tol=1e-10, max_iter=200, compile="default"))
+        with torch.no_grad(), pytest.warns(RuntimeWarning) if isinstance(cell, _NoisyCell) else _nothing():
+            z, _ = deq(x)
+        z_star = torch.linalg.solve(torch.eye(6, dtype=F64) - cell.A, (x @ cell.B.T).T).T
+        assert float((z - z_star).abs().max()) <= 1e-8
+    assert loops == ["step", "graph"], loops
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def test_broyden_with_a_large_history_runs_the_compiled_step(monkeypatch):
     """Past BROYDEN_GRAPH_MAX_ELEMENTS per history buffer the whole-loop graph is slower than a step
     (its buffers are copied every iteration): the step runs, with eager's results."""

@@ -214,7 +214,10 @@ class DEQ(nn.Module):
         sees the same input in training and evaluation (a requires_grad flip would build a graph of its
         own), and, compiled, its batch dimension marked dynamic with z0's (`_solve_start`), so the first
         graph also serves the last, smaller batch and the test batches (one compile instead of three)."""
-        return lambda z, x=self._dynamic_batch(x.detach()): self.f(z, x)
+        solve_map = lambda z, x=self._dynamic_batch(x.detach()): self.f(z, x)  # noqa: E731
+        # every DEQ's map is this lambda: a compiled solve's fallback memory keys on the cell it wraps instead
+        solve_map.__wrapped__ = self.f
+        return solve_map
 
     def _solve_start(self, z0: Tensor) -> Tensor:
         return self._dynamic_batch(z0.detach())

@@ -33,7 +33,7 @@ tests/test_compile.py holds them to eager and to the closed forms.
 
 Not fused (compiled.py runs them): `keep` (the correction loss's kept
 iterates), an f the loop cannot hold whole (a graph break or a Python side
-effect: remembered with its solver by f's code and not tried again), and
+effect: remembered with its solver by the code of f (of the cell a DEQ's map wraps) and not tried again), and
 Broyden past BROYDEN_GRAPH_MAX_ELEMENTS run a compiled step per iteration;
 line search, `estimate` (SHINE), continuous, a newton_krylov given its own
 `jvp=`, and one whose f dynamo cannot differentiate inside the loop (`_LIFT_BUG`)
@@ -403,7 +403,11 @@ def applies(spec: SolveSpec, f, z0, keep: frozenset, extra: dict) -> bool:
 
 def _code_of(f):
     """The code a call of f runs first: a function's own, a module's forward, a callable object's __call__
-    (None for a C callable such as functools.partial, which is then tried every time)."""
+    (None for a C callable such as functools.partial, which is then tried every time); for a wrapper that
+    names what it wraps (`__wrapped__`, as a DEQ's solve map names its cell), the wrapped one's."""
+    wrapped = getattr(f, "__wrapped__", None)
+    if wrapped is not None:
+        return _code_of(wrapped)
     if hasattr(f, "__code__"):
         return f.__code__
     call = type(f).forward if isinstance(f, torch.nn.Module) else getattr(type(f), "__call__", None)
