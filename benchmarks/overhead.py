@@ -234,6 +234,14 @@ def profile_compiled(batch: int, width: int, mode: str, top: int = 8) -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
 
 
+def _verdict(solver: str, x: float, batch: int, width: int) -> str:
+    """The goal column: the goals are set at the first size only."""
+    if (batch, width) != SIZES[0]:
+        return "-"
+    goal = GOALS[solver]
+    return f"<= {goal}x {'PASS' if x <= goal else 'MISS'}"
+
+
 def print_compiled(rows: list[dict], batch: int, width: int, device, mode: str) -> None:
     print(f"\n== overhead per NFE, eager vs compile={mode} | {device.type} | batch {batch}, width {width}, "
           f"tol {TOL:g}, bare f {rows[0]['bare_us']:.1f} us, the same f compiled alone "
@@ -243,8 +251,7 @@ def print_compiled(rows: list[dict], batch: int, width: int, device, mode: str) 
     print("|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         d, c, t = r["deqlab"], r["compiled"], r.get("torchdeq")
-        goal = GOALS[r["solver"]]
-        verdict = f"<= {goal}x {'PASS' if c['x'] <= goal else 'MISS'}" if (batch, width) == SIZES[0] else "-"
+        verdict = _verdict(r["solver"], c["x"], batch, width)
         td = f"{t['nfe']} | {t['x']:.1f}x" if t else "- | -"
         print(f"| {r['solver']} | {d['nfe']} / {c['nfe']} | {d['us']:.0f} | {d['x']:.1f}x | {c['loop']} | {c['us']:.0f} |"
               f" {c['x']:.1f}x | {verdict} | {c['compile_s']:.1f} | {c['graphs']} | {c['recompiles']} | {td} |",
@@ -258,8 +265,7 @@ def print_overhead(rows: list[dict], batch: int, width: int, device) -> None:
     print("|---|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         d, t = r["deqlab"], r.get("torchdeq")
-        goal = GOALS[r["solver"]]
-        verdict = f"<= {goal}x {'PASS' if d['x'] <= goal else 'MISS'}" if (batch, width) == SIZES[0] else "-"
+        verdict = _verdict(r["solver"], d["x"], batch, width)
         td = f"{t['nfe']} | {t['us']:.0f} | {t['x']:.1f}x" if t else "- | - | -"
         print(f"| {r['solver']} | {d['nfe']} | {d['us']:.0f} | {d['x']:.1f}x | {verdict} | {td} |")
 

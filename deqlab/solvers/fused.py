@@ -48,9 +48,10 @@ import torch
 from torch._higher_order_ops.while_loop import while_loop
 
 from .anderson import mix
-from .base import EPS, SolveResult, coefficients, combine, safe_divide, step_norms
+from .base import EPS, SolveResult, combine, safe_divide, step_norms
 from .broyden import _product  # with `used`: the rows in use of the full-size buffers
 from .graph_passes import NewtonKrylovPasses
+from .newton_krylov import orthogonalise
 from .options import SolveSpec
 
 RECOMPILE_LIMIT = 64
@@ -73,6 +74,8 @@ def owned_outputs(graph):
             else out.clone()
 
     return call
+
+
 # inductor 2.13's own lowering calls a helper it deprecated, once per graph, into the user's log
 warnings.filterwarnings("ignore", message=r"`torch\._prims_common\.check` is deprecated", category=FutureWarning)
 
@@ -286,12 +289,9 @@ def newton_krylov_loop(f, z0, max_iter: int, tol, stop_mode: str, restart: int, 
 
             def arnoldi(j, V, H, rot, lin_res, done):
                 w = product(V.index_select(1, j.view(1)).squeeze(1))
-                h = coefficients(V, w)  # rows past j are zero: eager's h over V[:, :j+1], then zeros
-                w = w - combine(h, V)
-                h2 = coefficients(V, w)
-                w = w - combine(h2, V)
+                h, w = orthogonalise(V, w)  # rows past j are zero: eager's h over V[:, :j+1], then zeros
                 hn = w.norm(dim=1)
-                column = (h + h2).double() + torch.where(rows == j + 1, hn.double().unsqueeze(1), 0.0)
+                column = h.double() + torch.where(rows == j + 1, hn.double().unsqueeze(1), 0.0)
                 H = H.index_copy(2, j.view(1), column.unsqueeze(2))
                 V = V.index_copy(1, (j + 1).view(1), safe_divide(w, hn[:, None]).unsqueeze(1))
                 rot, lin_res = _givens(rot, column, j)
@@ -478,7 +478,7 @@ def run(spec: SolveSpec, f, z0) -> SolveResult | None:
         with _GRAPH_CONFIG:
             out = loop(f, z0, spec.max_iter, _tol(spec.tol, z0), spec.stop_mode, *_arguments(spec))
     except (*_NOT_WHOLE, AssertionError) as exc:
-        if isinstance(exc, AssertionError) and not _LIFT_BUG in str(exc):
+        if isinstance(exc, AssertionError) and _LIFT_BUG not in str(exc):
             raise
         code = _code_of(f)
         if code is not None:  # not again for this f and solver: a failed compile costs ~0.1 s every time

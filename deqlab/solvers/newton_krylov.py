@@ -92,12 +92,8 @@ def gmres(A, rhs, active, opts: NewtonKrylovOptions):
         for j in range(k):
             w = A(V[:, j])
             n_products += 1
-            basis = V[:, : j + 1]
-            h = coefficients(basis, w)
-            w = w - combine(h, basis)
-            h2 = coefficients(basis, w)  # second pass restores orthogonality lost to rounding
-            w = w - combine(h2, basis)
-            H[:, : j + 1, j] = (h + h2).double()
+            h, w = orthogonalise(V[:, : j + 1], w)
+            H[:, : j + 1, j] = h.double()
             hn = w.norm(dim=1)
             H[:, j + 1, j] = hn.double()
             V[:, j + 1] = safe_divide(w, hn[:, None])
@@ -113,6 +109,15 @@ def gmres(A, rhs, active, opts: NewtonKrylovOptions):
         if bool(((lin_res <= target) | ~active).all()):
             break
     return d, n_products
+
+
+def orthogonalise(basis, w):
+    """(coefficients, w made orthogonal to the rows of basis) by classical Gram-Schmidt applied twice: the
+    second pass restores the orthogonality lost to rounding. Rows of basis that are zero add nothing."""
+    h = coefficients(basis, w)
+    w = w - combine(h, basis)
+    h2 = coefficients(basis, w)
+    return h + h2, w - combine(h2, basis)
 
 
 def _hessenberg_lstsq(H, beta):
